@@ -1,0 +1,299 @@
+"""Everything streamkit raises, on two axes.
+
+The *phase* says when it failed: ``APIStatusError`` (an HTTP error status, before any
+event) or ``StreamError`` (an ``event: error`` after a 200).  The *kind* says what failed
+(``OverloadedError``, ``RateLimitError`` ...).  A raised API error is an instance of both
+its phase class and its kind class, so ``except OverloadedError`` catches an overload in
+either phase while ``except StreamError`` catches only the in-stream one.
+
+Every error raised once a stream has started carries ``partial_message``: what was
+received before the failure is never lost.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .message import Message
+
+
+class StreamkitError(Exception):
+    """Base of everything streamkit raises."""
+
+    partial_message: Message | None
+    request_id: str | None
+
+    def __init__(self, message: str, *, request_id: str | None = None, partial_message: Message | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.partial_message = partial_message
+
+    def __str__(self) -> str:
+        extra = f" (request_id={self.request_id})" if self.request_id else ""
+        return f"{self.message}{extra}"
+
+
+class APIError(StreamkitError):
+    """An error the API reported, before the stream (a status) or inside it (an event)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+        body: object | None = None,
+        text: str | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        partial_message: Message | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id, partial_message=partial_message)
+        self.should_retry = should_retry  # the server's x-should-retry verdict, if it gave one
+        self.status_code = status_code
+        self.error_type = error_type
+        self.body = body
+        self.text = text
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        facts = [
+            f"{name}={value}"
+            for name, value in (
+                ("status", self.status_code),
+                ("type", self.error_type),
+                ("request_id", self.request_id),
+            )
+            if value is not None
+        ]
+        return f"{self.message} ({', '.join(facts)})" if facts else self.message
+
+
+# -- phases -------------------------------------------------------------------------
+
+
+class APIStatusError(APIError):
+    """The API answered with an error status before streaming anything."""
+
+
+class StreamError(APIError):
+    """The API sent ``event: error`` after a 200; ``partial_message`` holds the output so far."""
+
+
+# -- kinds --------------------------------------------------------------------------
+
+
+class InvalidRequestError(APIError):
+    """400: the request is malformed or not allowed; fix it, retrying will not help."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the key may not use this resource."""
+
+
+class NotFoundError(APIError):
+    """404: wrong path or model name."""
+
+
+class RequestTooLargeError(APIError):
+    """413: the request body is over the size limit (32 MB for Messages)."""
+
+
+class RateLimitError(APIError):
+    """429: slow down; ``retry_after`` says for how long when the API tells."""
+
+
+class InternalServerError(APIError):
+    """500 / api_error: unexpected failure inside the API; retrying usually works."""
+
+
+class OverloadedError(APIError):
+    """529 / overloaded_error: the API is under load; retry with backoff."""
+
+
+_P = TypeVar("_P", bound=APIError)
+
+_KIND_BY_TYPE: dict[str, type[APIError]] = {
+    "invalid_request_error": InvalidRequestError,
+    "authentication_error": AuthenticationError,
+    "permission_error": PermissionDeniedError,
+    "not_found_error": NotFoundError,
+    "request_too_large": RequestTooLargeError,
+    "rate_limit_error": RateLimitError,
+    "api_error": InternalServerError,
+    "overloaded_error": OverloadedError,
+}
+
+_TYPE_BY_STATUS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _combine(phase: type[_P], kind: type[APIError], suffix: str) -> type[_P]:
+    name = kind.__name__.removesuffix("Error") + suffix
+    cls = type(name, (phase, kind), {"__doc__": kind.__doc__, "__module__": __name__})
+    cls.__qualname__ = name
+    return cls
+
+
+_STATUS_CLASSES = {
+    error_type: _combine(APIStatusError, kind, "StatusError") for error_type, kind in _KIND_BY_TYPE.items()
+}
+_STREAM_CLASSES = {error_type: _combine(StreamError, kind, "StreamError") for error_type, kind in _KIND_BY_TYPE.items()}
+
+
+# -- failures that are not API errors -----------------------------------------------
+
+
+class APIConnectionError(StreamkitError):
+    """No response arrived: the connection could not be made or broke before the headers."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out before the response headers arrived."""
+
+
+class IncompleteStreamError(StreamkitError):
+    """The stream stopped before ``message_stop``: the reply is incomplete, never final.
+
+    ``partial_message`` holds everything received.  Subclasses say how it stopped.
+    """
+
+
+class ConnectionLostError(IncompleteStreamError):
+    """The connection broke after the stream started (reset, incomplete chunked body)."""
+
+
+class StreamTimeoutError(IncompleteStreamError):
+    """No bytes arrived for longer than the read timeout after the stream started."""
+
+
+class StallError(IncompleteStreamError):
+    """Only pings (or nothing) arrived for longer than ``stall_timeout``: no progress."""
+
+
+class ProtocolError(StreamkitError):
+    """The server broke the protocol (not an event stream, data that is not JSON ...).
+
+    ``data`` holds the offending bytes, cut to 500 bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        data: bytes = b"",
+        request_id: str | None = None,
+        partial_message: Message | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id, partial_message=partial_message)
+        self.data = data[:500]
+
+
+class StreamingRequiredError(StreamkitError, ValueError):
+    """A non-streaming request that may run past 10 minutes: use ``messages.stream()``."""
+
+
+# -- building errors from what the server sent --------------------------------------
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait as the headers say: ``retry-after-ms``, then ``retry-after``."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _readable(text: str) -> str:
+    """A one-line gist of a non-JSON body (an HTML page from a proxy, say)."""
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    gist = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    return " ".join(gist.split())[:200]
+
+
+def status_error(status: int, headers: Mapping[str, str], content: bytes) -> APIStatusError:
+    """The error for a non-200 response, whatever its body looks like."""
+    text = content.decode("utf-8", "replace")
+    body: object | None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    detail = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(detail, dict):
+        detail = {}
+    body_type = detail.get("type") if isinstance(detail.get("type"), str) else None
+    error_type = body_type or _TYPE_BY_STATUS.get(status)
+    message = detail.get("message")
+    if not isinstance(message, str) or not message:
+        gist = _readable(text)
+        message = f"HTTP {status}" + (f": {gist}" if gist else "")
+        if body is None and text:
+            message += " (the body is not JSON: it likely came from a proxy or CDN in front of the API)"
+    request_id = headers.get("request-id")
+    if request_id is None and isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        request_id = body["request_id"]
+    cls = _STATUS_CLASSES.get(error_type or "", APIStatusError)
+    return cls(
+        message,
+        status_code=status,
+        error_type=error_type,
+        request_id=request_id,
+        body=body,
+        text=text,
+        retry_after=retry_after(headers),
+        should_retry={"true": True, "false": False}.get(headers.get("x-should-retry", "").lower()),
+    )
+
+
+def stream_error(data: dict[str, Any], *, request_id: str | None, partial_message: Message | None) -> StreamError:
+    """The error for an ``event: error`` received after a 200."""
+    detail = data.get("error")
+    if not isinstance(detail, dict):
+        detail = {}
+    error_type = detail.get("type") if isinstance(detail.get("type"), str) else None
+    message = detail.get("message") if isinstance(detail.get("message"), str) else None
+    cls = _STREAM_CLASSES.get(error_type or "", StreamError)
+    return cls(
+        message or f"the stream reported an error of type {error_type!r}",
+        status_code=200,
+        error_type=error_type,
+        request_id=request_id,
+        body=data,
+        text=json.dumps(data),
+        partial_message=partial_message,
+    )

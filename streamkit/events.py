@@ -1,0 +1,256 @@
+"""Typed stream events and the sans-I/O Server-Sent Events decoder.
+
+``SSEDecoder`` turns bytes into ``(event name, data bytes)`` pairs; it knows nothing of
+sockets or httpx, so it can be fed from anywhere.  ``parse_event`` turns one decoded
+JSON object into a typed event.  The stream only builds typed events for consumers
+that ask for them: the accumulator works on the decoded JSON directly, which keeps
+pydantic off the hot path of ``get_final_message()``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from .message import ContentBlock, Message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# -- deltas -------------------------------------------------------------------------
+
+
+class TextDelta(_Model):
+    type: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+class InputJSONDelta(_Model):
+    type: Literal["input_json_delta"] = "input_json_delta"
+    partial_json: str
+
+
+class ThinkingDelta(_Model):
+    type: Literal["thinking_delta"] = "thinking_delta"
+    thinking: str
+
+
+class SignatureDelta(_Model):
+    type: Literal["signature_delta"] = "signature_delta"
+    signature: str
+
+
+class CitationsDelta(_Model):
+    type: Literal["citations_delta"] = "citations_delta"
+    citation: dict[str, Any]
+
+
+class UnknownDelta(_Model):
+    """A delta type this version does not know (``compaction_delta`` ...), kept as sent."""
+
+    type: str
+
+
+_DELTA_TAGS = frozenset({"text_delta", "input_json_delta", "thinking_delta", "signature_delta", "citations_delta"})
+
+
+def _delta_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _DELTA_TAGS else "unknown"
+
+
+Delta: TypeAlias = Annotated[
+    Annotated[TextDelta, Tag("text_delta")]
+    | Annotated[InputJSONDelta, Tag("input_json_delta")]
+    | Annotated[ThinkingDelta, Tag("thinking_delta")]
+    | Annotated[SignatureDelta, Tag("signature_delta")]
+    | Annotated[CitationsDelta, Tag("citations_delta")]
+    | Annotated[UnknownDelta, Tag("unknown")],
+    Discriminator(_delta_tag),
+]
+
+
+# -- events -------------------------------------------------------------------------
+
+
+class MessageStartEvent(_Model):
+    type: Literal["message_start"] = "message_start"
+    message: Message
+
+
+class ContentBlockStartEvent(_Model):
+    type: Literal["content_block_start"] = "content_block_start"
+    index: int
+    content_block: ContentBlock
+
+
+class ContentBlockDeltaEvent(_Model):
+    type: Literal["content_block_delta"] = "content_block_delta"
+    index: int
+    delta: Delta
+
+
+class ContentBlockStopEvent(_Model):
+    type: Literal["content_block_stop"] = "content_block_stop"
+    index: int
+
+
+class MessageDelta(_Model):
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+class MessageDeltaEvent(_Model):
+    type: Literal["message_delta"] = "message_delta"
+    delta: MessageDelta = Field(default_factory=MessageDelta)
+    usage: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageStopEvent(_Model):
+    type: Literal["message_stop"] = "message_stop"
+
+
+class PingEvent(_Model):
+    """Liveness only: keeps the connection open, is never progress."""
+
+    type: Literal["ping"] = "ping"
+
+
+class ErrorDetail(_Model):
+    type: str = "api_error"
+    message: str = ""
+
+
+class ErrorEvent(_Model):
+    type: Literal["error"] = "error"
+    error: ErrorDetail = Field(default_factory=ErrorDetail)
+
+
+class UnknownEvent(BaseModel):
+    """An event type this version does not know: yielded with its decoded data, never dropped."""
+
+    type: str
+    data: dict[str, Any]
+
+
+StreamEvent: TypeAlias = (
+    MessageStartEvent
+    | ContentBlockStartEvent
+    | ContentBlockDeltaEvent
+    | ContentBlockStopEvent
+    | MessageDeltaEvent
+    | MessageStopEvent
+    | PingEvent
+    | ErrorEvent
+    | UnknownEvent
+)
+
+_EVENT_MODELS: dict[str, type[_Model]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        MessageStartEvent,
+        ContentBlockStartEvent,
+        ContentBlockDeltaEvent,
+        ContentBlockStopEvent,
+        MessageDeltaEvent,
+        MessageStopEvent,
+        PingEvent,
+        ErrorEvent,
+    )
+}
+
+
+def parse_event(data: dict[str, Any]) -> StreamEvent:
+    """Type one decoded event; raises ``pydantic.ValidationError`` for a malformed known event."""
+    kind = data.get("type")
+    model = _EVENT_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return UnknownEvent(type=str(kind), data=data)
+    return model.model_validate(data)  # type: ignore[return-value]
+
+
+# -- Server-Sent Events framing -----------------------------------------------------
+
+
+class SSEDecoder:
+    """Incremental decoder for the ``text/event-stream`` format (WHATWG HTML, 9.2).
+
+    Feed it chunks as they arrive; it returns each complete event as ``(name, data)``.
+    ``id`` and ``retry`` fields and comments are ignored: the Messages API does not
+    use them.  Bytes of an unfinished event stay buffered until its blank line.
+    """
+
+    __slots__ = ("_names", "_pending", "_started")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._names: dict[bytes, str] = {}
+        self._started = False
+
+    @property
+    def buffered(self) -> bytes:
+        """Bytes of the event still waiting for its terminating blank line."""
+        return b"".join(self._pending)
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        if not self._started and chunk:
+            self._started = True
+            if chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]
+        pending = self._pending
+        if b"\r" in chunk or (pending and pending[-1].endswith(b"\r")):
+            return self._feed_normalised(chunk)
+        if b"\n\n" not in chunk and not (pending and chunk.startswith(b"\n") and pending[-1].endswith(b"\n")):
+            if chunk:
+                pending.append(chunk)
+            return []
+        if pending:
+            pending.append(chunk)
+            chunk = b"".join(pending)
+            pending.clear()
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        if rest:
+            pending.append(rest)
+        return self._parse_blocks(blocks)
+
+    def _feed_normalised(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        """Slow path for CR and CRLF line endings: rewrite them as LF, then split."""
+        data = b"".join(self._pending) + chunk
+        self._pending.clear()
+        held = b""
+        if data.endswith(b"\r"):  # may be the first half of a CRLF split across chunks
+            data, held = data[:-1], b"\r"
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        blocks = data.split(b"\n\n")
+        rest = blocks.pop() + held
+        if rest:
+            self._pending.append(rest)
+        return self._parse_blocks(blocks)
+
+    def _parse_blocks(self, blocks: list[bytes]) -> list[tuple[str, bytes]]:
+        events: list[tuple[str, bytes]] = []
+        names = self._names
+        for block in blocks:
+            name = b"message"
+            data: list[bytes] = []
+            for line in block.split(b"\n"):
+                field, colon, value = line.partition(b":")
+                if colon and value.startswith(b" "):
+                    value = value[1:]
+                if field == b"data":
+                    data.append(value)
+                elif field == b"event":
+                    name = value
+            if not data:
+                continue
+            text = names.get(name)
+            if text is None:
+                text = name.decode("utf-8", "replace")
+                if len(names) < 64:
+                    names[name] = text
+            events.append((text, data[0] if len(data) == 1 else b"\n".join(data)))
+        return events

@@ -1,0 +1,103 @@
+"""The reassembled reply: a Message and its content blocks.
+
+Every model allows extra fields: the API adds fields (``caller``, ``stop_details``,
+``service_tier`` ...) without notice, and a client must pass them on, not drop them.
+Unknown block types are kept whole as ``UnknownBlock``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    server_tool_use: dict[str, Any] | None = None
+    service_tier: str | None = None
+
+
+class TextBlock(_Model):
+    type: Literal["text"] = "text"
+    text: str = ""
+    citations: list[dict[str, Any]] | None = None
+
+
+class _ToolCall(_Model):
+    id: str
+    name: str
+    input: Any = Field(default_factory=dict)
+    _partial_json: str = PrivateAttr(default="")
+
+    @property
+    def input_json(self) -> str:
+        """The input's JSON text exactly as streamed (also when cut short)."""
+        return self._partial_json
+
+
+class ToolUseBlock(_ToolCall):
+    type: Literal["tool_use"] = "tool_use"
+
+
+class ServerToolUseBlock(_ToolCall):
+    type: Literal["server_tool_use"] = "server_tool_use"
+
+
+class ThinkingBlock(_Model):
+    type: Literal["thinking"] = "thinking"
+    thinking: str = ""
+    signature: str = ""
+
+
+class RedactedThinkingBlock(_Model):
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+
+
+class UnknownBlock(_Model):
+    """A block type this version does not know (server tool results, compaction, ...), kept as sent."""
+
+    type: str
+
+
+_BLOCK_TAGS = frozenset({"text", "tool_use", "server_tool_use", "thinking", "redacted_thinking"})
+
+
+def _block_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _BLOCK_TAGS else "unknown"
+
+
+ContentBlock: TypeAlias = Annotated[
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[ServerToolUseBlock, Tag("server_tool_use")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated[UnknownBlock, Tag("unknown")],
+    Discriminator(_block_tag),
+]
+
+
+class Message(_Model):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    content: list[ContentBlock] = Field(default_factory=list)
+    model: str
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def text(self) -> str:
+        """All text blocks joined: what a chat UI shows."""
+        return "".join(block.text for block in self.content if isinstance(block, TextBlock))

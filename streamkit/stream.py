@@ -1,0 +1,375 @@
+"""MessageStream: wires the SSE decoder and the accumulator to an httpx response.
+
+Events are decoded a network chunk at a time into a queue that every consumer drains
+(the event iterator, ``text_stream``, ``get_final_message``), so switching consumers
+midway loses nothing and the snapshot always matches the last event handed out.
+Typed events are only built for the consumers that ask for them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from .accumulate import MessageAccumulator
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ConnectionLostError,
+    IncompleteStreamError,
+    ProtocolError,
+    StallError,
+    StreamkitError,
+    StreamTimeoutError,
+    status_error,
+    stream_error,
+)
+from .events import SSEDecoder, StreamEvent, parse_event
+from .message import Message
+from .resume import ResumeInfo, ResumePlan, ResumePlanner, RetryInfo, RetryPolicy, Splicer
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+Hook = Callable[[Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Callbacks fired as events arrive; each takes one argument and may be async."""
+
+    on_text: Hook | None = None
+    on_thinking: Hook | None = None
+    on_tool_input: Hook | None = None
+    on_event: Hook | None = None
+    on_message: Hook | None = None
+    on_error: Hook | None = None
+    on_retry: Hook | None = None
+    on_resume: Hook | None = None
+
+    @property
+    def per_event(self) -> bool:
+        return any((self.on_text, self.on_thinking, self.on_tool_input, self.on_event, self.on_message))
+
+
+async def call_hook(hook: Hook | None, argument: Any) -> None:
+    if hook is not None:
+        result = hook(argument)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _transport_error(exc: httpx.HTTPError) -> type[StreamkitError]:
+    if isinstance(exc, httpx.TimeoutException):
+        return StreamTimeoutError
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError
+    return ConnectionLostError
+
+
+class MessageStream:
+    """One streamed reply.  Use as ``async with client.messages.stream(...) as stream``.
+
+    Entering sends the request (retrying as policy allows) and raises pre-stream errors;
+    leaving closes the response at once, also on error or cancellation.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        body: dict[str, Any],
+        *,
+        headers: Mapping[str, str],
+        hooks: Hooks,
+        retry: RetryPolicy,
+        resume: ResumePlanner,
+        stall_timeout: float | None,
+    ) -> None:
+        self._client = client
+        self._body = body
+        self._headers = headers
+        self._hooks = hooks
+        self._per_event_hooks = hooks.per_event
+        self._retry = retry
+        self._resume = resume
+        self._stall_timeout = stall_timeout
+        self._accumulator = MessageAccumulator()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._response: httpx.Response | None = None
+        self._batches: AsyncIterator[list[dict[str, Any]]] | None = None
+        self._splicer: Splicer | None = None
+        self._closed = False
+        self._done = False
+        self.request_id: str | None = None
+        self.retries: list[RetryInfo] = []
+        self.resumes: list[ResumeInfo] = []
+        self.text_stream: AsyncIterator[str] = self._texts()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> MessageStream:
+        try:
+            self._response = await self._send(self._body)
+        except StreamkitError as exc:
+            await call_hook(self._hooks.on_error, exc)
+            raise
+        self.request_id = self._response.headers.get("request-id")
+        self._batches = self._attempts()
+        return self
+
+    async def _send(self, body: dict[str, Any]) -> httpx.Response:
+        return await self._client._send_stream(body, self._headers, self._retry, self.retries, self._hooks.on_retry)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the response now; safe to call twice, shielded from cancellation."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._response is not None:
+                await self._response.aclose()
+            for generator in (self._batches, self.text_stream):
+                aclose = getattr(generator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    # -- what users read --------------------------------------------------------------
+
+    @property
+    def current_message(self) -> Message | None:
+        """The reply reassembled so far; None before ``message_start``."""
+        return self._accumulator.message
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._typed()
+
+    async def _typed(self) -> AsyncIterator[StreamEvent]:
+        while (data := await self._next()) is not None:
+            yield self._event(data)
+
+    async def _texts(self) -> AsyncIterator[str]:
+        while (data := await self._next()) is not None:
+            if data["type"] == "content_block_delta" and data["delta"].get("type") == "text_delta":
+                yield data["delta"]["text"]
+
+    async def get_final_message(self) -> Message:
+        """Consume the rest of the stream and return the whole reply."""
+        while await self._next() is not None:
+            pass
+        message = self._accumulator.message
+        if message is None:  # unreachable: a stream ends only after message_stop
+            raise IncompleteStreamError("the stream ended before message_start", request_id=self.request_id)
+        return message
+
+    async def get_final_text(self) -> str:
+        """Consume the rest of the stream and return the reply's text blocks joined."""
+        return (await self.get_final_message()).text
+
+    # -- the pump ---------------------------------------------------------------------
+
+    def _event(self, data: dict[str, Any]) -> StreamEvent:
+        try:
+            return parse_event(data)
+        except ValidationError as exc:
+            raise self._fail(
+                ProtocolError(f"malformed {data.get('type')} event: {exc}", data=repr(data).encode())
+            ) from exc
+
+    async def _next(self) -> dict[str, Any] | None:
+        """Hand out the next event, applied to the snapshot and its hooks fired."""
+        queue = self._queue
+        while not queue:
+            if self._done:
+                return None
+            if self._batches is None:
+                raise RuntimeError("use the stream inside `async with client.messages.stream(...)`")
+            try:
+                queue.extend(await self._batches.__anext__())
+            except StopAsyncIteration:
+                self._done = True
+                return None
+            except StreamkitError as exc:
+                self._done = True
+                await call_hook(self._hooks.on_error, exc)
+                raise
+        data = queue.popleft()
+        try:
+            self._accumulator.feed(data)
+        except ProtocolError as exc:
+            exc.data = exc.data or repr(data).encode()[:500]
+            self._done = True
+            raise self._fail(exc) from exc.__cause__
+        if self._per_event_hooks:
+            await self._dispatch(data)
+        return data
+
+    async def _dispatch(self, data: dict[str, Any]) -> None:
+        hooks = self._hooks
+        if hooks.on_event is not None:
+            await call_hook(hooks.on_event, self._event(data))
+        kind = data["type"]
+        if kind == "content_block_delta":
+            delta = data["delta"]
+            delta_type = delta.get("type")
+            if delta_type == "text_delta":
+                await call_hook(hooks.on_text, delta["text"])
+            elif delta_type == "thinking_delta":
+                await call_hook(hooks.on_thinking, delta["thinking"])
+            elif delta_type == "input_json_delta":
+                await call_hook(hooks.on_tool_input, delta["partial_json"])
+        elif kind == "message_stop":
+            await call_hook(hooks.on_message, self._accumulator.message)
+
+    def _fail(self, error: StreamkitError) -> StreamkitError:
+        """Attach what was received to an error about to be raised."""
+        error.partial_message = self._accumulator.message
+        error.request_id = error.request_id or self.request_id
+        return error
+
+    async def _attempts(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The one loop: read the response; on a failure, resume if the policy allows."""
+        in_stream_retries = 0
+        while True:
+            try:
+                async for batch in self._read():
+                    yield batch
+                return
+            except StreamkitError as error:
+                plan = self._resume.plan(error, self._accumulator, self._body, len(self.resumes), in_stream_retries)
+                if plan is None:
+                    raise self._fail(error) from error.__cause__
+                await self._restart(error, plan)
+                in_stream_retries += plan.strategy == "retry"
+
+    async def _restart(self, error: StreamkitError, plan: ResumePlan) -> None:
+        """Close the broken response and open the one that repairs it."""
+        assert self._response is not None
+        await self._response.aclose()
+        failed_request_id = self.request_id
+        await anyio.sleep(plan.delay)
+        try:
+            response = await self._send(plan.body)
+        except StreamkitError as refused:
+            if not (
+                plan.strategy == "prefill" and self._resume.strategy == "auto" and self._resume.rejects_prefill(refused)
+            ):
+                raise self._fail(refused) from refused.__cause__
+            self._resume.prefill_rejected.add(str(self._body.get("model")))
+            replan = self._resume.plan(error, self._accumulator, self._body, len(self.resumes), 0)
+            if replan is None:
+                raise self._fail(error) from error.__cause__
+            plan = replan
+            response = await self._send(plan.body)
+        self._response = response
+        self.request_id = response.headers.get("request-id")
+        self._accumulator.truncate(plan.keep_blocks)
+        self._splicer = plan.splicer
+        if plan.strategy == "retry":
+            retry = RetryInfo(len(self.retries) + 1, error, plan.delay)
+            self.retries.append(retry)
+            await call_hook(self._hooks.on_retry, retry)
+        else:
+            resume = ResumeInfo(
+                len(self.resumes) + 1,
+                error,
+                plan.strategy,
+                failed_request_id,
+                self.request_id,
+                plan.kept_chars,
+                plan.dropped_block,
+            )
+            self.resumes.append(resume)
+            await call_hook(self._hooks.on_resume, resume)
+
+    async def _read(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Decode one response into batches of events; raise how it failed, if it did."""
+        response = self._response
+        assert response is not None
+        decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
+        stall = self._stall_timeout
+        deadline = anyio.current_time() + stall if stall is not None else None
+        while True:
+            try:
+                if deadline is None:
+                    chunk = await chunks.__anext__()
+                else:
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        chunk = await chunks.__anext__()
+                    if scope.cancelled_caught:
+                        raise StallError(f"no progress for {stall} s (only pings or silence): the stream stalled")
+            except StopAsyncIteration:
+                break
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+            batch: list[dict[str, Any]] = []
+            failure: StreamkitError | None = None
+            for name, data in decoder.feed(chunk):
+                try:
+                    event = from_json(data)
+                except ValueError:
+                    failure = ProtocolError(f"the data of a {name!r} event is not valid JSON", data=data)
+                    break
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    failure = ProtocolError(f"the data of a {name!r} event is not an event object", data=data)
+                    break
+                if event["type"] == "error":
+                    failure = stream_error(event, request_id=self.request_id, partial_message=None)
+                    break
+                batch.append(event)
+            if self._splicer is not None:
+                batch = self._splicer.splice(batch)
+            if deadline is not None and any(event["type"] != "ping" for event in batch):
+                deadline = anyio.current_time() + stall  # type: ignore[operator]
+            if batch:
+                yield batch
+            if failure is not None:
+                raise failure
+        if not self._accumulator.finished:
+            leftover = len(decoder.buffered)
+            detail = f" ({leftover} bytes of an unfinished event)" if leftover else ""
+            raise IncompleteStreamError(f"the stream ended without message_stop{detail}: the reply is incomplete")
+
+
+async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send one streaming request; raise its pre-stream error, if any."""
+    try:
+        response = await http.send(request, stream=True)
+    except httpx.TimeoutException as exc:
+        raise APITimeoutError(f"the request timed out before a response: {exc!r}") from exc
+    except httpx.HTTPError as exc:
+        raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+    try:
+        if response.status_code != 200:
+            content = await response.aread()
+            raise status_error(response.status_code, response.headers, content)
+        content_type = response.headers.get("content-type", "")
+        if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+            content = b""
+            async for piece in response.aiter_bytes():
+                content += piece
+                if len(content) >= 500:
+                    break
+            raise ProtocolError(
+                f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
+                data=content,
+                request_id=response.headers.get("request-id"),
+            )
+    except BaseException:
+        await response.aclose()
+        raise
+    return response

@@ -1,0 +1,60 @@
+"""A real loopback server for the streaming Messages API, to test clients against.
+
+It speaks HTTP/1.1 over TCP (keep-alive, chunked SSE bodies) on anyio, so it runs
+under asyncio and trio, and it can break a stream in the ways the real service
+does: an ``error`` event, a connection cut mid-body, a body that ends early, bad
+JSON, a stall of pings, or silence.  It does not depend on the client library.
+
+    async with MockServer(Reply.text("Hello"), Reply.error(529)) as server:
+        ...  # point a client at server.base_url
+
+Which reply answers ``POST /v1/messages``: the JSON Reply in the
+``x-streamkit-mock-reply`` request header (see ``Reply.header_value``), else the
+next queued reply, else ``default``, else ``Reply.text(lorem(2000))``.  Any other
+path gets a 404 ``not_found_error``.
+
+How a reply is sent, first rule that applies:
+
+1. ``body`` set: that body as-is, with ``status`` and ``content_type``.
+2. ``status`` != 200: the API's JSON error body (``error_type``/``error_message``,
+   defaulted from the status).
+3. A prefill the API would refuse (``reject_prefill``, trailing whitespace, or
+   not matching the reply's text): 400 ``invalid_request_error``.
+4. ``fixture``: the recorded transcript, byte for byte, as an SSE stream, with
+   one change: a transcript that does not end with a blank line gets ``"\\n\\n"``
+   appended so its last event is dispatched.  A fixture is always streamed.
+5. ``"stream": true`` in the request: SSE events built from ``blocks``;
+   otherwise the non-streaming Message with the same content.
+
+Continuation: ``blocks`` are the whole intended answer.  When the request ends
+with an assistant turn (prefill), or with a user turn after an assistant turn
+whose text is a proper prefix of the answer (continue turn, restarting
+``repeat_words`` words early), only the rest of the answer is sent.  Citations
+of a text block that was partly sent are not sent again.
+
+Faults (``Reply.fault``) act on whatever the reply streams; ``after`` counts
+events including message_start and pings.  After ``error`` and the faults that
+cut or hold the connection it is closed (and the response says
+``connection: close``); after ``truncate`` and ``malformed`` the body ends
+cleanly and the connection stays usable.  A non-streaming request with a fault
+gets: ``error`` → a JSON error (529 for overloaded_error, else 500); ``cut``,
+``truncate``, ``malformed`` → half the JSON body, then the connection closes;
+``stall`` → headers only; ``hang`` → nothing; ``after`` is ignored there, and
+``delay`` is slept once, times the number of events the stream would have had.
+"""
+
+from ._lorem import lorem
+from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
+from ._server import MockServer, RecordedRequest
+
+__all__ = [
+    "Fault",
+    "MockServer",
+    "RawBlock",
+    "RecordedRequest",
+    "Reply",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolUseBlock",
+    "lorem",
+]

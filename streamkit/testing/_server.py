@@ -1,0 +1,637 @@
+"""A loopback HTTP/1.1 server speaking the streaming Messages API, on plain anyio.
+
+Hand-written HTTP rather than a framework so the bytes on the wire are exactly
+what a test asks for: chunk boundaries, an abrupt close in the middle of a
+chunked body, a stream that stalls, a connection that is never answered.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+from anyio.streams.stapled import MultiListener
+from pydantic import ValidationError
+
+from ._lorem import lorem
+from ._render import (
+    MALFORMED,
+    PING,
+    Plan,
+    PrefillError,
+    Rendered,
+    chunk_frames,
+    error_event,
+    frame,
+    message_json,
+    message_start,
+    plan_for,
+    random_id,
+    render,
+    split_events,
+)
+from ._replies import Fault, Reply, default_error_message, default_error_type
+
+__all__ = ["OVERRIDE_HEADER", "MockServer", "RecordedRequest"]
+
+_log = logging.getLogger("streamkit.testing")
+
+OVERRIDE_HEADER = "x-streamkit-mock-reply"
+"""Request header carrying a Reply as JSON; it wins over the queue and the default."""
+
+_MAX_HEAD = 32 * 1024 * 1024  # big enough for a long Reply in the override header
+_MAX_BODY = 64 * 1024 * 1024
+_WRITE_SIZE = 256 * 1024  # bytes handed to the socket per send on the fast path
+_RENDER_CACHE = 64
+_END = b"0\r\n\r\n"  # the chunked body's terminating chunk
+_DISCONNECTS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionError,
+)
+_REASONS = {529: "Overloaded"}
+# Response headers a Reply may not override: they frame the body.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
+@cache
+def _builtin_default() -> Reply:
+    return Reply.text(lorem(2000))
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it, for tests to assert on."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    query: str = ""
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is empty or not JSON."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Request:
+    recorded: RecordedRequest
+    keep_alive: bool
+
+
+class _Connection:
+    """Reads HTTP/1.1 requests off one TCP stream, keeping bytes that arrive early."""
+
+    def __init__(self, stream: SocketStream) -> None:
+        self.stream = stream
+        self._buf = bytearray()
+
+    async def _fill(self) -> None:
+        self._buf += await self.stream.receive(65536)
+
+    async def _read_exact(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            await self._fill()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def _read_line(self) -> bytes:
+        start = 0
+        while (end := self._buf.find(b"\r\n", start)) < 0:
+            if len(self._buf) > 65536:
+                raise _BadRequest(400, "chunk size line too long")
+            start = max(0, len(self._buf) - 1)
+            await self._fill()
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        return line
+
+    async def _read_head(self) -> bytes | None:
+        start = 0
+        while True:
+            # Tolerate blank lines before a request line (RFC 9112, 2.2).
+            while self._buf[:2] == b"\r\n":
+                del self._buf[:2]
+            end = self._buf.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = bytes(self._buf[:end])
+                del self._buf[: end + 4]
+                return head
+            if len(self._buf) > _MAX_HEAD:
+                raise _BadRequest(431, "request header fields too large")
+            start = max(0, len(self._buf) - 3)
+            try:
+                await self._fill()
+            except anyio.EndOfStream:
+                if self._buf:
+                    raise
+                return None  # the client closed an idle keep-alive connection
+
+    async def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            line = await self._read_line()
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest(400, "invalid chunk size") from None
+            if size == 0:
+                while await self._read_line():  # trailer fields, ignored
+                    pass
+                return bytes(body)
+            if len(body) + size > _MAX_BODY:
+                raise _BadRequest(413, "request body too large")
+            body += await self._read_exact(size)
+            if await self._read_exact(2) != b"\r\n":
+                raise _BadRequest(400, "invalid chunk")
+
+    async def read_request(self) -> _Request | None:
+        """The next request, or None when the client closed the connection between requests."""
+        head = await self._read_head()
+        if head is None:
+            return None
+        lines = head.split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequest(400, "malformed request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise _BadRequest(400, "malformed header line")
+            key = name.decode("latin-1").lower()
+            try:
+                text = value.strip().decode()
+            except UnicodeDecodeError:
+                text = value.strip().decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+        if headers.get("expect", "").lower() == "100-continue":
+            await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await self._read_chunked()
+        elif "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                raise _BadRequest(400, "invalid content-length") from None
+            if length < 0:
+                raise _BadRequest(400, "invalid content-length")
+            if length > _MAX_BODY:
+                raise _BadRequest(413, "request body too large")
+            body = await self._read_exact(length)
+        else:
+            body = b""
+
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        path, _, query = target.partition("?")
+        return _Request(RecordedRequest(method, path, headers, body, query), keep_alive)
+
+
+def _head(status: int, headers: Iterable[tuple[str, str]], extra: dict[str, str]) -> bytes:
+    """Status line and headers; ``extra`` (the Reply's headers) replaces same-named ones."""
+    override = {k.lower() for k in extra} - _FRAMING
+    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+    lines += [f"{k}: {v}" for k, v in headers if k not in override]
+    lines += [f"{k}: {v}" for k, v in extra.items() if k.lower() in override]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return _REASONS.get(status, "Unknown")
+
+
+async def _send_parts(stream: SocketStream, parts: Iterable[bytes]) -> None:
+    """Send many small byte strings as few large writes."""
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_SIZE:
+            await stream.send(b"".join(batch))
+            batch.clear()
+            size = 0
+    if batch:
+        await stream.send(b"".join(batch))
+
+
+async def _wait_closed(stream: SocketStream) -> None:
+    """Wait until the client goes away, discarding anything it sends meanwhile."""
+    try:
+        while True:
+            await stream.receive(65536)
+    except _DISCONNECTS:
+        return
+
+
+def _fixture_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    directory = os.environ.get("STREAMKIT_FIXTURES")
+    if directory and (Path(directory) / name).is_file():
+        return Path(directory) / name
+    raise FileNotFoundError(f"fixture {name!r} not found (as a path, or in $STREAMKIT_FIXTURES)")
+
+
+class MockServer:
+    """A real loopback server answering ``POST /v1/messages`` with queued Replies.
+
+    Use as ``async with MockServer(*replies) as server:``.  It owns one task
+    group: every connection task is a child of it and every socket is closed
+    when the block exits.
+    """
+
+    def __init__(
+        self,
+        *replies: Reply,
+        default: Reply | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[Reply] = deque(replies)
+        self._default = default
+        self._host = host
+        self._port = port
+        self._open_connections = 0
+        self._base_url: str | None = None
+        self._stack: AsyncExitStack | None = None
+        self._rng = random.Random()
+        # Caches for replies used many times (the default, header overrides):
+        # rendering a long reply once per request would make the server the bottleneck.
+        self._rendered: dict[tuple[int, Plan], tuple[Reply, Rendered]] = {}
+        self._header_replies: dict[str, Reply] = {}
+        self._fixtures: dict[Path, Rendered] = {}
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` without a trailing slash; only while the server runs."""
+        if self._base_url is None:
+            raise RuntimeError("MockServer is not running; use `async with MockServer() as server`")
+        return self._base_url
+
+    @property
+    def open_connections(self) -> int:
+        """Client TCP connections currently open, to prove a client leaks none."""
+        return self._open_connections
+
+    def push(self, *replies: Reply) -> None:
+        """Queue more replies, answered in order before the default."""
+        self._queue.extend(replies)
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("MockServer is already running")
+        async with AsyncExitStack() as stack:
+            listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
+            stack.push_async_callback(listener.aclose)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)  # runs first on exit
+            port = listener.extra(SocketAttribute.local_port)
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self._base_url = f"http://{host}:{port}"
+            task_group.start_soon(self._serve, listener, task_group)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._base_url = None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _serve(self, listener: MultiListener[SocketStream], task_group: TaskGroup) -> None:
+        await listener.serve(self._serve_connection, task_group)
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
+        self._open_connections += 1
+        try:
+            conn = _Connection(stream)
+            while True:
+                try:
+                    request = await conn.read_request()
+                except _BadRequest as exc:
+                    rid = random_id("req_", self._rng)
+                    body = _error_body(default_error_type(exc.status), exc.message, rid)
+                    await self._send_json(stream, exc.status, body, rid, False)
+                    break
+                if request is None:
+                    break
+                self.requests.append(request.recorded)
+                if not await self._respond(stream, request):
+                    break
+        except _DISCONNECTS:
+            pass
+        finally:
+            await anyio.aclose_forcefully(stream)
+            self._open_connections -= 1
+
+    async def _respond(self, stream: SocketStream, request: _Request) -> bool:
+        """Answer one request; False when the connection must close afterwards."""
+        try:
+            return await self._answer(stream, request)
+        except _DISCONNECTS:
+            return False
+        except Exception as exc:
+            _log.exception(
+                "mock server failed to answer %s %s",
+                request.recorded.method,
+                request.recorded.path,
+            )
+            rid = random_id("req_", self._rng)
+            body = _error_body("api_error", f"mock server error: {exc!r}", rid)
+            await self._send_json(stream, 500, body, rid, False)
+            return False
+
+    def _select(self, request: RecordedRequest) -> tuple[Reply, bool]:
+        """The reply for a request, and whether it may be reused (worth caching)."""
+        override = request.headers.get(OVERRIDE_HEADER)
+        if override is not None:
+            reply = self._header_replies.get(override)
+            if reply is None:
+                try:
+                    reply = Reply.model_validate_json(override)
+                except ValidationError as exc:
+                    raise _BadRequest(400, f"invalid {OVERRIDE_HEADER} header: {exc}") from None
+                if len(self._header_replies) >= 16:
+                    del self._header_replies[next(iter(self._header_replies))]
+                self._header_replies[override] = reply
+            return reply, True
+        if self._queue:
+            return self._queue.popleft(), False
+        return (self._default or _builtin_default()), True
+
+    def _render(self, reply: Reply, plan: Plan, reused: bool) -> Rendered:
+        if not reused:
+            return render(reply, plan)
+        key = (id(reply), plan)
+        hit = self._rendered.get(key)
+        if hit is not None and hit[0] is reply:
+            return hit[1]
+        rendered = render(reply, plan)
+        if len(self._rendered) >= _RENDER_CACHE:
+            del self._rendered[next(iter(self._rendered))]
+        self._rendered[key] = (reply, rendered)
+        return rendered
+
+    def _fixture(self, name: str) -> Rendered:
+        path = _fixture_path(name).resolve()
+        rendered = self._fixtures.get(path)
+        if rendered is None:
+            raw = path.read_bytes()
+            # The recorded files were stored trimmed: without a final blank line
+            # a client would never dispatch the last event (message_stop).
+            if not raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")):
+                raw += b"\n\n"
+            rendered = self._fixtures[path] = Rendered(split_events(raw), 0)
+        return rendered
+
+    async def _answer(self, stream: SocketStream, request: _Request) -> bool:
+        recorded = request.recorded
+        keep_alive = request.keep_alive
+        rid = random_id("req_", self._rng)
+        if recorded.method != "POST" or recorded.path != "/v1/messages":
+            body = _error_body("not_found_error", "Not Found", rid)
+            return await self._send_json(stream, 404, body, rid, keep_alive)
+        try:
+            payload = json.loads(recorded.body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            message = "mock server: the request body must be a JSON object"
+            body = _error_body("invalid_request_error", message, rid)
+            return await self._send_json(stream, 400, body, rid, keep_alive)
+        try:
+            reply, reused = self._select(recorded)
+        except _BadRequest as exc:
+            body = _error_body("invalid_request_error", exc.message, rid)
+            return await self._send_json(stream, 400, body, rid, keep_alive)
+
+        request_id = reply.request_id or rid
+        # None: send no request-id header.
+        header_id = request_id if reply.request_id_header else None
+
+        if reply.body is not None:
+            content_type = reply.content_type or "text/plain; charset=utf-8"
+            head = _head(
+                reply.status,
+                _base_headers(content_type, header_id, keep_alive, len(reply.body.encode())),
+                reply.headers,
+            )
+            await stream.send(head + reply.body.encode())
+            return keep_alive
+        if reply.status != 200:
+            error_type = reply.error_type or default_error_type(reply.status)
+            message = reply.error_message or default_error_message(error_type)
+            body = _error_body(error_type, message, request_id)
+            return await self._send_json(stream, reply.status, body, header_id, keep_alive, reply.headers)
+        try:
+            plan = plan_for(reply, payload)
+        except PrefillError as exc:
+            body = _error_body("invalid_request_error", str(exc), request_id)
+            return await self._send_json(stream, 400, body, header_id, keep_alive, reply.headers)
+
+        if reply.fixture is not None:
+            try:
+                transcript = self._fixture(reply.fixture)
+            except OSError as exc:
+                body = _error_body("api_error", f"mock server: {exc}", request_id)
+                return await self._send_json(stream, 500, body, header_id, keep_alive)
+            return await self._stream(stream, reply, b"", transcript, header_id, keep_alive)
+        rendered = self._render(reply, plan, reused)
+        message_id = reply.message_id or random_id("msg_", self._rng)
+        if payload.get("stream") is True:
+            first = message_start(reply, message_id)
+            return await self._stream(stream, reply, first, rendered, header_id, keep_alive)
+        body = message_json(reply, plan, message_id, rendered.n_deltas)
+        n_events = len(rendered.events)
+        return await self._message(stream, reply, body, n_events, request_id, header_id, keep_alive)
+
+    async def _send_json(
+        self,
+        stream: SocketStream,
+        status: int,
+        body: bytes,
+        request_id: str | None,
+        keep_alive: bool,
+        extra: dict[str, str] | None = None,
+    ) -> bool:
+        headers = _base_headers("application/json", request_id, keep_alive, len(body))
+        await stream.send(_head(status, headers, extra or {}) + body)
+        return keep_alive
+
+    async def _message(
+        self,
+        stream: SocketStream,
+        reply: Reply,
+        body: bytes,
+        n_events: int,
+        request_id: str,
+        header_id: str | None,
+        keep_alive: bool,
+    ) -> bool:
+        """A non-streaming answer; a fault cuts the body or withholds it (see package docs)."""
+        fault = reply.fault
+        if reply.delay:
+            await anyio.sleep(reply.delay * n_events)
+        if fault is not None and fault.kind == "error":
+            status = 529 if fault.error_type == "overloaded_error" else 500
+            error = _error_body(fault.error_type, fault.message, request_id)
+            return await self._send_json(stream, status, error, header_id, keep_alive, reply.headers)
+        if fault is not None and fault.kind == "hang":
+            await _wait_closed(stream)
+            return False
+        keep = keep_alive and fault is None
+        head = _head(
+            200,
+            _base_headers("application/json", header_id, keep, len(body)),
+            reply.headers,
+        )
+        if fault is None:
+            await stream.send(head + body)
+            return keep_alive
+        if fault.kind == "stall":
+            await stream.send(head)
+            await _wait_closed(stream)
+        else:  # cut, truncate, malformed: half the promised body, then close
+            await stream.send(head + body[: len(body) // 2])
+        return False
+
+    async def _stream(
+        self,
+        stream: SocketStream,
+        reply: Reply,
+        first: bytes,
+        rendered: Rendered,
+        request_id: str | None,
+        keep_alive: bool,
+    ) -> bool:
+        """An SSE answer: ``first`` (message_start, or empty) then the rendered events."""
+        fault = reply.fault
+        if fault is not None and fault.kind not in ("truncate", "malformed"):
+            keep_alive = False
+        head_fields = [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("transfer-encoding", "chunked"),
+            ("cache-control", "no-cache"),
+            *_common_headers(request_id, keep_alive),
+        ]
+        head = _head(200, head_fields, reply.headers)
+
+        if fault is None and not reply.delay:  # the fast path: pre-framed 64 KiB chunks
+            parts = [head, frame(first)] if first else [head]
+            await _send_parts(stream, [*parts, *rendered.frames, _END])
+            return keep_alive
+
+        events = [first, *rendered.events] if first else rendered.events
+        count = len(events) if fault is None else min(fault.after, len(events))
+        if not reply.delay:
+            await _send_parts(stream, [head, *chunk_frames(b"".join(events[:count]))])
+        else:
+            await stream.send(head)
+            for index in range(count):
+                if index:
+                    await anyio.sleep(reply.delay)
+                await stream.send(frame(events[index]))
+            if count and fault is not None:
+                await anyio.sleep(reply.delay)
+        if fault is None:
+            await stream.send(_END)
+            return keep_alive
+        return await self._fault(stream, fault, events[count] if count < len(events) else b"", keep_alive)
+
+    async def _fault(self, stream: SocketStream, fault: Fault, following: bytes, keep_alive: bool) -> bool:
+        if fault.kind == "error":
+            await stream.send(frame(error_event(fault.error_type, fault.message)) + _END)
+            return False
+        if fault.kind == "cut":
+            half = following[: len(following) // 2]
+            if half:
+                await stream.send(frame(half))
+            return False  # the caller closes the socket without the terminating chunk
+        if fault.kind == "truncate":
+            await stream.send(_END)
+            return keep_alive
+        if fault.kind == "malformed":
+            await stream.send(frame(MALFORMED) + _END)
+            return keep_alive
+        if fault.kind == "stall":
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(_ping_forever, stream, fault.ping_interval, task_group)
+                await _wait_closed(stream)
+                task_group.cancel_scope.cancel()
+            return False
+        await _wait_closed(stream)  # hang
+        return False
+
+
+async def _ping_forever(stream: SocketStream, interval: float, task_group: TaskGroup) -> None:
+    try:
+        while True:
+            await anyio.sleep(interval)
+            await stream.send(frame(PING))
+    except _DISCONNECTS:
+        task_group.cancel_scope.cancel()
+
+
+def _common_headers(request_id: str | None, keep_alive: bool) -> list[tuple[str, str]]:
+    headers = [("request-id", request_id)] if request_id is not None else []
+    headers.append(("connection", "keep-alive" if keep_alive else "close"))
+    return headers
+
+
+def _base_headers(content_type: str, request_id: str | None, keep_alive: bool, length: int) -> list[tuple[str, str]]:
+    return [
+        ("content-type", content_type),
+        ("content-length", str(length)),
+        *_common_headers(request_id, keep_alive),
+    ]
+
+
+def _error_body(error_type: str, message: str, request_id: str | None) -> bytes:
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return json.dumps(body).encode()
