@@ -336,8 +336,15 @@ class MockServer:
     ) -> None:
         stack, self._stack = self._stack, None
         self._base_url = None
-        if stack is not None:
+        if stack is None:
+            return
+        try:
             await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The task group wraps an exception raised in the ``async with`` body;
+            # let it propagate unwrapped so ``pytest.raises`` and tracebacks read naturally.
+            if exc is None or group.exceptions != (exc,):
+                raise
 
     async def _serve(self, listener: MultiListener[SocketStream], task_group: TaskGroup) -> None:
         await listener.serve(self._serve_connection, task_group)
@@ -362,8 +369,10 @@ class MockServer:
         except _DISCONNECTS:
             pass
         finally:
-            await anyio.aclose_forcefully(stream)
-            self._open_connections -= 1
+            try:
+                await anyio.aclose_forcefully(stream)  # raises Cancelled when the server exits
+            finally:
+                self._open_connections -= 1
 
     async def _respond(self, stream: SocketStream, request: _Request) -> bool:
         """Answer one request; False when the connection must close afterwards."""
