@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import httpx
@@ -108,7 +108,8 @@ class MessageStream:
         self._batches: AsyncIterator[list[dict[str, Any]]] | None = None
         self._splicer: Splicer | None = None
         self._closed = False
-        self._done = False
+        self._ended = False
+        self._failure: StreamkitError | None = None
         self.request_id: str | None = None
         self.retries: list[RetryInfo] = []
         self.resumes: list[ResumeInfo] = []
@@ -159,7 +160,7 @@ class MessageStream:
 
     async def _typed(self) -> AsyncIterator[StreamEvent]:
         while (data := await self._next()) is not None:
-            yield self._event(data)
+            yield await self._event(data)
 
     async def _texts(self) -> AsyncIterator[str]:
         while (data := await self._next()) is not None:
@@ -167,12 +168,17 @@ class MessageStream:
                 yield data["delta"]["text"]
 
     async def get_final_message(self) -> Message:
-        """Consume the rest of the stream and return the whole reply."""
+        """Consume the rest of the stream and return the whole reply.
+
+        Raises the stream's failure instead of returning a reply that did not finish.
+        """
         while await self._next() is not None:
             pass
         message = self._accumulator.message
-        if message is None:  # unreachable: a stream ends only after message_stop
-            raise IncompleteStreamError("the stream ended before message_start", request_id=self.request_id)
+        if message is None or not self._accumulator.finished:
+            raise self._failure or self._fail(
+                IncompleteStreamError("the stream was closed before message_stop: the reply is incomplete")
+            )
         return message
 
     async def get_final_text(self) -> str:
@@ -181,46 +187,49 @@ class MessageStream:
 
     # -- the pump ---------------------------------------------------------------------
 
-    def _event(self, data: dict[str, Any]) -> StreamEvent:
+    async def _event(self, data: dict[str, Any]) -> StreamEvent:
         try:
             return parse_event(data)
         except ValidationError as exc:
-            raise self._fail(
-                ProtocolError(f"malformed {data.get('type')} event: {exc}", data=repr(data).encode())
-            ) from exc
+            error = ProtocolError(f"malformed {data.get('type')} event: {exc}", data=repr(data).encode())
+            await self._raise(self._fail(error))
 
     async def _next(self) -> dict[str, Any] | None:
         """Hand out the next event, applied to the snapshot and its hooks fired."""
         queue = self._queue
         while not queue:
-            if self._done:
+            if self._failure is not None or self._ended or self._closed:
                 return None
             if self._batches is None:
-                raise RuntimeError("use the stream inside `async with client.messages.stream(...)`")
+                raise StreamkitError("use the stream inside `async with client.messages.stream(...)`")
             try:
                 queue.extend(await self._batches.__anext__())
             except StopAsyncIteration:
-                self._done = True
+                self._ended = True
                 return None
             except StreamkitError as exc:
-                self._done = True
-                await call_hook(self._hooks.on_error, exc)
-                raise
+                await self._raise(exc)
         data = queue.popleft()
         try:
             self._accumulator.feed(data)
         except ProtocolError as exc:
             exc.data = exc.data or repr(data).encode()[:500]
-            self._done = True
-            raise self._fail(exc) from exc.__cause__
+            await self._raise(self._fail(exc))
         if self._per_event_hooks:
             await self._dispatch(data)
         return data
 
+    async def _raise(self, error: StreamkitError) -> NoReturn:
+        """End the stream with ``error``: remembered, reported to ``on_error``, raised."""
+        self._failure = error
+        self._queue.clear()
+        await call_hook(self._hooks.on_error, error)
+        raise error
+
     async def _dispatch(self, data: dict[str, Any]) -> None:
         hooks = self._hooks
         if hooks.on_event is not None:
-            await call_hook(hooks.on_event, self._event(data))
+            await call_hook(hooks.on_event, await self._event(data))
         kind = data["type"]
         if kind == "content_block_delta":
             delta = data["delta"]
@@ -318,23 +327,27 @@ class MessageStream:
                 raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
             batch: list[dict[str, Any]] = []
             failure: StreamkitError | None = None
+            pings = 0
             for name, data in decoder.feed(chunk):
                 try:
                     event = from_json(data)
+                    kind = event["type"]
                 except ValueError:
                     failure = ProtocolError(f"the data of a {name!r} event is not valid JSON", data=data)
                     break
-                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                    failure = ProtocolError(f"the data of a {name!r} event is not an event object", data=data)
+                except (KeyError, TypeError, IndexError):
+                    failure = ProtocolError(f"the data of a {name!r} event has no type", data=data)
                     break
-                if event["type"] == "error":
+                if kind == "ping":
+                    pings += 1
+                elif kind == "error":
                     failure = stream_error(event, request_id=self.request_id, partial_message=None)
                     break
                 batch.append(event)
+            if deadline is not None and len(batch) > pings:
+                deadline = anyio.current_time() + stall  # type: ignore[operator]
             if self._splicer is not None:
                 batch = self._splicer.splice(batch)
-            if deadline is not None and any(event["type"] != "ping" for event in batch):
-                deadline = anyio.current_time() + stall  # type: ignore[operator]
             if batch:
                 yield batch
             if failure is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -369,7 +370,10 @@ async def test_prefill_gets_the_rest_of_the_answer() -> None:
             stream_body(
                 [
                     {"role": "user", "content": "q"},
-                    {"role": "assistant", "content": [{"type": "text", "text": "The quick"}, {"type": "text", "text": " brown"}]},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": "The quick"}, {"type": "text", "text": " brown"}],
+                    },
                 ]
             ),
         )
@@ -384,8 +388,12 @@ async def test_prefill_walks_over_non_text_blocks() -> None:
     tool = ToolUseBlock("lookup", {"k": 1}, id="toolu_x")
     reply = Reply(blocks=[TextBlock("Hello there. "), tool, TextBlock("Done now.")])
     async with MockServer(default=reply) as server, httpx.AsyncClient(base_url=server.base_url) as client:
-        past_tool = parse_sse((await post(client, stream_body([{"role": "assistant", "content": "Hello there. Done"}]))).content)
-        before_tool = parse_sse((await post(client, stream_body([{"role": "assistant", "content": "Hello there."}]))).content)
+        past_tool = parse_sse(
+            (await post(client, stream_body([{"role": "assistant", "content": "Hello there. Done"}]))).content
+        )
+        before_tool = parse_sse(
+            (await post(client, stream_body([{"role": "assistant", "content": "Hello there."}]))).content
+        )
     assert [d["content_block"]["type"] for n, d in past_tool if n == "content_block_start"] == ["text"]
     assert streamed_text(past_tool) == " now."
     starts = [(d["index"], d["content_block"]["type"]) for n, d in before_tool if n == "content_block_start"]
@@ -515,8 +523,7 @@ async def test_fault_malformed_event() -> None:
     ):
         response = await post(client)
     assert response.content == b"".join(hello_events()[:2]) + (
-        b"event: content_block_delta\n"
-        b'data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_del\n\n'
+        b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_del\n\n'
     )
 
 
@@ -524,8 +531,11 @@ async def test_fault_stall_pings_until_the_client_leaves() -> None:
     async with MockServer(hello(Fault("stall", after=1, ping_interval=0.01))) as server:
         async with httpx.AsyncClient(base_url=server.base_url) as client:
             received = b""
-            async with client.stream("POST", "/v1/messages", json=STREAM) as response:
-                async for chunk in response.aiter_raw():
+            async with (
+                client.stream("POST", "/v1/messages", json=STREAM) as response,
+                contextlib.aclosing(response.aiter_raw()) as chunks,
+            ):
+                async for chunk in chunks:
                     received += chunk
                     if received.count(b"event: ping") >= 3:
                         break
@@ -595,8 +605,8 @@ async def test_fixture_with_a_fault() -> None:
 
 async def test_keep_alive_serves_pipelined_requests_on_one_connection() -> None:
     body = json.dumps(STREAM).encode()
-    request = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(
-        body
+    request = (
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
     )
     async with MockServer(Reply.text("first"), Reply.text("second")) as server:
         async with await anyio.connect_tcp("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])) as stream:
@@ -704,23 +714,18 @@ def test_lorem_is_deterministic_prose() -> None:
 
 def test_module_entry_point_serves_until_interrupted() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamkit.testing", "--port", "0", "--text-length", "40"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.fullmatch(r"streamkit mock server listening on (http://127\.0\.0\.1:(\d+))\n", line)
-        assert match, line
-        assert match.group(2) != "0"
-        response = httpx.post(match.group(1) + "/v1/messages", json=STREAM)
-        assert streamed_text(parse_sse(response.content)) == lorem(40)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    command = [sys.executable, "-m", "streamkit.testing", "--port", "0", "--text-length", "40"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.fullmatch(r"streamkit mock server listening on (http://127\.0\.0\.1:(\d+))\n", line)
+            assert match, line
+            assert match.group(2) != "0"
+            response = httpx.post(match.group(1) + "/v1/messages", json=STREAM)
+            assert streamed_text(parse_sse(response.content)) == lorem(40)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=5) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
