@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -92,6 +93,10 @@ class AsyncClient:
 
     # -- plumbing used by Messages and MessageStream ----------------------------------
 
+    def _retry_policy(self, max_retries: int | None) -> RetryPolicy:
+        """The client's policy, with a per-call ``max_retries`` if one was given."""
+        return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
+
     def _request(self, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool) -> httpx.Request:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         if len(content) > MAX_REQUEST_BYTES:
@@ -173,9 +178,7 @@ class Messages:
     ) -> MessageStream:
         """A streamed reply; other API parameters (system, tools, thinking ...) pass through."""
         client = self._client
-        retry = client.retry_policy
-        if max_retries is not None:
-            retry = RetryPolicy(max_retries, retry.initial_delay, retry.max_delay)
+        retry = client._retry_policy(max_retries)
         planner = ResumePlanner(
             client.resume if resume is None else resume,
             client.max_resumes if max_resumes is None else max_resumes,
@@ -211,9 +214,7 @@ class Messages:
                 "the API requires streaming for such requests: use client.messages.stream(...)"
             )
         client = self._client
-        retry = client.retry_policy
-        if max_retries is not None:
-            retry = RetryPolicy(max_retries, retry.initial_delay, retry.max_delay)
+        retry = client._retry_policy(max_retries)
         body = {"model": model, "max_tokens": max_tokens, "messages": list(messages), **params}
         request = client._request(body, dict(extra_headers or {}), stream=False)
 

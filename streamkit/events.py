@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Field, Tag
 
-from .message import ContentBlock, Message
+from .message import ContentBlock, Message, open_union
 
 
 class _Model(BaseModel):
@@ -54,14 +54,6 @@ class UnknownDelta(_Model):
     type: str
 
 
-_DELTA_TAGS = frozenset({"text_delta", "input_json_delta", "thinking_delta", "signature_delta", "citations_delta"})
-
-
-def _delta_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _DELTA_TAGS else "unknown"
-
-
 Delta: TypeAlias = Annotated[
     Annotated[TextDelta, Tag("text_delta")]
     | Annotated[InputJSONDelta, Tag("input_json_delta")]
@@ -69,7 +61,7 @@ Delta: TypeAlias = Annotated[
     | Annotated[SignatureDelta, Tag("signature_delta")]
     | Annotated[CitationsDelta, Tag("citations_delta")]
     | Annotated[UnknownDelta, Tag("unknown")],
-    Discriminator(_delta_tag),
+    open_union("text_delta", "input_json_delta", "thinking_delta", "signature_delta", "citations_delta"),
 ]
 
 

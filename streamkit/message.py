@@ -68,12 +68,15 @@ class UnknownBlock(_Model):
     type: str
 
 
-_BLOCK_TAGS = frozenset({"text", "tool_use", "server_tool_use", "thinking", "redacted_thinking"})
+def open_union(*known: str) -> Discriminator:
+    """Pick a union member by ``type``; types not in ``known`` go to the "unknown" member."""
+    tags = frozenset(known)
 
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if kind in tags else "unknown"
 
-def _block_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _BLOCK_TAGS else "unknown"
+    return Discriminator(tag)
 
 
 ContentBlock: TypeAlias = Annotated[
@@ -83,7 +86,7 @@ ContentBlock: TypeAlias = Annotated[
     | Annotated[ThinkingBlock, Tag("thinking")]
     | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
     | Annotated[UnknownBlock, Tag("unknown")],
-    Discriminator(_block_tag),
+    open_union("text", "tool_use", "server_tool_use", "thinking", "redacted_thinking"),
 ]
 
 

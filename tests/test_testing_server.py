@@ -77,10 +77,17 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any] | None = None, **
     return await client.post("/v1/messages", json=STREAM if body is None else body, **kwargs)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll: the server sees a client's close a moment after the client makes it."""
+    for _ in range(400):
+        if predicate():
+            return
+        await anyio.sleep(0.005)
+    raise AssertionError("condition not met within 2 s")
+
+
+def port_of(server: MockServer) -> int:
+    return int(server.base_url.rsplit(":", 1)[1])
 
 
 # --- the happy path ---------------------------------------------------------------
@@ -319,11 +326,13 @@ async def test_unknown_paths_get_404_and_keep_the_queue() -> None:
 
 
 async def test_queue_then_default_then_builtin_default() -> None:
-    async with MockServer(Reply.text("one"), default=Reply.text("fallback")) as server:
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
-            texts = [streamed_text(parse_sse((await post(client)).content)) for _ in range(3)]
-            server.push(Reply.text("pushed"), Reply.text("pushed again"))
-            texts += [streamed_text(parse_sse((await post(client)).content)) for _ in range(3)]
+    async with (
+        MockServer(Reply.text("one"), default=Reply.text("fallback")) as server,
+        httpx.AsyncClient(base_url=server.base_url) as client,
+    ):
+        texts = [streamed_text(parse_sse((await post(client)).content)) for _ in range(3)]
+        server.push(Reply.text("pushed"), Reply.text("pushed again"))
+        texts += [streamed_text(parse_sse((await post(client)).content)) for _ in range(3)]
     assert texts == ["one", "fallback", "fallback", "pushed", "pushed again", "fallback"]
     async with MockServer() as server, httpx.AsyncClient(base_url=server.base_url) as client:
         assert streamed_text(parse_sse((await post(client)).content)) == lorem(2000)
@@ -528,18 +537,21 @@ async def test_fault_malformed_event() -> None:
 
 
 async def test_fault_stall_pings_until_the_client_leaves() -> None:
+    # A raw socket: breaking out of an httpx stream leaves its generators to the GC on trio.
+    body = json.dumps(STREAM).encode()
+    request = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
     async with MockServer(hello(Fault("stall", after=1, ping_interval=0.01))) as server:
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with await anyio.connect_tcp("127.0.0.1", port_of(server)) as stream:
+            await stream.send(request)
             received = b""
-            async with (
-                client.stream("POST", "/v1/messages", json=STREAM) as response,
-                contextlib.aclosing(response.aiter_raw()) as chunks,
-            ):
-                async for chunk in chunks:
-                    received += chunk
-                    if received.count(b"event: ping") >= 3:
-                        break
-        assert received.startswith(hello_events()[0] + b'event: ping\ndata: {"type": "ping"}\n\n')
+            with anyio.fail_after(2):
+                while received.count(b"event: ping") < 3:
+                    received += await stream.receive()
+        head, _, chunks = received.partition(b"\r\n\r\n")
+        assert b"connection: close" in head
+        first = hello_events()[0]
+        assert chunks.startswith(b"%x\r\n%b\r\n" % (len(first), first))
+        assert chunks.count(b'event: ping\ndata: {"type": "ping"}\n\n') >= 3
         await wait_until(lambda: server.open_connections == 0)
 
 
@@ -608,16 +620,18 @@ async def test_keep_alive_serves_pipelined_requests_on_one_connection() -> None:
     request = (
         b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
     )
-    async with MockServer(Reply.text("first"), Reply.text("second")) as server:
-        async with await anyio.connect_tcp("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])) as stream:
-            await stream.send(request + b"\r\n" + body + request + b"connection: close\r\n\r\n" + body)
-            received = b""
-            with anyio.fail_after(2):
-                while True:
-                    try:
-                        received += await stream.receive()
-                    except anyio.EndOfStream:
-                        break
+    async with (
+        MockServer(Reply.text("first"), Reply.text("second")) as server,
+        await anyio.connect_tcp("127.0.0.1", port_of(server)) as stream,
+    ):
+        await stream.send(request + b"\r\n" + body + request + b"connection: close\r\n\r\n" + body)
+        received = b""
+        with anyio.fail_after(2):
+            while True:
+                try:
+                    received += await stream.receive()
+                except anyio.EndOfStream:
+                    break
     assert received.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert received.count(b"\r\n0\r\n\r\n") == 2
     assert b"connection: keep-alive" in received
