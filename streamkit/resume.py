@@ -72,7 +72,8 @@ class RetryPolicy:
     def should_retry(self, error: StreamkitError, retries_done: int) -> bool:
         if retries_done >= self.max_retries:
             return False
-        if isinstance(error, APIConnectionError):
+        if isinstance(error, APIConnectionError | StreamError | IncompleteStreamError):
+            return True  # the caller checked the stream failure is resumable
             return True
         if isinstance(error, APIStatusError):
             if error.should_retry is not None:
@@ -150,7 +151,7 @@ class ResumePlanner:
         kept_text = "".join(b.text for b in blocks[:keep] if isinstance(b, TextBlock))
         dropped = blocks[keep].type if keep < len(blocks) else None
         if not kept_text.strip():
-            if not self.retry.should_retry(APIConnectionError("no content"), retries_done):
+            if not self.retry.should_retry(error, retries_done):
                 return None
             return ResumePlan(body, 0, "retry", self.retry.delay(retries_done), 0, dropped, None)
         if resumes_done >= self.max_resumes:

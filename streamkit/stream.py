@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import anyio
 import httpx
@@ -254,8 +255,9 @@ class MessageStream:
         in_stream_retries = 0
         while True:
             try:
-                async for batch in self._read():
-                    yield batch
+                async with aclosing(self._read()) as batches:
+                    async for batch in batches:
+                        yield batch
                 return
             except StreamkitError as error:
                 plan = self._resume.plan(error, self._accumulator, self._body, len(self.resumes), in_stream_retries)
@@ -304,12 +306,22 @@ class MessageStream:
             self.resumes.append(resume)
             await call_hook(self._hooks.on_resume, resume)
 
-    async def _read(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _read(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Decode one response into batches of events; raise how it failed, if it did."""
         response = self._response
         assert response is not None
         decoder = SSEDecoder()
-        chunks = response.aiter_bytes()
+        async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_bytes())) as chunks:
+            async for batch in self._decode(chunks, decoder):
+                yield batch
+        if not self._accumulator.finished:
+            leftover = len(decoder.buffered)
+            detail = f" ({leftover} bytes of an unfinished event)" if leftover else ""
+            raise IncompleteStreamError(f"the stream ended without message_stop{detail}: the reply is incomplete")
+
+    async def _decode(
+        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         stall = self._stall_timeout
         deadline = anyio.current_time() + stall if stall is not None else None
         while True:
@@ -322,7 +334,7 @@ class MessageStream:
                     if scope.cancelled_caught:
                         raise StallError(f"no progress for {stall} s (only pings or silence): the stream stalled")
             except StopAsyncIteration:
-                break
+                return
             except httpx.HTTPError as exc:
                 raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
             batch: list[dict[str, Any]] = []
@@ -352,10 +364,6 @@ class MessageStream:
                 yield batch
             if failure is not None:
                 raise failure
-        if not self._accumulator.finished:
-            leftover = len(decoder.buffered)
-            detail = f" ({leftover} bytes of an unfinished event)" if leftover else ""
-            raise IncompleteStreamError(f"the stream ended without message_stop{detail}: the reply is incomplete")
 
 
 async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

@@ -22,7 +22,9 @@ How a reply is sent, first rule that applies:
    not matching the reply's text): 400 ``invalid_request_error``.
 4. ``fixture``: the recorded transcript, byte for byte, as an SSE stream, with
    one change: a transcript that does not end with a blank line gets ``"\\n\\n"``
-   appended so its last event is dispatched.  A fixture is always streamed.
+   appended so its last event is dispatched.  A fixture is always streamed, as
+   stored: ``blocks``, ``ping_every`` and continuation do not apply to it, while
+   ``delay`` and ``fault`` do (its events are split at blank lines).
 5. ``"stream": true`` in the request: SSE events built from ``blocks``;
    otherwise the non-streaming Message with the same content.
 

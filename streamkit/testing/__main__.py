@@ -22,6 +22,7 @@ async def _serve(host: str, port: int, default: Reply) -> None:
     # both leave through the server's normal exit path and close every socket.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with MockServer(default=default, host=host, port=port) as server:
+            server._record = False  # serving forever: keep no history
             print(f"streamkit mock server listening on {server.base_url}", flush=True)
             async for _ in signals:
                 return

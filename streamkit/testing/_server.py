@@ -283,6 +283,8 @@ class MockServer:
         port: int = 0,
     ) -> None:
         self.requests: list[RecordedRequest] = []
+        # Off only for the long-running `python -m` server, whose memory must not grow per request.
+        self._record = True
         self._queue: deque[Reply] = deque(replies)
         self._default = default
         self._host = host
@@ -363,7 +365,8 @@ class MockServer:
                     break
                 if request is None:
                     break
-                self.requests.append(request.recorded)
+                if self._record:
+                    self.requests.append(request.recorded)
                 if not await self._respond(stream, request):
                     break
         except _DISCONNECTS:
