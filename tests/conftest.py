@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
+# Recorded API streams (copied from ../shared/fixtures/recorded; see its README for their source).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -31,7 +31,7 @@ from streamkit.testing import (
 
 pytestmark = pytest.mark.anyio
 
-FIXTURES = Path(__file__).parents[2] / "shared/fixtures/recorded"
+FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
 REQUEST_ID = re.compile(r"^req_[0-9A-Za-z]{24}$")
 ANSWER = "The quick brown fox jumps over the lazy dog."
 STREAM = {"model": "m", "max_tokens": 100, "stream": True}
@@ -578,10 +578,6 @@ async def test_non_streaming_error_fault() -> None:
 # --- fixtures ---------------------------------------------------------------------
 
 
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/recorded not beside the repo")
-
-
-@needs_fixtures
 async def test_fixture_replayed_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMKIT_FIXTURES", str(FIXTURES))
     replies = [
@@ -603,7 +599,6 @@ async def test_fixture_replayed_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -
     assert "no_such_fixture.sse" in missing.json()["error"]["message"]
 
 
-@needs_fixtures
 async def test_fixture_with_a_fault() -> None:
     reply = Reply.from_fixture(FIXTURES / "basic_response.sse", fault=Fault("truncate", after=3))
     async with MockServer(reply) as server, httpx.AsyncClient(base_url=server.base_url) as client:
