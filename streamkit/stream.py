@@ -106,7 +106,7 @@ class MessageStream:
         self._accumulator = MessageAccumulator()
         self._queue: deque[dict[str, Any]] = deque()
         self._response: httpx.Response | None = None
-        self._batches: AsyncIterator[list[dict[str, Any]]] | None = None
+        self._batches: AsyncGenerator[list[dict[str, Any]], None] | None = None
         self._splicer: Splicer | None = None
         self._closed = False
         self._ended = False
@@ -114,7 +114,8 @@ class MessageStream:
         self.request_id: str | None = None
         self.retries: list[RetryInfo] = []
         self.resumes: list[ResumeInfo] = []
-        self.text_stream: AsyncIterator[str] = self._texts()
+        self.text_stream: AsyncGenerator[str, None] = self._texts()
+        self._consumers: list[AsyncGenerator[Any, None]] = [self.text_stream]
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -144,10 +145,9 @@ class MessageStream:
         with anyio.CancelScope(shield=True):
             if self._response is not None:
                 await self._response.aclose()
-            for generator in (self._batches, self.text_stream):
-                aclose = getattr(generator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            for generator in (self._batches, *self._consumers):
+                if generator is not None:
+                    await generator.aclose()
 
     # -- what users read --------------------------------------------------------------
 
@@ -157,13 +157,15 @@ class MessageStream:
         return self._accumulator.message
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._typed()
+        events = self._typed()
+        self._consumers.append(events)
+        return events
 
-    async def _typed(self) -> AsyncIterator[StreamEvent]:
+    async def _typed(self) -> AsyncGenerator[StreamEvent, None]:
         while (data := await self._next()) is not None:
             yield await self._event(data)
 
-    async def _texts(self) -> AsyncIterator[str]:
+    async def _texts(self) -> AsyncGenerator[str, None]:
         while (data := await self._next()) is not None:
             if data["type"] == "content_block_delta" and data["delta"].get("type") == "text_delta":
                 yield data["delta"]["text"]
@@ -250,7 +252,7 @@ class MessageStream:
         error.request_id = error.request_id or self.request_id
         return error
 
-    async def _attempts(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _attempts(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The one loop: read the response; on a failure, resume if the policy allows."""
         in_stream_retries = 0
         while True:

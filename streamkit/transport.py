@@ -65,5 +65,4 @@ def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.A
         transport=httpx.AsyncHTTPTransport(**options),
         mounts=_proxy_mounts(options),
         timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-        limits=DEFAULT_LIMITS,
     )
