@@ -35,7 +35,6 @@ CONTINUE_PROMPT = (
     "Your previous reply was cut off. Continue it exactly where it stopped: do not repeat "
     "anything, do not add a preamble."
 )
-MIN_OVERLAP = 10  # shortest repeat removed after a continue turn, in characters
 OVERLAP_WINDOW = 400  # how much of the continuation is held back to look for a repeat
 
 
@@ -191,11 +190,17 @@ class ResumePlanner:
 
 
 def _remove_repeat(kept: str, text: str) -> str:
-    """Drop the start of ``text`` that repeats the end of ``kept`` (from a word boundary)."""
+    """Drop the start of ``text`` that repeats the end of ``kept``.
+
+    Told to continue exactly where it stopped, a model that starts with the words the
+    kept text ended with is repeating them, however short (a cut often falls mid-word:
+    "... small pa" + "part bright" is one repeat of "pa").  The repeat must start at a
+    word boundary of the kept text, so "... small pa" + "art" is not one.
+    """
     tail = kept.rstrip()
     body = text.lstrip()
-    for size in range(min(len(tail), len(body), OVERLAP_WINDOW), MIN_OVERLAP - 1, -1):
-        if tail.endswith(body[:size]) and (size == len(tail) or not tail[-size - 1].isalnum()):
+    for size in range(min(len(tail), len(body), OVERLAP_WINDOW), 0, -1):
+        if (size == len(tail) or not tail[-size - 1].isalnum()) and tail.endswith(body[:size]):
             return body[size:]
     return text
 

@@ -1,0 +1,540 @@
+"""One contender in one clean process: ``python -m benchmarks._worker CONTENDER SPEC_JSON``.
+
+Imports, client creation and one warm-up stream happen before the clock starts; then
+``spec.runs`` measured runs, each checked (off the clock) against what the reply
+must produce.  Prints one JSON line: the figures, or ``{"error": ...}``.
+
+CPU is ``time.process_time()`` of this process around the measured part; wall is
+``time.perf_counter()``; memory is this process's peak RSS (``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import resource
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._spec import HEADER, MAX_TOKENS, MESSAGES, MODEL, Expected, Spec, load_reply, request_body, sha
+
+CONTENDERS = ("transport", "parser", "anthropic", "streamkit")
+API_KEY = "sk-benchmark"
+DEFAULT: Any = object()  # "not given"
+_DELTA_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
+
+
+@dataclass
+class Outcome:
+    """What a contender ended up with, in one shape for checking."""
+
+    thinking: str | None = None
+    text: str | None = None
+    tool_input: Any = None
+    deltas: int = 0  # counted by the contender where it can, else usage.output_tokens (see check)
+    stop_reason: str | None = None
+    nbytes: int = 0  # transport floor only
+
+
+def check(outcome: Outcome, expected: Expected) -> str | None:
+    """None when the outcome is the whole reply, else what is wrong."""
+    problems = []
+    if outcome.deltas != expected.deltas:
+        problems.append(f"{outcome.deltas} deltas instead of {expected.deltas}")
+    for name in ("thinking", "text", "tool_input"):
+        got, want = getattr(outcome, name), getattr(expected, name)
+        if got != want:
+            size = len(got) if isinstance(got, str) else got if got is None else "?"
+            problems.append(f"{name} differs (got {size})")
+    if outcome.stop_reason != expected.stop_reason:
+        problems.append(f"stop_reason {outcome.stop_reason!r}")
+    return "; ".join(problems) or None
+
+
+def _from_blocks(blocks: list[Any], stop_reason: str | None, output_tokens: int) -> Outcome:
+    """Outcome of a final Message (streamkit's or the SDK's: same attribute names)."""
+    outcome = Outcome(stop_reason=stop_reason, deltas=output_tokens)
+    for block in blocks:
+        if block.type == "thinking":
+            outcome.thinking = block.thinking
+        elif block.type == "text":
+            outcome.text = block.text
+        elif block.type == "tool_use":
+            outcome.tool_input = block.input
+    return outcome
+
+
+def _parse_transcript(raw: bytes) -> Outcome:
+    """The transport floor's warm-up body, parsed once (off the clock) to prove it is whole."""
+    parts: list[list[str]] = []
+    kinds: list[str] = []
+    outcome = Outcome(nbytes=len(raw))
+    for block in raw.decode().split("\n\n"):
+        data = next((line[6:] for line in block.split("\n") if line.startswith("data: ")), None)
+        if data is None:
+            continue
+        event = json.loads(data)
+        _apply(event, parts, kinds, outcome)
+    _finish(parts, kinds, outcome)
+    return outcome
+
+
+def _apply(event: dict[str, Any], parts: list[list[str]], kinds: list[str], outcome: Outcome) -> None:
+    kind = event["type"]
+    if kind == "content_block_delta":
+        outcome.deltas += 1
+        delta = event["delta"]
+        field = _DELTA_FIELDS.get(delta["type"])
+        if field is not None:
+            parts[event["index"]].append(delta[field])
+    elif kind == "content_block_start":
+        parts.append([])
+        kinds.append(event["content_block"]["type"])
+    elif kind == "message_delta":
+        outcome.stop_reason = event["delta"]["stop_reason"]
+
+
+def _finish(parts: list[list[str]], kinds: list[str], outcome: Outcome) -> None:
+    for kind, pieces in zip(kinds, parts, strict=True):
+        joined = "".join(pieces)
+        if kind == "text":
+            outcome.text = joined
+        elif kind == "thinking":
+            outcome.thinking = joined
+        elif kind == "tool_use":
+            outcome.tool_input = json.loads(joined) if joined else {}
+
+
+# -- the contenders ------------------------------------------------------------------
+# Each: setup(base_url) -> client; consume(client, header) -> Outcome (whole stream);
+# first_text(client, header) -> (seconds to the first text delta, Outcome of the whole
+# stream, drained after the first text off the clock); aclose(client).
+
+
+class Transport:
+    """httpx ``aiter_bytes``: the transport floor (no SSE framing, no JSON)."""
+
+    expected_nbytes = 0
+
+    async def setup(self, base_url: str) -> Any:
+        import httpx
+
+        self.url = f"{base_url}/v1/messages"
+        # streamkit's pool limits, so that concurrency is compared like for like
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        return httpx.AsyncClient(timeout=600, limits=limits)
+
+    async def raw(self, client: Any, value: str) -> bytes:
+        chunks = []
+        async with client.stream("POST", self.url, json=request_body(), headers={HEADER: value}) as response:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def consume(self, client: Any, value: str) -> Outcome:
+        nbytes = 0
+        async with client.stream("POST", self.url, json=request_body(), headers={HEADER: value}) as response:
+            async for chunk in response.aiter_bytes():
+                nbytes += len(chunk)
+        return self._outcome(nbytes)
+
+    def _outcome(self, nbytes: int) -> Outcome:
+        # The body is byte-identical every time (fixed ids), so its length proves it whole;
+        # the warm-up body was parsed completely to set the reference.
+        if nbytes == self.expected_nbytes:
+            return Outcome(**{**self.reference.__dict__, "nbytes": nbytes})
+        return Outcome(nbytes=nbytes)
+
+    async def first_text(self, client: Any, value: str) -> tuple[float, Outcome]:
+        nbytes = 0
+        first = 0.0
+        tail = b""
+        start = time.perf_counter()
+        async with client.stream("POST", self.url, json=request_body(), headers={HEADER: value}) as response:
+            async for chunk in response.aiter_bytes():
+                if not first and b'"text_delta"' in tail + chunk:
+                    first = time.perf_counter() - start
+                tail = chunk[-16:]
+                nbytes += len(chunk)
+        return first, self._outcome(nbytes)
+
+    async def prepare(self, client: Any, value: str, expected: Expected) -> str | None:
+        """Parse one whole body off the clock: the reference the measured runs must match."""
+        raw = await self.raw(client, value)
+        self.reference = _parse_transcript(raw)
+        self.expected_nbytes = len(raw)
+        return check(self.reference, expected)
+
+    async def aclose(self, client: Any) -> None:
+        await client.aclose()
+
+
+class Parser:
+    """httpx-sse ``aiter_sse`` + ``json.loads`` per event, deltas appended to lists: the parser floor."""
+
+    async def setup(self, base_url: str) -> Any:
+        import httpx
+
+        self.url = f"{base_url}/v1/messages"
+        # streamkit's pool limits, so that concurrency is compared like for like
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        return httpx.AsyncClient(timeout=600, limits=limits)
+
+    async def consume(self, client: Any, value: str) -> Outcome:
+        from httpx_sse import aconnect_sse
+
+        loads = json.loads
+        parts: list[list[str]] = []
+        kinds: list[str] = []
+        outcome = Outcome()
+        async with aconnect_sse(client, "POST", self.url, json=request_body(), headers={HEADER: value}) as source:
+            async for sse in source.aiter_sse():
+                _apply(loads(sse.data), parts, kinds, outcome)
+        _finish(parts, kinds, outcome)
+        return outcome
+
+    async def first_text(self, client: Any, value: str) -> tuple[float, Outcome]:
+        from httpx_sse import aconnect_sse
+
+        parts: list[list[str]] = []
+        kinds: list[str] = []
+        outcome = Outcome()
+        first = 0.0
+        start = time.perf_counter()
+        async with aconnect_sse(client, "POST", self.url, json=request_body(), headers={HEADER: value}) as source:
+            async for sse in source.aiter_sse():
+                event = json.loads(sse.data)
+                if not first and event["type"] == "content_block_delta" and event["delta"]["type"] == "text_delta":
+                    first = time.perf_counter() - start
+                _apply(event, parts, kinds, outcome)
+        _finish(parts, kinds, outcome)
+        return first, outcome
+
+    async def aclose(self, client: Any) -> None:
+        await client.aclose()
+
+
+class Anthropic:
+    """The official SDK: ``messages.stream(...)`` + ``get_final_message()``."""
+
+    async def setup(self, base_url: str) -> Any:
+        import anthropic
+
+        return anthropic.AsyncAnthropic(api_key=API_KEY, base_url=base_url, max_retries=0, timeout=600)
+
+    def _manager(self, client: Any, value: str) -> Any:
+        return client.messages.stream(
+            model=MODEL, max_tokens=MAX_TOKENS, messages=MESSAGES, extra_headers={HEADER: value}
+        )
+
+    @staticmethod
+    def _outcome(message: Any) -> Outcome:
+        return _from_blocks(message.content, message.stop_reason, message.usage.output_tokens)
+
+    async def consume(self, client: Any, value: str) -> Outcome:
+        async with self._manager(client, value) as stream:
+            message = await stream.get_final_message()
+        return self._outcome(message)
+
+    async def first_text(self, client: Any, value: str) -> tuple[float, Outcome]:
+        first = 0.0
+        start = time.perf_counter()
+        async with self._manager(client, value) as stream:
+            while True:
+                event = await stream.__anext__()
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    first = time.perf_counter() - start
+                    break
+            message = await stream.get_final_message()
+        return first, self._outcome(message)
+
+    async def aclose(self, client: Any) -> None:
+        await client.close()
+
+
+class Streamkit:
+    """streamkit: ``client.messages.stream(...)`` + ``get_final_message()`` (default: resume="auto")."""
+
+    def __init__(self, resume: Any = DEFAULT) -> None:
+        self.resume = resume  # DEFAULT: the client's default (resume="auto")
+
+    async def setup(self, base_url: str) -> Any:
+        import streamkit
+
+        return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url)
+
+    def _stream(self, client: Any, value: str, resume: Any = DEFAULT) -> Any:
+        if resume is DEFAULT:
+            resume = self.resume
+        options = {} if resume is DEFAULT else {"resume": resume}
+        return client.messages.stream(
+            model=MODEL, max_tokens=MAX_TOKENS, messages=MESSAGES, extra_headers={HEADER: value}, **options
+        )
+
+    @staticmethod
+    def _outcome(message: Any) -> Outcome:
+        return _from_blocks(message.content, message.stop_reason, message.usage.output_tokens)
+
+    async def consume(self, client: Any, value: str, resume: Any = DEFAULT) -> Outcome:
+        async with self._stream(client, value, resume) as stream:
+            message = await stream.get_final_message()
+        return self._outcome(message)
+
+    async def first_text(self, client: Any, value: str) -> tuple[float, Outcome]:
+        start = time.perf_counter()
+        first = 0.0
+        async with self._stream(client, value) as stream:
+            async for _ in stream.text_stream:
+                first = time.perf_counter() - start
+                break
+            message = await stream.get_final_message()
+        return first, self._outcome(message)
+
+    async def aclose(self, client: Any) -> None:
+        await client.aclose()
+
+
+def contender(name: str) -> Any:
+    return {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}[name]()
+
+
+# -- measuring -----------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return 0.0
+
+
+async def _timed(call: Callable[[], Awaitable[Outcome]]) -> tuple[float, float, Outcome]:
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    outcome = await call()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return cpu, wall, outcome
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+async def _prepare(impl: Any, client: Any, spec: Spec) -> tuple[str, Expected, str | None]:
+    """The measured reply, and one warm-up stream (imports, pools, caches) before the clock starts."""
+    value, expected = load_reply(spec.reply_file)
+    if sha(value) != spec.sha:
+        return value, expected, "the reply header differs from the orchestrator's"
+    warm_value, warm_expected = load_reply(spec.warmup_file)
+    if isinstance(impl, Transport):
+        # The transport floor parses one whole body of the measured reply (off the clock):
+        # the reference whose length every measured body must match.
+        problem = await impl.prepare(client, value, expected)
+        if problem is None and spec.warmup_file != spec.reply_file:
+            await impl.consume(client, warm_value)
+    else:
+        problem = check(await impl.consume(client, warm_value), warm_expected)
+    return value, expected, f"warm-up: {problem}" if problem else None
+
+
+async def run_stream(name: str, spec: Spec) -> dict[str, Any]:
+    """Whole-stream scenarios (text, tool, mixed): CPU and wall per run."""
+    impl = contender(name)
+    value = header(spec.kind, spec.size)
+    if sha(value) != spec.sha:
+        return {"error": "the reply header differs from the orchestrator's"}
+    _, expected = build(spec.kind, spec.size)
+    client = await impl.setup(spec.base_url)
+    try:
+        if isinstance(impl, Transport):
+            warm_error = await impl.prepare(client, value, expected)  # the reference body, full size
+        else:
+            warm_error = await _warm(impl, client, spec)
+        if warm_error:
+            return {"error": f"warm-up: {warm_error}"}
+        cpus, walls, errors = [], [], []
+        for _ in range(spec.runs):
+            gc.collect()
+            cpu, wall, outcome = await _timed(lambda: impl.consume(client, value))
+            cpus.append(cpu)
+            walls.append(wall)
+            if (problem := check(outcome, expected)) is not None:
+                errors.append(problem)
+            del outcome
+    finally:
+        await impl.aclose(client)
+    return {
+        "cpu_s": _summary(cpus),
+        "wall_s": _summary(walls),
+        "peak_rss_mb": peak_rss_mb(),
+        "deltas": expected.deltas,
+        "runs": spec.runs,
+        "completed": spec.runs - len(errors),
+        "errors": errors[:3],
+    }
+
+
+async def run_ttft(name: str, spec: Spec) -> dict[str, Any]:
+    """Seconds from sending the request to the first text delta; the rest drained off the clock."""
+    impl = contender(name)
+    value = header(spec.reply_kind, spec.size, spec.delay)
+    if sha(value) != spec.sha:
+        return {"error": "the reply header differs from the orchestrator's"}
+    _, expected = build(spec.reply_kind, spec.size, spec.delay)
+    client = await impl.setup(spec.base_url)
+    try:
+        if isinstance(impl, Transport):
+            warm_error = await impl.prepare(client, value, expected)
+        else:
+            warm_error = check(await impl.consume(client, value), expected)
+        if warm_error:
+            return {"error": f"warm-up: {warm_error}"}
+        firsts, errors = [], []
+        for _ in range(spec.runs):
+            gc.collect()
+            first, outcome = await impl.first_text(client, value)
+            firsts.append(first)
+            if (problem := check(outcome, expected)) is not None:
+                errors.append(problem)
+    finally:
+        await impl.aclose(client)
+    return {
+        "ttft_s": _summary(firsts),
+        "deltas": expected.deltas,
+        "runs": spec.runs,
+        "completed": spec.runs - len(errors),
+        "errors": errors[:3],
+    }
+
+
+async def run_concurrent(name: str, spec: Spec) -> dict[str, Any]:
+    """``spec.streams`` streams at once from this process, each checked as it finishes."""
+    impl = contender(name)
+    value = header(spec.reply_kind, spec.size)
+    if sha(value) != spec.sha:
+        return {"error": "the reply header differs from the orchestrator's"}
+    _, expected = build(spec.reply_kind, spec.size)
+    client = await impl.setup(spec.base_url)
+    try:
+        warm_error = check(await impl.consume(client, value), expected)
+        if warm_error:
+            return {"error": f"warm-up: {warm_error}"}
+        baseline = current_rss_mb()
+        cpus, walls, done, errors = [], [], [], []
+
+        async def one() -> bool:
+            try:
+                outcome = await impl.consume(client, value)
+            except Exception as exc:  # counted, not raised: every stream must be accounted for
+                errors.append(repr(exc))
+                return False
+            problem = check(outcome, expected)
+            if problem is not None:
+                errors.append(problem)
+            return problem is None
+
+        async def all_streams() -> Outcome:
+            results = await asyncio.gather(*(one() for _ in range(spec.streams)))
+            done.append(sum(results))
+            return Outcome()
+
+        for _ in range(spec.runs):
+            gc.collect()
+            cpu, wall, _outcome = await _timed(all_streams)
+            cpus.append(cpu)
+            walls.append(wall)
+    finally:
+        await impl.aclose(client)
+    return {
+        "cpu_s": _summary(cpus),
+        "wall_s": _summary(walls),
+        "peak_rss_mb": peak_rss_mb(),
+        "baseline_rss_mb": baseline,
+        "streams": spec.streams,
+        "deltas": expected.deltas,
+        "completed_streams": done,
+        "runs": spec.runs,
+        "completed": sum(1 for count in done if count == spec.streams),
+        "errors": errors[:3],
+    }
+
+
+async def run_resume(name: str, spec: Spec) -> dict[str, Any]:
+    """streamkit with resume="auto" and resume=False on the same fault-free stream, interleaved (ABBA)."""
+    if name != "streamkit":
+        return {"error": "the resume scenario is streamkit's only"}
+    impl = Streamkit()
+    value = header(spec.reply_kind, spec.size)
+    if sha(value) != spec.sha:
+        return {"error": "the reply header differs from the orchestrator's"}
+    _, expected = build(spec.reply_kind, spec.size)
+    client = await impl.setup(spec.base_url)
+    modes: dict[str, Any] = {"auto": "auto", "off": False}
+    cpus: dict[str, list[float]] = {"auto": [], "off": []}
+    walls: dict[str, list[float]] = {"auto": [], "off": []}
+    errors: list[str] = []
+    try:
+        for mode in modes.values():
+            if (problem := check(await impl.consume(client, value, mode), expected)) is not None:
+                return {"error": f"warm-up: {problem}"}
+        order = ["auto", "off", "off", "auto"]
+        for run in range(2 * spec.runs):
+            key = order[run % 4]
+            gc.collect()
+            cpu, wall, outcome = await _timed(lambda key=key: impl.consume(client, value, modes[key]))  # type: ignore[misc]
+            cpus[key].append(cpu)
+            walls[key].append(wall)
+            if (problem := check(outcome, expected)) is not None:
+                errors.append(f"{key}: {problem}")
+    finally:
+        await impl.aclose(client)
+    return {
+        "cpu_s": {key: _summary(values) for key, values in cpus.items()},
+        "wall_s": {key: _summary(values) for key, values in walls.items()},
+        "deltas": expected.deltas,
+        "runs": 2 * spec.runs,
+        "completed": 2 * spec.runs - len(errors),
+        "errors": errors[:3],
+    }
+
+
+RUNNERS = {
+    "text": run_stream,
+    "tool": run_stream,
+    "mixed": run_stream,
+    "ttft": run_ttft,
+    "concurrent": run_concurrent,
+    "resume": run_resume,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in CONTENDERS:
+        print(f"usage: python -m benchmarks._worker {{{','.join(CONTENDERS)}}} SPEC_JSON", file=sys.stderr)
+        return 2
+    name, spec = argv[0], Spec.from_json(argv[1])
+    if spec.kind == "concurrent":
+        # One socket per stream, plus the interpreter's own files.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, max(soft, spec.streams + 256)) if hard != resource.RLIM_INFINITY else spec.streams + 256
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        result = asyncio.run(RUNNERS[spec.kind](name, spec))
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
