@@ -5,7 +5,7 @@ Imports, client creation and one warm-up stream happen before the clock starts; 
 must produce.  Prints one JSON line: the figures, or ``{"error": ...}``.
 
 CPU is ``time.process_time()`` of this process around the measured part; wall is
-``time.perf_counter()``; memory is this process's peak RSS (``ru_maxrss``).
+``time.perf_counter()``; memory is this process's peak RSS (``VmHWM``; see peak_rss_mb).
 """
 
 from __future__ import annotations
@@ -308,7 +308,22 @@ def contender(name: str) -> Any:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS in MiB.
+
+    ``VmHWM`` (the high-water mark of this process's own address space) where there is
+    /proc: ``ru_maxrss`` would include the parent's peak, which Linux carries over into
+    the child's figure at exec (the orchestrator's, tens of MB after it built the
+    100k-delta replies).  Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def current_rss_mb() -> float:
@@ -350,18 +365,11 @@ async def _prepare(impl: Any, client: Any, spec: Spec) -> tuple[str, Expected, s
 async def run_stream(name: str, spec: Spec) -> dict[str, Any]:
     """Whole-stream scenarios (text, tool, mixed): CPU and wall per run."""
     impl = contender(name)
-    value = header(spec.kind, spec.size)
-    if sha(value) != spec.sha:
-        return {"error": "the reply header differs from the orchestrator's"}
-    _, expected = build(spec.kind, spec.size)
     client = await impl.setup(spec.base_url)
     try:
-        if isinstance(impl, Transport):
-            warm_error = await impl.prepare(client, value, expected)  # the reference body, full size
-        else:
-            warm_error = await _warm(impl, client, spec)
-        if warm_error:
-            return {"error": f"warm-up: {warm_error}"}
+        value, expected, problem = await _prepare(impl, client, spec)
+        if problem:
+            return {"error": problem}
         cpus, walls, errors = [], [], []
         for _ in range(spec.runs):
             gc.collect()
@@ -385,20 +393,13 @@ async def run_stream(name: str, spec: Spec) -> dict[str, Any]:
 
 
 async def run_ttft(name: str, spec: Spec) -> dict[str, Any]:
-    """Seconds from sending the request to the first text delta; the rest drained off the clock."""
+    """Seconds from sending the request to the first text delta; the rest is drained off the clock."""
     impl = contender(name)
-    value = header(spec.reply_kind, spec.size, spec.delay)
-    if sha(value) != spec.sha:
-        return {"error": "the reply header differs from the orchestrator's"}
-    _, expected = build(spec.reply_kind, spec.size, spec.delay)
     client = await impl.setup(spec.base_url)
     try:
-        if isinstance(impl, Transport):
-            warm_error = await impl.prepare(client, value, expected)
-        else:
-            warm_error = check(await impl.consume(client, value), expected)
-        if warm_error:
-            return {"error": f"warm-up: {warm_error}"}
+        value, expected, problem = await _prepare(impl, client, spec)
+        if problem:
+            return {"error": problem}
         firsts, errors = [], []
         for _ in range(spec.runs):
             gc.collect()
@@ -420,17 +421,16 @@ async def run_ttft(name: str, spec: Spec) -> dict[str, Any]:
 async def run_concurrent(name: str, spec: Spec) -> dict[str, Any]:
     """``spec.streams`` streams at once from this process, each checked as it finishes."""
     impl = contender(name)
-    value = header(spec.reply_kind, spec.size)
-    if sha(value) != spec.sha:
-        return {"error": "the reply header differs from the orchestrator's"}
-    _, expected = build(spec.reply_kind, spec.size)
     client = await impl.setup(spec.base_url)
+    cpus: list[float] = []
+    walls: list[float] = []
+    done: list[int] = []
+    errors: list[str] = []
     try:
-        warm_error = check(await impl.consume(client, value), expected)
-        if warm_error:
-            return {"error": f"warm-up: {warm_error}"}
+        value, expected, problem = await _prepare(impl, client, spec)
+        if problem:
+            return {"error": problem}
         baseline = current_rss_mb()
-        cpus, walls, done, errors = [], [], [], []
 
         async def one() -> bool:
             try:
@@ -450,7 +450,7 @@ async def run_concurrent(name: str, spec: Spec) -> dict[str, Any]:
 
         for _ in range(spec.runs):
             gc.collect()
-            cpu, wall, _outcome = await _timed(all_streams)
+            cpu, wall, _ = await _timed(all_streams)
             cpus.append(cpu)
             walls.append(wall)
     finally:
@@ -474,24 +474,24 @@ async def run_resume(name: str, spec: Spec) -> dict[str, Any]:
     if name != "streamkit":
         return {"error": "the resume scenario is streamkit's only"}
     impl = Streamkit()
-    value = header(spec.reply_kind, spec.size)
-    if sha(value) != spec.sha:
-        return {"error": "the reply header differs from the orchestrator's"}
-    _, expected = build(spec.reply_kind, spec.size)
-    client = await impl.setup(spec.base_url)
     modes: dict[str, Any] = {"auto": "auto", "off": False}
     cpus: dict[str, list[float]] = {"auto": [], "off": []}
     walls: dict[str, list[float]] = {"auto": [], "off": []}
     errors: list[str] = []
+    client = await impl.setup(spec.base_url)
     try:
-        for mode in modes.values():
+        value, expected, problem = await _prepare(impl, client, spec)
+        if problem:
+            return {"error": problem}
+        for mode in modes.values():  # each mode warm too
             if (problem := check(await impl.consume(client, value, mode), expected)) is not None:
                 return {"error": f"warm-up: {problem}"}
         order = ["auto", "off", "off", "auto"]
         for run in range(2 * spec.runs):
             key = order[run % 4]
             gc.collect()
-            cpu, wall, outcome = await _timed(lambda key=key: impl.consume(client, value, modes[key]))  # type: ignore[misc]
+            mode = modes[key]
+            cpu, wall, outcome = await _timed(lambda mode=mode: impl.consume(client, value, mode))  # type: ignore[misc]
             cpus[key].append(cpu)
             walls[key].append(wall)
             if (problem := check(outcome, expected)) is not None:
@@ -501,6 +501,7 @@ async def run_resume(name: str, spec: Spec) -> dict[str, Any]:
     return {
         "cpu_s": {key: _summary(values) for key, values in cpus.items()},
         "wall_s": {key: _summary(values) for key, values in walls.items()},
+        "peak_rss_mb": peak_rss_mb(),
         "deltas": expected.deltas,
         "runs": 2 * spec.runs,
         "completed": 2 * spec.runs - len(errors),
