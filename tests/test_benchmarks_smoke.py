@@ -90,4 +90,3 @@ def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
     for target in report["targets"]:
         assert set(target) == {"target", "value", "limit", "unit", "pass", "detail"}
         assert target["value"] is not None, target  # every target was measured (PASS or MISS)
-
