@@ -227,6 +227,14 @@ class SSEDecoder:
         events: list[tuple[str, bytes]] = []
         names = self._names
         for block in blocks:
+            # Fast path: the two-line "event: NAME\ndata: JSON" block the API always sends.
+            end = block.find(b"\n")
+            if block.startswith(b"event: ") and block.startswith(b"data: ", end + 1) and block.find(b"\n", end + 1) < 0:
+                name = block[7:end]
+                text = names.get(name)
+                if text is not None:
+                    events.append((text, block[end + 7 :]))
+                    continue
             name = b"message"
             data: list[bytes] = []
             for line in block.split(b"\n"):
