@@ -195,7 +195,7 @@ class MessageStream:
             return parse_event(data)
         except ValidationError as exc:
             error = ProtocolError(f"malformed {data.get('type')} event: {exc}", data=repr(data).encode())
-            await self._raise(self._fail(error))
+            await self._raise(error)
 
     async def _next(self) -> dict[str, Any] | None:
         """Hand out the next event, applied to the snapshot and its hooks fired."""
@@ -213,17 +213,24 @@ class MessageStream:
             except StreamkitError as exc:
                 await self._raise(exc)
         data = queue.popleft()
-        try:
-            self._accumulator.feed(data)
-        except ProtocolError as exc:
-            exc.data = exc.data or repr(data).encode()[:500]
-            await self._raise(self._fail(exc))
+        if (error := self._feed(data)) is not None:
+            await self._raise(error)
         if self._per_event_hooks:
             await self._dispatch(data)
         return data
 
+    def _feed(self, data: dict[str, Any]) -> ProtocolError | None:
+        """Feed one event to the snapshot; return the error if it cannot apply."""
+        try:
+            self._accumulator.feed(data)
+        except ProtocolError as exc:
+            exc.data = exc.data or repr(data).encode()[:500]
+            return exc
+        return None
+
     async def _raise(self, error: StreamkitError) -> NoReturn:
         """End the stream with ``error``: remembered, reported to ``on_error``, raised."""
+        self._fail(error)
         self._failure = error
         self._queue.clear()
         await call_hook(self._hooks.on_error, error)
