@@ -22,7 +22,8 @@ PROMPT = "Write a long, calm essay about how rivers shape the land."
 
 
 def _say(line: str) -> None:
-    sys.stdout.write(f"\n\033[2m[streamkit] {line}\033[0m\n")
+    dim, reset = ("\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    sys.stdout.write(f"\n{dim}[streamkit] {line}{reset}\n")
     sys.stdout.flush()
 
 
