@@ -24,6 +24,7 @@ from pydantic_core import from_json
 from .accumulate import MessageAccumulator
 from .errors import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     ConnectionLostError,
     IncompleteStreamError,
@@ -261,7 +262,6 @@ class MessageStream:
 
     async def _attempts(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The one loop: read the response; on a failure, resume if the policy allows."""
-        in_stream_retries = 0
         while True:
             try:
                 async with aclosing(self._read()) as batches:
@@ -269,11 +269,14 @@ class MessageStream:
                         yield batch
                 return
             except StreamkitError as error:
-                plan = self._resume.plan(error, self._accumulator, self._body, len(self.resumes), in_stream_retries)
+                plan = self._plan(error)
                 if plan is None:
                     raise self._fail(error) from error.__cause__
                 await self._restart(error, plan)
-                in_stream_retries += plan.strategy == "retry"
+
+    def _plan(self, error: StreamkitError) -> ResumePlan | None:
+        retried = sum(1 for info in self.retries if not isinstance(info.error, APIStatusError | APIConnectionError))
+        return self._resume.plan(error, self._accumulator, self._body, len(self.resumes), retried)
 
     async def _restart(self, error: StreamkitError, plan: ResumePlan) -> None:
         """Close the broken response and open the one that repairs it."""
@@ -289,7 +292,7 @@ class MessageStream:
             ):
                 raise self._fail(refused) from refused.__cause__
             self._resume.prefill_rejected.add(str(self._body.get("model")))
-            replan = self._resume.plan(error, self._accumulator, self._body, len(self.resumes), 0)
+            replan = self._plan(error)
             if replan is None:
                 raise self._fail(error) from error.__cause__
             plan = replan
