@@ -175,12 +175,13 @@ class SSEDecoder:
     use them.  Bytes of an unfinished event stay buffered until its blank line.
     """
 
-    __slots__ = ("_names", "_pending", "_started")
+    __slots__ = ("_names", "_pending", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
         self._names: dict[bytes, str] = {}
         self._started = False
+        self._skip_lf = False  # the last chunk ended in CR: a leading LF completes that CRLF
 
     @property
     def buffered(self) -> bytes:
@@ -192,9 +193,13 @@ class SSEDecoder:
             self._started = True
             if chunk.startswith(b"\xef\xbb\xbf"):
                 chunk = chunk[3:]
-        pending = self._pending
-        if b"\r" in chunk or (pending and pending[-1].endswith(b"\r")):
+        if self._skip_lf and chunk:
+            self._skip_lf = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        if b"\r" in chunk:
             return self._feed_normalised(chunk)
+        pending = self._pending
         if b"\n\n" not in chunk and not (pending and chunk.startswith(b"\n") and pending[-1].endswith(b"\n")):
             if chunk:
                 pending.append(chunk)
@@ -213,12 +218,10 @@ class SSEDecoder:
         """Slow path for CR and CRLF line endings: rewrite them as LF, then split."""
         data = b"".join(self._pending) + chunk
         self._pending.clear()
-        held = b""
-        if data.endswith(b"\r"):  # may be the first half of a CRLF split across chunks
-            data, held = data[:-1], b"\r"
+        self._skip_lf = data.endswith(b"\r")
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         blocks = data.split(b"\n\n")
-        rest = blocks.pop() + held
+        rest = blocks.pop()
         if rest:
             self._pending.append(rest)
         return self._parse_blocks(blocks)
