@@ -42,6 +42,12 @@ class _ToolCall(_Model):
         """The input's JSON text exactly as streamed (also when cut short)."""
         return self._partial_json
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when the API would see them equal: the streamed JSON text does not count."""
+        if not isinstance(other, _ToolCall) or type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
+
 
 class ToolUseBlock(_ToolCall):
     type: Literal["tool_use"] = "tool_use"
