@@ -72,8 +72,7 @@ class RetryPolicy:
         if retries_done >= self.max_retries:
             return False
         if isinstance(error, APIConnectionError | StreamError | IncompleteStreamError):
-            return True  # the caller checked the stream failure is resumable
-            return True
+            return True  # for a failure inside a stream, the caller checked it is resumable
         if isinstance(error, APIStatusError):
             if error.should_retry is not None:
                 return error.should_retry
@@ -164,8 +163,6 @@ class ResumePlanner:
         strategy: Literal["prefill", "continue"] = "prefill"
         if self.strategy == "continue" or thinking or body.get("model") in self.prefill_rejected:
             strategy = "continue"
-        elif self.strategy == "prefill":
-            strategy = "prefill"
         messages.append({"role": "assistant", "content": sent})
         if strategy == "continue":
             messages.append({"role": "user", "content": CONTINUE_PROMPT})
@@ -247,8 +244,12 @@ class Splicer:
 
     def _release(self, done: bool) -> list[dict[str, Any]]:
         held = "".join(self._held or ())
-        if not done and (not held.strip() or (self._remove_overlap and len(held.lstrip()) < OVERLAP_WINDOW)):
-            return []
+        if not done and not held.strip():
+            return []  # only whitespace so far: the seam is not decided yet
+        if not done and self._remove_overlap:
+            body = held.lstrip()
+            if len(body) < OVERLAP_WINDOW and body in self._kept.rstrip()[-OVERLAP_WINDOW:]:
+                return []  # could still be a repeat of the kept text: wait for more
         self._held = None
         if self._remove_overlap:
             held = _remove_repeat(self._kept, held)
