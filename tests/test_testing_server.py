@@ -37,11 +37,6 @@ ANSWER = "The quick brown fox jumps over the lazy dog."
 STREAM = {"model": "m", "max_tokens": 100, "stream": True}
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 # --- helpers ----------------------------------------------------------------------
 
 
