@@ -156,8 +156,7 @@ class MessageAccumulator:
     def _stop(self, index: int) -> None:
         block = self._blocks[index]
         block.closed = True
-        if block.type in _TOOL_TYPES and block.parts:
-            raw = block.joined()
+        if block.type in _TOOL_TYPES and (raw := block.joined()):  # a tool without arguments sends ""
             try:
                 block.fields["input"] = from_json(raw)
             except ValueError as exc:

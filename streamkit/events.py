@@ -167,6 +167,9 @@ def parse_event(data: dict[str, Any]) -> StreamEvent:
 # -- Server-Sent Events framing -----------------------------------------------------
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 class SSEDecoder:
     """Incremental decoder for the ``text/event-stream`` format (WHATWG HTML, 9.2).
 
@@ -175,24 +178,27 @@ class SSEDecoder:
     use them.  Bytes of an unfinished event stay buffered until its blank line.
     """
 
-    __slots__ = ("_names", "_pending", "_skip_lf", "_started")
+    __slots__ = ("_head", "_names", "_pending", "_skip_lf")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
         self._names: dict[bytes, str] = {}
-        self._started = False
+        self._head: bytes | None = b""  # the first bytes, until we know whether they are a BOM
         self._skip_lf = False  # the last chunk ended in CR: a leading LF completes that CRLF
 
     @property
     def buffered(self) -> bytes:
         """Bytes of the event still waiting for its terminating blank line."""
-        return b"".join(self._pending)
+        return (self._head or b"") + b"".join(self._pending)
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        if not self._started and chunk:
-            self._started = True
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._head = chunk
+                return []
+            self._head = None
+            chunk = chunk.removeprefix(_BOM)
         if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk.startswith(b"\n"):

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .client import AsyncClient
 
 Hook = Callable[[Any], Awaitable[None] | None]
+_DRAIN_SECONDS = 1.0  # after message_stop, how long to wait for the end of the body (to reuse the connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +337,7 @@ class MessageStream:
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         stall = self._stall_timeout
         deadline = anyio.current_time() + stall if stall is not None else None
+        finished = False  # message_stop seen: the reply is whole, what follows only drains the body
         while True:
             try:
                 if deadline is None:
@@ -344,10 +346,14 @@ class MessageStream:
                     with anyio.CancelScope(deadline=deadline) as scope:
                         chunk = await chunks.__anext__()
                     if scope.cancelled_caught:
+                        if finished:
+                            return
                         raise StallError(f"no progress for {stall} s (only pings or silence): the stream stalled")
             except StopAsyncIteration:
                 return
             except httpx.HTTPError as exc:
+                if finished:
+                    return
                 raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
             batch: list[dict[str, Any]] = []
             failure: StreamkitError | None = None
@@ -367,8 +373,11 @@ class MessageStream:
                 elif kind == "error":
                     failure = stream_error(event, request_id=self.request_id, partial_message=None)
                     break
+                elif kind == "message_stop":
+                    finished = True
+                    deadline = anyio.current_time() + _DRAIN_SECONDS
                 batch.append(event)
-            if deadline is not None and len(batch) > pings:
+            if not finished and deadline is not None and len(batch) > pings:
                 deadline = anyio.current_time() + stall  # type: ignore[operator]
             if self._splicer is not None:
                 batch = self._splicer.splice(batch)

@@ -1,0 +1,476 @@
+"""MessageAccumulator alone: pure code fed decoded event dicts, no I/O."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+import pytest
+
+import streamkit
+from streamkit import MessageAccumulator
+
+MESSAGE = {"id": "msg_acc", "type": "message", "role": "assistant", "model": "claude-mock-1", "content": []}
+
+
+def message_start(**usage: Any) -> dict[str, Any]:
+    return {
+        "type": "message_start",
+        "message": {**MESSAGE, "stop_reason": None, "stop_sequence": None, "usage": usage or {"input_tokens": 5}},
+    }
+
+
+def block_start(index: int, **block: Any) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index, "content_block": block}
+
+
+def delta(index: int, **fields: Any) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": fields}
+
+
+def block_stop(index: int) -> dict[str, Any]:
+    return {"type": "content_block_stop", "index": index}
+
+
+def message_delta(stop_reason: str | None = "end_turn", **usage: Any) -> dict[str, Any]:
+    return {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
+
+
+STOP = {"type": "message_stop"}
+
+
+def fed(*events: dict[str, Any]) -> MessageAccumulator:
+    accumulator = MessageAccumulator()
+    for event in events:
+        accumulator.feed(event)
+    return accumulator
+
+
+def snapshot(accumulator: MessageAccumulator) -> streamkit.Message:
+    message = accumulator.message
+    assert message is not None
+    return message
+
+
+def tool_block(index: int = 0, kind: str = "tool_use") -> dict[str, Any]:
+    return block_start(index, type=kind, id="toolu_1", name="lookup", input={})
+
+
+# -- text, citations, thinking -----------------------------------------------------
+
+
+def test_nothing_before_message_start() -> None:
+    accumulator = MessageAccumulator()
+    assert accumulator.message is None
+    accumulator.feed({"type": "ping"})
+    assert accumulator.message is None and not accumulator.finished
+
+
+def test_text_deltas() -> None:
+    accumulator = fed(
+        message_start(input_tokens=7, output_tokens=1),
+        block_start(0, type="text", text=""),
+        delta(0, type="text_delta", text="Hel"),
+        delta(0, type="text_delta", text="lo"),
+        delta(0, type="text_delta", text=""),
+        delta(0, type="text_delta", text=" wörld 👋"),
+    )
+    assert snapshot(accumulator).text == "Hello wörld 👋"
+    assert not accumulator.finished
+    for event in (block_stop(0), message_delta(output_tokens=4), STOP):
+        accumulator.feed(event)
+    assert accumulator.finished
+    assert snapshot(accumulator) == streamkit.Message(
+        id="msg_acc",
+        model="claude-mock-1",
+        content=[streamkit.TextBlock(text="Hello wörld 👋")],
+        stop_reason="end_turn",
+        usage=streamkit.Usage(input_tokens=7, output_tokens=4),
+    )
+
+
+def test_text_of_several_blocks_is_joined() -> None:
+    accumulator = fed(
+        message_start(),
+        block_start(0, type="text", text=""),
+        delta(0, type="text_delta", text="one "),
+        block_stop(0),
+        block_start(1, type="thinking", thinking="", signature=""),
+        delta(1, type="thinking_delta", thinking="hidden"),
+        block_stop(1),
+        block_start(2, type="text", text=""),
+        delta(2, type="text_delta", text="two"),
+    )
+    assert snapshot(accumulator).text == "one two"
+
+
+def test_citations_delta_appends_to_the_text_block() -> None:
+    first = {"type": "char_location", "cited_text": "a", "document_index": 0, "start_char_index": 0}
+    second = {"type": "page_location", "cited_text": "b", "document_index": 1, "start_page_number": 2}
+    accumulator = fed(
+        message_start(),
+        block_start(0, type="text", text=""),
+        delta(0, type="citations_delta", citation=first),
+        delta(0, type="text_delta", text="cited "),
+        delta(0, type="citations_delta", citation=second),
+        delta(0, type="text_delta", text="text"),
+        block_stop(0),
+    )
+    assert snapshot(accumulator).content == [streamkit.TextBlock(text="cited text", citations=[first, second])]
+
+
+def test_text_block_without_citations_has_none() -> None:
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="x"))
+    assert snapshot(accumulator).content == [streamkit.TextBlock(text="x", citations=None)]
+
+
+def test_thinking_and_signature() -> None:
+    accumulator = fed(
+        message_start(),
+        block_start(0, type="thinking", thinking="", signature=""),
+        delta(0, type="thinking_delta", thinking="Let me "),
+        delta(0, type="thinking_delta", thinking="think."),
+        delta(0, type="signature_delta", signature="c2ln"),
+    )
+    assert snapshot(accumulator).content == [streamkit.ThinkingBlock(thinking="Let me think.", signature="c2ln")]
+    accumulator.feed(delta(0, type="signature_delta", signature="bmV3"))  # set, never appended
+    accumulator.feed(block_stop(0))
+    assert snapshot(accumulator).content == [streamkit.ThinkingBlock(thinking="Let me think.", signature="bmV3")]
+    assert snapshot(accumulator).text == ""
+
+
+def test_redacted_thinking_arrives_whole() -> None:
+    accumulator = fed(message_start(), block_start(0, type="redacted_thinking", data="EmwKAhgB"), block_stop(0))
+    assert snapshot(accumulator).content == [streamkit.RedactedThinkingBlock(data="EmwKAhgB")]
+
+
+# -- tool input ----------------------------------------------------------------------
+
+
+def feed_tool(fragments: list[str], kind: str = "tool_use") -> MessageAccumulator:
+    accumulator = fed(message_start(), tool_block(0, kind))
+    for fragment in fragments:
+        accumulator.feed(delta(0, type="input_json_delta", partial_json=fragment))
+    accumulator.feed(block_stop(0))
+    return accumulator
+
+
+def test_tool_json_split_across_fragments() -> None:
+    fragments = ["", '{"ci', 'ty": "Pa', "", 'ris", "days": 1', "2, ", '"ok": tr', 'ue, "x": nu', "ll}"]
+    block = snapshot(feed_tool(fragments)).content[0]
+    expected = streamkit.ToolUseBlock(
+        id="toolu_1", name="lookup", input={"city": "Paris", "days": 12, "ok": True, "x": None}
+    )
+    expected._partial_json = "".join(fragments)
+    assert block == expected
+    assert isinstance(block, streamkit.ToolUseBlock) and block.input_json == "".join(fragments)
+
+
+@pytest.mark.parametrize(
+    ("fragments", "expected"),
+    [
+        (['{"word": "caf\\u00', 'e9"}'], {"word": "café"}),
+        (['{"word": "caf\\', 'u00e9"}'], {"word": "café"}),
+        (['{"word": "caf\\u', "00", "", 'e9"}'], {"word": "café"}),
+        (['{"face": "\\ud83d', '\\ude00"}'], {"face": "😀"}),
+        (['{"face": "\\ud83d\\ud', 'e00"}'], {"face": "😀"}),
+        (['{"quote": "a\\', '"b"}'], {"quote": 'a"b'}),
+        (['{"raw": "é', '😀"}'], {"raw": "é😀"}),
+    ],
+)
+def test_tool_json_split_inside_escapes(fragments: list[str], expected: dict[str, Any]) -> None:
+    block = snapshot(feed_tool(fragments)).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock)
+    assert block.input == expected
+    assert block.input_json == "".join(fragments)
+
+
+def test_every_split_of_a_tool_document() -> None:
+    document = {"name": "Zoë", "n": -12.5e3, "tags": ["a", "b\n"], "nested": {"ok": False}, "none": None}
+    raw = json.dumps(document)  # ensure_ascii: "\u00eb"
+    for cut in range(len(raw) + 1):
+        block = snapshot(feed_tool([raw[:cut], "", raw[cut:]])).content[0]
+        assert isinstance(block, streamkit.ToolUseBlock)
+        assert block.input == document, cut
+
+
+def test_server_tool_use_input() -> None:
+    block = snapshot(feed_tool(["", '{"query": "sol', 'ar"}'], kind="server_tool_use")).content[0]
+    assert isinstance(block, streamkit.ServerToolUseBlock)
+    assert (block.id, block.name, block.input, block.input_json) == (
+        "toolu_1",
+        "lookup",
+        {"query": "solar"},
+        '{"query": "solar"}',
+    )
+
+
+def test_tool_without_any_fragment_keeps_its_empty_input() -> None:
+    block = snapshot(feed_tool([])).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock)
+    assert (block.input, block.input_json) == ({}, "")
+
+
+def test_tool_with_only_empty_fragments_keeps_its_empty_input() -> None:
+    """A tool without arguments: the API sends one empty fragment; the input stays {}."""
+    block = snapshot(feed_tool([""])).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock)
+    assert (block.input, block.input_json) == ({}, "")
+    block = snapshot(feed_tool(["", ""])).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock) and block.input == {}
+
+
+def test_partial_tool_input_during_the_stream() -> None:
+    accumulator = fed(message_start(), tool_block(0))
+    steps = [
+        ("", {}),
+        ('{"city": "Pa', {}),  # an unfinished string is not shown
+        ('ris", ', {"city": "Paris"}),
+        ('"days": [1, ', {"city": "Paris", "days": [1]}),
+        ('2], "units": "met', {"city": "Paris", "days": [1, 2]}),
+        ('ric", "extra": {"a": tr', {"city": "Paris", "days": [1, 2], "units": "metric", "extra": {}}),
+        ("ue}", {"city": "Paris", "days": [1, 2], "units": "metric", "extra": {"a": True}}),
+    ]
+    raw = ""
+    for fragment, expected in steps:
+        accumulator.feed(delta(0, type="input_json_delta", partial_json=fragment))
+        raw += fragment
+        block = snapshot(accumulator).content[0]
+        assert isinstance(block, streamkit.ToolUseBlock)
+        assert block.input == expected, raw
+        assert block.input_json == raw
+    assert accumulator.open_block == 0
+    accumulator.feed(delta(0, type="input_json_delta", partial_json="}"))
+    accumulator.feed(block_stop(0))
+    assert accumulator.open_block is None
+    block = snapshot(accumulator).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock)
+    assert block.input == {"city": "Paris", "days": [1, 2], "units": "metric", "extra": {"a": True}}
+
+
+def test_invalid_final_tool_json_is_a_protocol_error() -> None:
+    accumulator = fed(message_start(), tool_block(0))
+    accumulator.feed(delta(0, type="input_json_delta", partial_json='{"a": 1,'))
+    accumulator.feed(delta(0, type="input_json_delta", partial_json=' "b": }'))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(block_stop(0))
+    assert type(caught.value) is streamkit.ProtocolError
+    assert caught.value.message.startswith("tool input of block 0 is not valid JSON: ")
+    assert caught.value.data == b'{"a": 1, "b": }'
+
+
+def test_unfinished_tool_json_at_block_stop_is_a_protocol_error() -> None:
+    accumulator = fed(message_start(), tool_block(0))
+    accumulator.feed(delta(0, type="input_json_delta", partial_json='{"a": "unterminated'))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(block_stop(0))
+    assert caught.value.data == b'{"a": "unterminated'
+
+
+# -- usage and message fields ------------------------------------------------------
+
+
+def test_usage_overwrite_rules() -> None:
+    accumulator = fed(message_start(input_tokens=50, output_tokens=1, cache_read_input_tokens=3))
+    assert snapshot(accumulator).usage == streamkit.Usage(input_tokens=50, output_tokens=1, cache_read_input_tokens=3)
+    accumulator.feed(message_delta(None, output_tokens=7))  # output_tokens replaced, the rest kept
+    assert snapshot(accumulator).usage == streamkit.Usage(input_tokens=50, output_tokens=7, cache_read_input_tokens=3)
+    accumulator.feed(
+        message_delta(
+            "end_turn",
+            output_tokens=9,
+            input_tokens=52,
+            cache_creation_input_tokens=2,
+            server_tool_use={"web_search_requests": 1},
+        )
+    )
+    assert snapshot(accumulator).usage == streamkit.Usage(
+        input_tokens=52,
+        output_tokens=9,
+        cache_read_input_tokens=3,
+        cache_creation_input_tokens=2,
+        server_tool_use={"web_search_requests": 1},
+    )
+    accumulator.feed(message_delta("end_turn", output_tokens=11, cache_read_input_tokens=None, input_tokens=None))
+    usage = snapshot(accumulator).usage
+    assert usage == streamkit.Usage(
+        input_tokens=52,
+        output_tokens=11,
+        cache_read_input_tokens=3,
+        cache_creation_input_tokens=2,
+        server_tool_use={"web_search_requests": 1},
+    )
+    assert usage.model_extra == {}
+
+
+def test_unknown_usage_fields_and_message_fields_are_kept() -> None:
+    accumulator = fed(
+        message_start(input_tokens=1, output_tokens=1, inference_geo="global"),
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "refusal", "stop_sequence": None, "stop_details": {"type": "refusal"}},
+            "usage": {"output_tokens": 2, "output_tokens_details": {"thinking_tokens": 1}},
+        },
+    )
+    message = snapshot(accumulator)
+    assert message.stop_reason == "refusal"
+    assert message.model_extra == {"stop_details": {"type": "refusal"}}
+    assert message.usage.model_extra == {"inference_geo": "global", "output_tokens_details": {"thinking_tokens": 1}}
+
+
+def test_stop_sequence() -> None:
+    accumulator = fed(
+        message_start(),
+        {"type": "message_delta", "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"}, "usage": {}},
+    )
+    message = snapshot(accumulator)
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "END")
+
+
+# -- unknown things are kept -------------------------------------------------------
+
+
+def test_unknown_block_and_unknown_delta_are_kept() -> None:
+    accumulator = fed(
+        message_start(),
+        block_start(0, type="compaction", content=None, encrypted_content=None),
+        delta(0, type="compaction_delta", content="Summary ", encrypted_content="Ep"),
+        delta(0, type="compaction_delta", content="so far.", encrypted_content="wB", extra=[1]),
+        block_stop(0),
+        block_start(1, type="web_search_tool_result", tool_use_id="srvtoolu_1", content=[{"type": "x"}]),
+        block_stop(1),
+    )
+    first, second = snapshot(accumulator).content
+    assert isinstance(first, streamkit.UnknownBlock) and isinstance(second, streamkit.UnknownBlock)
+    assert first.model_dump() == {
+        "type": "compaction",
+        "content": "Summary so far.",
+        "encrypted_content": "EpwB",
+        "extra": [1],
+    }
+    assert second.model_dump() == {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_1",
+        "content": [{"type": "x"}],
+    }
+
+
+def test_unknown_events_change_nothing() -> None:
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="a"))
+    before = snapshot(accumulator)
+    accumulator.feed({"type": "brand_new_event", "index": 0, "delta": {"type": "text_delta", "text": "zzz"}})
+    accumulator.feed({"type": "ping"})
+    accumulator.feed({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    assert snapshot(accumulator) is before
+    assert before.text == "a"
+
+
+# -- protocol violations -----------------------------------------------------------
+
+
+def test_delta_for_a_block_never_started() -> None:
+    accumulator = fed(message_start(), block_start(0, type="text", text=""))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(delta(1, type="text_delta", text="x"))
+    assert type(caught.value) is streamkit.ProtocolError
+    never_started = "KeyError: 'content block 1 was never started'"
+    assert caught.value.message == f"cannot apply content_block_delta event: {never_started}"
+    assert snapshot(accumulator).content == [streamkit.TextBlock(text="")]
+
+
+def test_stop_for_a_block_never_started() -> None:
+    accumulator = fed(message_start())
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(block_stop(4))
+    assert caught.value.message == "cannot apply content_block_stop event: KeyError: 4"
+
+
+def test_message_delta_before_message_start() -> None:
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        MessageAccumulator().feed(message_delta(output_tokens=1))
+    assert caught.value.message == "cannot apply message_delta event: KeyError: 'message_delta before message_start'"
+
+
+def test_delta_without_its_field() -> None:
+    accumulator = fed(message_start(), block_start(0, type="text", text=""))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(delta(0, type="text_delta"))
+    assert caught.value.message == "cannot apply content_block_delta event: KeyError: 'text'"
+
+
+# -- snapshots -----------------------------------------------------------------------
+
+
+def test_snapshot_is_cached_until_an_event_changes_it() -> None:
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="a"))
+    first = snapshot(accumulator)
+    assert snapshot(accumulator) is first
+    accumulator.feed(delta(0, type="text_delta", text="b"))
+    second = snapshot(accumulator)
+    assert second is not first
+    assert (first.text, second.text) == ("a", "ab")  # an old snapshot is never changed
+
+
+def test_typed_events_are_accepted_too() -> None:
+    accumulator = MessageAccumulator()
+    for event in (
+        message_start(input_tokens=3),
+        block_start(0, type="text", text=""),
+        delta(0, type="text_delta", text="typed"),
+        block_stop(0),
+        tool_block(1),
+        delta(1, type="input_json_delta", partial_json='{"k": "v"}'),
+        block_stop(1),
+        message_delta(output_tokens=2),
+        STOP,
+    ):
+        accumulator.feed(streamkit.parse_event(event))
+    message = snapshot(accumulator)
+    assert accumulator.finished
+    assert message.text == "typed"
+    assert isinstance(message.content[1], streamkit.ToolUseBlock) and message.content[1].input == {"k": "v"}
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (3, 2)
+
+
+# -- performance guard -------------------------------------------------------------
+
+
+def timed(events: list[dict[str, Any]]) -> tuple[float, streamkit.Message]:
+    began = time.perf_counter()
+    accumulator = MessageAccumulator()
+    for event in events:
+        accumulator.feed(event)
+    message = accumulator.message
+    elapsed = time.perf_counter() - began
+    assert message is not None
+    return elapsed, message
+
+
+def test_fifty_thousand_text_deltas_are_linear() -> None:
+    events = [message_start(), block_start(0, type="text", text="")]
+    events += [delta(0, type="text_delta", text=f"w{i % 10} ") for i in range(50_000)]
+    events += [block_stop(0), message_delta(output_tokens=50_000), STOP]
+    elapsed, message = timed(events)
+    print(f"\n50,000 text deltas accumulated in {elapsed * 1000:.1f} ms")
+    assert message.text == "".join(f"w{i % 10} " for i in range(50_000))
+    assert elapsed < 10.0
+
+
+def test_fifty_thousand_tool_input_fragments_are_linear() -> None:
+    document = {"values": list(range(15_000)), "label": "é" * 200}
+    raw = json.dumps(document)
+    bounds = [len(raw) * i // 50_000 for i in range(50_001)]
+    fragments = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    assert len(fragments) == 50_000
+    events = [message_start(), tool_block(0)]
+    events += [delta(0, type="input_json_delta", partial_json=fragment) for fragment in fragments]
+    events += [block_stop(0), message_delta("tool_use", output_tokens=50_000), STOP]
+    elapsed, message = timed(events)
+    print(f"\n50,000 input_json_delta fragments accumulated in {elapsed * 1000:.1f} ms")
+    block = message.content[0]
+    assert isinstance(block, streamkit.ToolUseBlock)
+    assert block.input == document
+    assert block.input_json == raw
+    assert elapsed < 10.0
