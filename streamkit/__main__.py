@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 import anyio
 
@@ -44,7 +43,7 @@ def _on_retry(info: RetryInfo) -> None:
     _say(f"retry {info.attempt} in {info.delay:.2f} s after {type(info.error).__name__}: {info.error.message}")
 
 
-async def _stream(client: AsyncClient, model: str, max_tokens: int, **extra: Any) -> None:
+async def _stream(client: AsyncClient, model: str, max_tokens: int) -> None:
     async with client.messages.stream(
         model=model,
         max_tokens=max_tokens,
@@ -52,7 +51,6 @@ async def _stream(client: AsyncClient, model: str, max_tokens: int, **extra: Any
         on_text=_on_text,
         on_resume=_on_resume,
         on_retry=_on_retry,
-        **extra,
     ) as stream:
         message = await stream.get_final_message()
     _say(
