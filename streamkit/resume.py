@@ -148,10 +148,13 @@ class ResumePlanner:
             keep = index + 1
         kept_text = "".join(b.text for b in blocks[:keep] if isinstance(b, TextBlock))
         dropped = blocks[keep].type if keep < len(blocks) else None
+        usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
         if not kept_text.strip():
             if not self.retry.should_retry(error, retries_done):
                 return None
-            return ResumePlan(body, 0, "retry", self.retry.delay(retries_done), 0, dropped, None)
+            # Same request again; once a message_start arrived, its usage is kept and summed.
+            splicer = None if message is None else Splicer(usage=usage)
+            return ResumePlan(body, 0, "retry", self.retry.delay(retries_done), 0, dropped, splicer)
         if resumes_done >= self.max_resumes:
             return None
         messages = list(body.get("messages") or ())
@@ -166,14 +169,15 @@ class ResumePlanner:
         messages.append({"role": "assistant", "content": sent})
         if strategy == "continue":
             messages.append({"role": "user", "content": CONTINUE_PROMPT})
-        last = blocks[keep - 1]
+        continues_text = isinstance(blocks[keep - 1], TextBlock)
         splicer = Splicer(
-            target=keep - 1 if isinstance(last, TextBlock) else -1,
+            usage=usage,
+            target=keep - 1 if continues_text else -1,
             target_open=open_index == keep - 1,
             next_index=keep,
-            kept_text=last.text if isinstance(last, TextBlock) else "",
+            # all the assistant text sent back: a repeat may reach into an earlier block or the prefill
+            kept_text=prefix + kept_text if continues_text else "",
             remove_overlap=strategy == "continue",
-            usage=dict(message.usage.model_dump(exclude_none=True)) if message is not None else {},
         )
         return ResumePlan(
             {**body, "messages": messages},
@@ -217,12 +221,12 @@ class Splicer:
     def __init__(
         self,
         *,
-        target: int,
-        target_open: bool,
-        next_index: int,
-        kept_text: str,
-        remove_overlap: bool,
         usage: dict[str, Any],
+        target: int = -1,
+        target_open: bool = False,
+        next_index: int = 0,
+        kept_text: str = "",
+        remove_overlap: bool = False,
     ) -> None:
         self._target = target  # the text block the continuation extends (-1: none)
         self._target_open = target_open
@@ -250,6 +254,8 @@ class Splicer:
             body = held.lstrip()
             if len(body) < OVERLAP_WINDOW and body in self._kept.rstrip()[-OVERLAP_WINDOW:]:
                 return []  # could still be a repeat of the kept text: wait for more
+            if not _remove_repeat(self._kept, held).strip():
+                return []  # the repeat ends in whitespace that may go on in the next delta
         self._held = None
         if self._remove_overlap:
             held = _remove_repeat(self._kept, held)

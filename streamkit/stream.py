@@ -284,6 +284,10 @@ class MessageStream:
         assert self._response is not None
         await self._response.aclose()
         failed_request_id = self.request_id
+        if plan.strategy == "retry":
+            retry = RetryInfo(len(self.retries) + 1, error, plan.delay)
+            self.retries.append(retry)
+            await call_hook(self._hooks.on_retry, retry)
         await anyio.sleep(plan.delay)
         try:
             response = await self._send(plan.body)
@@ -302,11 +306,7 @@ class MessageStream:
         self.request_id = response.headers.get("request-id")
         self._accumulator.truncate(plan.keep_blocks)
         self._splicer = plan.splicer
-        if plan.strategy == "retry":
-            retry = RetryInfo(len(self.retries) + 1, error, plan.delay)
-            self.retries.append(retry)
-            await call_hook(self._hooks.on_retry, retry)
-        else:
+        if plan.strategy != "retry":
             resume = ResumeInfo(
                 len(self.resumes) + 1,
                 error,
@@ -377,14 +377,16 @@ class MessageStream:
                     finished = True
                     deadline = anyio.current_time() + _DRAIN_SECONDS
                 batch.append(event)
-            if not finished and deadline is not None and len(batch) > pings:
-                deadline = anyio.current_time() + stall  # type: ignore[operator]
+            progress = len(batch) > pings
             if self._splicer is not None:
                 batch = self._splicer.splice(batch)
             if batch:
                 yield batch
             if failure is not None:
                 raise failure
+            if progress and not finished and deadline is not None:
+                # Counted from when the consumer asks for more: a slow consumer is not a stall.
+                deadline = anyio.current_time() + stall  # type: ignore[operator]
 
 
 async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

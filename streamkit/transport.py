@@ -9,6 +9,7 @@ proxy mounts are rebuilt here with the same socket options.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import urllib.request
 from typing import Any
@@ -53,9 +54,19 @@ def _proxy_mounts(transport_options: dict[str, Any]) -> dict[str, httpx.AsyncBas
         if host == "*":
             return {}
         if host:
-            # httpx pattern semantics: "all://*example.com" matches the domain and subdomains.
-            mounts[host if "://" in host else f"all://*{host.lstrip('.')}"] = None
+            mounts[_no_proxy_pattern(host)] = None
     return mounts
+
+
+def _no_proxy_pattern(host: str) -> str:
+    """An httpx mount pattern for one NO_PROXY entry: addresses exactly, names with subdomains."""
+    if "://" in host:
+        return host
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"all://{host}" if host == "localhost" else f"all://*{host.lstrip('.')}"
+    return f"all://[{address}]" if address.version == 6 else f"all://{address}"
 
 
 def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.AsyncClient:
