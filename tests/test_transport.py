@@ -1,0 +1,238 @@
+"""The default transport: keep-alive sockets, long-request timeouts, proxies from the environment."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import streamkit
+from streamkit.resume import ResumeInfo
+from streamkit.testing import Fault, MockServer, Reply, lorem
+from streamkit.transport import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    USER_TIMEOUT_MS,
+    default_http_client,
+    keepalive_socket_options,
+)
+
+pytestmark = pytest.mark.anyio
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_USER_TIMEOUT and friends are Linux")
+
+TEXT = lorem(1500, seed=9)
+USER = [{"role": "user", "content": "Hi"}]
+FAST = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def client_for(base_url: str, **options: Any) -> streamkit.AsyncClient:
+    return streamkit.AsyncClient(api_key="test-key", base_url=base_url, **{**FAST, **options})
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keepalive_of(sock: Any) -> dict[str, int]:
+    return {
+        "SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "TCP_KEEPIDLE": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "TCP_KEEPINTVL": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        "TCP_KEEPCNT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        "TCP_USER_TIMEOUT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    }
+
+
+EXPECTED_KEEPALIVE = {
+    "SO_KEEPALIVE": 1,
+    "TCP_KEEPIDLE": KEEPALIVE_IDLE,
+    "TCP_KEEPINTVL": KEEPALIVE_INTERVAL,
+    "TCP_KEEPCNT": KEEPALIVE_COUNT,
+    "TCP_USER_TIMEOUT": USER_TIMEOUT_MS,
+}
+
+
+def live_socket(stream: streamkit.MessageStream) -> Any:
+    """The socket under the stream's current response (asyncio's TransportSocket or trio's socket)."""
+    response = stream._response
+    assert response is not None
+    sock = response.extensions["network_stream"].get_extra_info("socket")
+    assert sock is not None and sock.type == socket.SOCK_STREAM
+    return sock
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No proxy variable from the machine running the tests leaks in."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    yield monkeypatch
+
+
+def mounts_of(http: httpx.AsyncClient) -> dict[str, httpx.AsyncBaseTransport | None]:
+    return {pattern.pattern: transport for pattern, transport in http._mounts.items()}
+
+
+def proxy_of(transport: httpx.AsyncBaseTransport | None) -> tuple[bytes, bytes, int | None]:
+    assert isinstance(transport, httpx.AsyncHTTPTransport)
+    url = transport._pool._proxy_url  # type: ignore[attr-defined]
+    return (url.scheme, url.host, url.port)
+
+
+# -- keep-alive ---------------------------------------------------------------------------
+
+
+@linux_only
+def test_keepalive_option_values() -> None:
+    assert (KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT) == (60, 15, 4)
+    assert USER_TIMEOUT_MS == (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000 == 120_000
+    assert keepalive_socket_options() == [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT),
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
+    ]
+
+
+@linux_only
+async def test_keepalive_on_the_live_socket(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with MockServer(Reply.text(TEXT)) as server, client_for(server.base_url) as sk:
+        async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+            sock = live_socket(stream)
+            assert sock.getpeername()[1] == int(server.base_url.rsplit(":", 1)[1])
+            assert keepalive_of(sock) == EXPECTED_KEEPALIVE
+            assert await stream.get_final_text() == TEXT
+
+
+@linux_only
+async def test_keepalive_on_the_socket_of_a_resumed_stream(no_proxy_env: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, dict[str, int]]] = []
+    first = Reply.text(TEXT, chunk_size=7, fault=Fault("cut", after=30))
+    async with MockServer(first, Reply.text(TEXT, chunk_size=7)) as server, client_for(server.base_url) as sk:
+        stream = sk.messages.stream(
+            model="m",
+            max_tokens=99,
+            messages=USER,
+            on_resume=lambda info: seen.append(
+                (live_socket(stream).getsockname()[1], keepalive_of(live_socket(stream)))
+            ),
+        )
+        async with stream:
+            first_port = live_socket(stream).getsockname()[1]
+            assert await stream.get_final_text() == TEXT
+    assert len(stream.resumes) == 1 and isinstance(stream.resumes[0], ResumeInfo)
+    [(second_port, options)] = seen
+    assert second_port != first_port  # a new connection: the broken one was not reused
+    assert options == EXPECTED_KEEPALIVE
+
+
+async def test_the_default_pool_uses_the_options_and_long_timeouts(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with client_for("http://127.0.0.1:1") as sk:
+        http = sk._http
+        assert http._transport._pool._socket_options == keepalive_socket_options()  # type: ignore[attr-defined]
+        assert (http.timeout.connect, http.timeout.read) == (5.0, 600.0)
+        assert mounts_of(http) == {}
+    async with client_for("http://127.0.0.1:1", timeout=3.0) as sk:
+        assert sk._http.timeout == httpx.Timeout(3.0)
+        assert sk._http._transport._pool._socket_options == keepalive_socket_options()  # type: ignore[attr-defined]
+
+
+async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with MockServer(Reply.text(TEXT)) as server, httpx.AsyncClient() as http:
+        async with client_for(server.base_url, http_client=http) as sk:
+            assert sk._http is http
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                assert await stream.get_final_text() == TEXT
+        assert not http.is_closed
+
+
+# -- proxies from the environment ---------------------------------------------------------------
+
+
+def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    no_proxy_env.setenv("HTTPS_PROXY", "secure-proxy.internal:8443")  # no scheme: http:// is meant
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1,.corp.example")
+    http = default_http_client()
+    mounts = mounts_of(http)
+    proxied = {pattern for pattern, transport in mounts.items() if transport is not None}
+    assert proxied == {"http://", "https://"}
+    assert len(mounts) == 4  # and one direct mount per NO_PROXY entry
+    assert proxy_of(mounts["http://"]) == (b"http", b"proxy.internal", 3128)
+    assert proxy_of(mounts["https://"]) == (b"http", b"secure-proxy.internal", 8443)
+    for scheme in ("http://", "https://"):
+        pool = mounts[scheme]._pool  # type: ignore[union-attr]
+        assert pool._socket_options == keepalive_socket_options()
+    # the routing httpx does with these mounts
+    assert http._transport_for_url(httpx.URL("http://api.example.com/v1/messages")) is mounts["http://"]
+    assert http._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is mounts["https://"]
+    assert http._transport_for_url(httpx.URL("http://127.0.0.1:8080/v1/messages")) is http._transport
+    assert http._transport_for_url(httpx.URL("https://api.corp.example/v1")) is http._transport
+    assert http._transport_for_url(httpx.URL("https://corp.example/v1")) is http._transport
+    assert http._transport_for_url(httpx.URL("https://notcorp.example/v1")) is mounts["https://"]
+
+
+def test_all_proxy_and_lowercase_variables(no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("all_proxy", "http://everything.internal:9000")
+    mounts = mounts_of(default_http_client())
+    assert set(mounts) == {"all://"}
+    assert proxy_of(mounts["all://"]) == (b"http", b"everything.internal", 9000)
+
+
+def test_no_proxy_star_turns_proxies_off(no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    no_proxy_env.setenv("NO_PROXY", "*")
+    assert mounts_of(default_http_client()) == {}
+
+
+async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")  # a proxy that is down
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    async with MockServer(Reply.text(TEXT)) as server, client_for(server.base_url) as sk:
+        assert proxy_of(mounts_of(sk._http)["http://"])[1] == b"127.0.0.1"
+        async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+            assert await stream.get_final_text() == TEXT
+        assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/messages")]
+        assert stream.retries == []
+
+
+async def test_requests_go_through_the_proxy(no_proxy_env: pytest.MonkeyPatch) -> None:
+    """The mock server plays the proxy: it receives the absolute URL, so it answers 404."""
+    async with MockServer() as proxy:
+        no_proxy_env.setenv("HTTP_PROXY", proxy.base_url)
+        async with client_for("http://api.example.test") as sk:
+            with pytest.raises(streamkit.NotFoundError) as caught:
+                async with sk.messages.stream(model="m", max_tokens=99, messages=USER):
+                    pass
+        [request] = proxy.requests
+    assert (request.method, request.path) == ("POST", "http://api.example.test/v1/messages")
+    assert request.headers["host"] == "api.example.test"
+    assert request.headers["x-api-key"] == "test-key"
+    assert request.json["messages"] == USER
+    assert isinstance(caught.value, streamkit.APIStatusError) and caught.value.status_code == 404
+
+
+@pytest.mark.parametrize(("no_proxy", "ipv6"), [("localhost,127.0.0.1,::1", "::1"), ("127.0.0.1,fe80::1", "fe80::1")])
+async def test_an_ipv6_no_proxy_entry_does_not_break_the_client(
+    no_proxy_env: pytest.MonkeyPatch, no_proxy: str, ipv6: str
+) -> None:
+    """``NO_PROXY=localhost,127.0.0.1,::1`` is a common default; the client must still work."""
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    no_proxy_env.setenv("NO_PROXY", no_proxy)
+    async with MockServer(Reply.text(TEXT)) as server, client_for(server.base_url) as sk:
+        async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+            assert await stream.get_final_text() == TEXT
+        assert len(server.requests) == 1
+        http = sk._http
+        assert http._transport_for_url(httpx.URL(f"http://[{ipv6}]:8080/v1/messages")) is http._transport
+        assert http._transport_for_url(httpx.URL("http://api.example.com/v1/messages")) is mounts_of(http)["http://"]
