@@ -363,8 +363,9 @@ def targets(results: list[dict[str, Any]], options: Options) -> list[dict[str, A
             continue
         a = _find(results, f"{kind}-{human(small)}", "streamkit")
         b = _find(results, f"{kind}-{human(large)}", "streamkit")
-        per_a = _cpu(a) / small if _cpu(a) else None
-        per_b = _cpu(b) / large if _cpu(b) else None
+        cpu_a, cpu_b = _cpu(a), _cpu(b)
+        per_a = cpu_a / small if cpu_a else None
+        per_b = cpu_b / large if cpu_b else None
         value = per_b / per_a if per_a and per_b else None
         detail = f"{per_a * 1e6:.2f} -> {per_b * 1e6:.2f} us/delta" if per_a and per_b else ""
         out.append(

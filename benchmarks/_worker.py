@@ -362,25 +362,28 @@ async def _prepare(impl: Any, client: Any, spec: Spec) -> tuple[str, Expected, s
     return value, expected, f"warm-up: {problem}" if problem else None
 
 
-async def run_stream(name: str, spec: Spec) -> dict[str, Any]:
+@dataclass
+class Session:
+    """A contender's client, warmed up, and the measured reply with what it must produce."""
+
+    impl: Any
+    client: Any
+    value: str
+    expected: Expected
+
+
+async def run_stream(session: Session, spec: Spec) -> dict[str, Any]:
     """Whole-stream scenarios (text, tool, mixed): CPU and wall per run."""
-    impl = contender(name)
-    client = await impl.setup(spec.base_url)
-    try:
-        value, expected, problem = await _prepare(impl, client, spec)
-        if problem:
-            return {"error": problem}
-        cpus, walls, errors = [], [], []
-        for _ in range(spec.runs):
-            gc.collect()
-            cpu, wall, outcome = await _timed(lambda: impl.consume(client, value))
-            cpus.append(cpu)
-            walls.append(wall)
-            if (problem := check(outcome, expected)) is not None:
-                errors.append(problem)
-            del outcome
-    finally:
-        await impl.aclose(client)
+    impl, client, value, expected = session.impl, session.client, session.value, session.expected
+    cpus, walls, errors = [], [], []
+    for _ in range(spec.runs):
+        gc.collect()
+        cpu, wall, outcome = await _timed(lambda: impl.consume(client, value))
+        cpus.append(cpu)
+        walls.append(wall)
+        if (problem := check(outcome, expected)) is not None:
+            errors.append(problem)
+        del outcome
     return {
         "cpu_s": _summary(cpus),
         "wall_s": _summary(walls),
@@ -392,69 +395,54 @@ async def run_stream(name: str, spec: Spec) -> dict[str, Any]:
     }
 
 
-async def run_ttft(name: str, spec: Spec) -> dict[str, Any]:
+async def run_ttft(session: Session, spec: Spec) -> dict[str, Any]:
     """Seconds from sending the request to the first text delta; the rest is drained off the clock."""
-    impl = contender(name)
-    client = await impl.setup(spec.base_url)
-    try:
-        value, expected, problem = await _prepare(impl, client, spec)
-        if problem:
-            return {"error": problem}
-        firsts, errors = [], []
-        for _ in range(spec.runs):
-            gc.collect()
-            first, outcome = await impl.first_text(client, value)
-            firsts.append(first)
-            if (problem := check(outcome, expected)) is not None:
-                errors.append(problem)
-    finally:
-        await impl.aclose(client)
+    firsts, errors = [], []
+    for _ in range(spec.runs):
+        gc.collect()
+        first, outcome = await session.impl.first_text(session.client, session.value)
+        firsts.append(first)
+        if (problem := check(outcome, session.expected)) is not None:
+            errors.append(problem)
     return {
         "ttft_s": _summary(firsts),
-        "deltas": expected.deltas,
+        "deltas": session.expected.deltas,
         "runs": spec.runs,
         "completed": spec.runs - len(errors),
         "errors": errors[:3],
     }
 
 
-async def run_concurrent(name: str, spec: Spec) -> dict[str, Any]:
+async def run_concurrent(session: Session, spec: Spec) -> dict[str, Any]:
     """``spec.streams`` streams at once from this process, each checked as it finishes."""
-    impl = contender(name)
-    client = await impl.setup(spec.base_url)
+    impl, client, value, expected = session.impl, session.client, session.value, session.expected
     cpus: list[float] = []
     walls: list[float] = []
     done: list[int] = []
     errors: list[str] = []
-    try:
-        value, expected, problem = await _prepare(impl, client, spec)
-        if problem:
-            return {"error": problem}
-        baseline = current_rss_mb()
+    baseline = current_rss_mb()
 
-        async def one() -> bool:
-            try:
-                outcome = await impl.consume(client, value)
-            except Exception as exc:  # counted, not raised: every stream must be accounted for
-                errors.append(repr(exc))
-                return False
-            problem = check(outcome, expected)
-            if problem is not None:
-                errors.append(problem)
-            return problem is None
+    async def one() -> bool:
+        try:
+            outcome = await impl.consume(client, value)
+        except Exception as exc:  # counted, not raised: every stream must be accounted for
+            errors.append(repr(exc))
+            return False
+        problem = check(outcome, expected)
+        if problem is not None:
+            errors.append(problem)
+        return problem is None
 
-        async def all_streams() -> Outcome:
-            results = await asyncio.gather(*(one() for _ in range(spec.streams)))
-            done.append(sum(results))
-            return Outcome()
+    async def all_streams() -> Outcome:
+        results = await asyncio.gather(*(one() for _ in range(spec.streams)))
+        done.append(sum(results))
+        return Outcome()
 
-        for _ in range(spec.runs):
-            gc.collect()
-            cpu, wall, _ = await _timed(all_streams)
-            cpus.append(cpu)
-            walls.append(wall)
-    finally:
-        await impl.aclose(client)
+    for _ in range(spec.runs):
+        gc.collect()
+        cpu, wall, _ = await _timed(all_streams)
+        cpus.append(cpu)
+        walls.append(wall)
     return {
         "cpu_s": _summary(cpus),
         "wall_s": _summary(walls),
@@ -469,35 +457,26 @@ async def run_concurrent(name: str, spec: Spec) -> dict[str, Any]:
     }
 
 
-async def run_resume(name: str, spec: Spec) -> dict[str, Any]:
+async def run_resume(session: Session, spec: Spec) -> dict[str, Any]:
     """streamkit with resume="auto" and resume=False on the same fault-free stream, interleaved (ABBA)."""
-    if name != "streamkit":
-        return {"error": "the resume scenario is streamkit's only"}
-    impl = Streamkit()
+    impl, client, value, expected = session.impl, session.client, session.value, session.expected
     modes: dict[str, Any] = {"auto": "auto", "off": False}
     cpus: dict[str, list[float]] = {"auto": [], "off": []}
     walls: dict[str, list[float]] = {"auto": [], "off": []}
     errors: list[str] = []
-    client = await impl.setup(spec.base_url)
-    try:
-        value, expected, problem = await _prepare(impl, client, spec)
-        if problem:
-            return {"error": problem}
-        for mode in modes.values():  # each mode warm too
-            if (problem := check(await impl.consume(client, value, mode), expected)) is not None:
-                return {"error": f"warm-up: {problem}"}
-        order = ["auto", "off", "off", "auto"]
-        for run in range(2 * spec.runs):
-            key = order[run % 4]
-            gc.collect()
-            mode = modes[key]
-            cpu, wall, outcome = await _timed(lambda mode=mode: impl.consume(client, value, mode))  # type: ignore[misc]
-            cpus[key].append(cpu)
-            walls[key].append(wall)
-            if (problem := check(outcome, expected)) is not None:
-                errors.append(f"{key}: {problem}")
-    finally:
-        await impl.aclose(client)
+    for mode in modes.values():  # each mode warm too
+        if (problem := check(await impl.consume(client, value, mode), expected)) is not None:
+            return {"error": f"warm-up: {problem}"}
+    order = ["auto", "off", "off", "auto"]
+    for run in range(2 * spec.runs):
+        key = order[run % 4]
+        gc.collect()
+        mode = modes[key]
+        cpu, wall, outcome = await _timed(lambda mode=mode: impl.consume(client, value, mode))  # type: ignore[misc]
+        cpus[key].append(cpu)
+        walls[key].append(wall)
+        if (problem := check(outcome, expected)) is not None:
+            errors.append(f"{key}: {problem}")
     return {
         "cpu_s": {key: _summary(values) for key, values in cpus.items()},
         "wall_s": {key: _summary(values) for key, values in walls.items()},
@@ -519,6 +498,21 @@ RUNNERS = {
 }
 
 
+async def run(name: str, spec: Spec) -> dict[str, Any]:
+    """Set up and warm the contender, run the scenario, close the client whatever happens."""
+    if spec.kind == "resume" and name != "streamkit":
+        return {"error": "the resume scenario is streamkit's only"}
+    impl = contender(name)
+    client = await impl.setup(spec.base_url)
+    try:
+        value, expected, problem = await _prepare(impl, client, spec)
+        if problem:
+            return {"error": problem}
+        return await RUNNERS[spec.kind](Session(impl, client, value, expected), spec)
+    finally:
+        await impl.aclose(client)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in CONTENDERS:
         print(f"usage: python -m benchmarks._worker {{{','.join(CONTENDERS)}}} SPEC_JSON", file=sys.stderr)
@@ -530,7 +524,7 @@ def main(argv: list[str]) -> int:
         want = min(hard, max(soft, spec.streams + 256)) if hard != resource.RLIM_INFINITY else spec.streams + 256
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     try:
-        result = asyncio.run(RUNNERS[spec.kind](name, spec))
+        result = asyncio.run(run(name, spec))
     except Exception as exc:
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
     print(json.dumps(result), flush=True)
