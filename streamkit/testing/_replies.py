@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import _TYPE_BY_STATUS
+
 __all__ = [
     "Block",
     "Fault",
@@ -25,17 +27,6 @@ __all__ = [
     "default_error_message",
     "default_error_type",
 ]
-
-_ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
 
 _ERROR_MESSAGES: dict[str, str] = {
     "invalid_request_error": "Invalid request",
@@ -51,7 +42,7 @@ _ERROR_MESSAGES: dict[str, str] = {
 
 def default_error_type(status: int) -> str:
     """The ``error.type`` the real API uses for a status (``api_error`` if unknown)."""
-    return _ERROR_TYPES.get(status, "api_error")
+    return _TYPE_BY_STATUS.get(status, "api_error")
 
 
 def default_error_message(error_type: str) -> str:
