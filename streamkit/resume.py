@@ -190,15 +190,14 @@ class ResumePlanner:
         )
 
 
-def _remove_repeat(kept: str, text: str) -> str:
-    """Drop the start of ``text`` that repeats the end of ``kept``.
+def _remove_repeat(tail: str, text: str) -> str:
+    """Drop the start of ``text`` that repeats ``tail``, the end of the kept text.
 
     Told to continue exactly where it stopped, a model that starts with the words the
     kept text ended with is repeating them, however short (a cut often falls mid-word:
     "... small pa" + "part bright" is one repeat of "pa").  The repeat must start at a
     word boundary of the kept text, so "... small pa" + "art" is not one.
     """
-    tail = kept.rstrip()
     body = text.lstrip()
     for size in range(min(len(tail), len(body), OVERLAP_WINDOW), 0, -1):
         if (size == len(tail) or not tail[-size - 1].isalnum()) and tail.endswith(body[:size]):
@@ -206,9 +205,8 @@ def _remove_repeat(kept: str, text: str) -> str:
     return text
 
 
-def _merge_whitespace(kept: str, text: str) -> str:
-    """Whitespace stripped before a prefill comes back at the start of the continuation."""
-    trailing = kept[len(kept.rstrip()) :]
+def _merge_whitespace(trailing: str, text: str) -> str:
+    """Whitespace stripped before a prefill (``trailing``) comes back at the start of the continuation."""
     leading = text[: len(text) - len(text.lstrip())]
     if not trailing or not leading:
         return text
@@ -231,7 +229,9 @@ class Splicer:
         self._target = target  # the text block the continuation extends (-1: none)
         self._target_open = target_open
         self._next = next_index  # index the continuation's other blocks start from
-        self._kept = kept_text
+        kept = kept_text.rstrip()
+        self._tail = kept[-OVERLAP_WINDOW - 1 :]  # room for a repeat and the character before it
+        self._trailing = kept_text[len(kept) :]
         self._remove_overlap = remove_overlap
         self._base = {k: v for k, v in usage.items() if isinstance(v, int)}
         self._usage: dict[str, Any] = {}
@@ -248,18 +248,15 @@ class Splicer:
 
     def _release(self, done: bool) -> list[dict[str, Any]]:
         held = "".join(self._held or ())
-        if not done and not held.strip():
-            return []  # only whitespace so far: the seam is not decided yet
-        if not done and self._remove_overlap:
-            body = held.lstrip()
-            if len(body) < OVERLAP_WINDOW and body in self._kept.rstrip()[-OVERLAP_WINDOW:]:
-                return []  # could still be a repeat of the kept text: wait for more
-            if not _remove_repeat(self._kept, held).strip():
-                return []  # the repeat ends in whitespace that may go on in the next delta
-        self._held = None
         if self._remove_overlap:
-            held = _remove_repeat(self._kept, held)
-        held = _merge_whitespace(self._kept, held)
+            body = held.lstrip()
+            if not done and len(body) < OVERLAP_WINDOW and body in self._tail[-OVERLAP_WINDOW:]:
+                return []  # could still be a repeat of the kept text: wait for more
+            held = _remove_repeat(self._tail, held)
+        if not done and not held.strip():
+            return []  # only whitespace so far (a repeat may end in it): the seam is not decided yet
+        self._held = None
+        held = _merge_whitespace(self._trailing, held)
         if not held:
             return []
         return [{"type": "content_block_delta", "index": self._target, "delta": {"type": "text_delta", "text": held}}]
