@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from .errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     ProtocolError,
     RequestTooLargeError,
     StreamingRequiredError,
@@ -26,7 +25,7 @@ from .errors import (
 from .message import Message
 from .resume import ResumePlanner, ResumeStrategy, RetryInfo, RetryPolicy
 from .stream import Hook, Hooks, MessageStream, call_hook, open_stream_response
-from .transport import default_http_client
+from .transport import default_http_client, send_request
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -219,12 +218,7 @@ class Messages:
         request = client._request(body, dict(extra_headers or {}), stream=False)
 
         async def send() -> Message:
-            try:
-                response = await client._http.send(request)
-            except httpx.TimeoutException as exc:
-                raise APITimeoutError(f"the request timed out: {exc!r}") from exc
-            except httpx.HTTPError as exc:
-                raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+            response = await send_request(client._http, request, stream=False)
             request_id = response.headers.get("request-id")
             if response.status_code != 200:
                 raise status_error(response.status_code, response.headers, response.content)

@@ -169,7 +169,7 @@ class APIConnectionError(StreamkitError):
 
 
 class APITimeoutError(APIConnectionError):
-    """The request timed out before the response headers arrived."""
+    """The request timed out before the API answered (no status, or for create() no whole body)."""
 
 
 class IncompleteStreamError(StreamkitError):

@@ -25,7 +25,6 @@ from .accumulate import MessageAccumulator
 from .errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     ConnectionLostError,
     IncompleteStreamError,
     ProtocolError,
@@ -38,6 +37,7 @@ from .errors import (
 from .events import SSEDecoder, StreamEvent, parse_event
 from .message import Message
 from .resume import ResumeInfo, ResumePlan, ResumePlanner, RetryInfo, RetryPolicy, Splicer
+from .transport import send_request
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -391,12 +391,7 @@ class MessageStream:
 
 async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
     """Send one streaming request; raise its pre-stream error, if any."""
-    try:
-        response = await http.send(request, stream=True)
-    except httpx.TimeoutException as exc:
-        raise APITimeoutError(f"the request timed out before a response: {exc!r}") from exc
-    except httpx.HTTPError as exc:
-        raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+    response = await send_request(http, request, stream=True)
     try:
         if response.status_code != 200:
             content = await response.aread()

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from .errors import APIConnectionError, APITimeoutError
+
 KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
 KEEPALIVE_INTERVAL = 15  # seconds between probes
 KEEPALIVE_COUNT = 4  # unanswered probes before the kernel drops the connection
@@ -77,3 +79,13 @@ def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.A
         mounts=_proxy_mounts(options),
         timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
     )
+
+
+async def send_request(http: httpx.AsyncClient, request: httpx.Request, *, stream: bool) -> httpx.Response:
+    """Send one request; a failure before the API answered becomes a retryable streamkit error."""
+    try:
+        return await http.send(request, stream=stream)
+    except httpx.TimeoutException as exc:
+        raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
+    except httpx.HTTPError as exc:
+        raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
