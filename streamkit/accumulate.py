@@ -191,11 +191,6 @@ class MessageAccumulator:
                 return index
         return None
 
-    def block_text(self, index: int) -> str:
-        """Text streamed so far into a text or thinking block, without building a snapshot."""
-        block = self._blocks[index]
-        return str(block.fields.get(block.type, "")) + block.joined()
-
     def truncate(self, count: int) -> None:
         """Drop every block from index ``count`` on (a block that cannot be resumed)."""
         for index in [i for i in self._blocks if i >= count]:
