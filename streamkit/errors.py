@@ -245,6 +245,18 @@ def _readable(text: str) -> str:
     return " ".join(gist.split())[:200]
 
 
+def _error_detail(body: object) -> tuple[str | None, str | None]:
+    """``error.type`` and ``error.message`` of an API error body, where they are strings."""
+    detail = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(detail, dict):
+        return None, None
+    error_type, message = detail.get("type"), detail.get("message")
+    return (
+        error_type if isinstance(error_type, str) else None,
+        message if isinstance(message, str) else None,
+    )
+
+
 def status_error(status: int, headers: Mapping[str, str], content: bytes) -> APIStatusError:
     """The error for a non-200 response, whatever its body looks like."""
     text = content.decode("utf-8", "replace")
@@ -253,13 +265,9 @@ def status_error(status: int, headers: Mapping[str, str], content: bytes) -> API
         body = json.loads(text)
     except ValueError:
         body = None
-    detail = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(detail, dict):
-        detail = {}
-    body_type = detail.get("type") if isinstance(detail.get("type"), str) else None
+    body_type, message = _error_detail(body)
     error_type = body_type or _TYPE_BY_STATUS.get(status)
-    message = detail.get("message")
-    if not isinstance(message, str) or not message:
+    if not message:
         gist = _readable(text)
         message = f"HTTP {status}" + (f": {gist}" if gist else "")
         if body is None and text:
@@ -282,11 +290,7 @@ def status_error(status: int, headers: Mapping[str, str], content: bytes) -> API
 
 def stream_error(data: dict[str, Any], *, request_id: str | None, partial_message: Message | None) -> StreamError:
     """The error for an ``event: error`` received after a 200."""
-    detail = data.get("error")
-    if not isinstance(detail, dict):
-        detail = {}
-    error_type = detail.get("type") if isinstance(detail.get("type"), str) else None
-    message = detail.get("message") if isinstance(detail.get("message"), str) else None
+    error_type, message = _error_detail(data)
     cls = _STREAM_CLASSES.get(error_type or "", StreamError)
     return cls(
         message or f"the stream reported an error of type {error_type!r}",
