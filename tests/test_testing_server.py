@@ -242,6 +242,48 @@ async def test_delay_spaces_the_events() -> None:
     assert streamed_text(parse_sse(raw)) == "abcdef"
 
 
+async def _raw_chunks(server: MockServer, reply: Reply) -> list[bytes]:
+    """The HTTP chunks of a streamed reply, as framed on the wire (read off a raw socket)."""
+    body = json.dumps(STREAM).encode()
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-streamkit-mock-reply: {reply.header_value()}\r\n\r\n"
+    ).encode()
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    async with await anyio.connect_tcp(host, int(port)) as sock:
+        await sock.send(head + body)
+        raw = b""
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            raw += await sock.receive()
+    rest = raw.partition(b"\r\n\r\n")[2]
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return chunks
+        chunks.append(rest[:size])
+        rest = rest[size + 2 :]
+
+
+async def test_chunk_per_event_sends_each_event_as_its_own_http_chunk() -> None:
+    async with MockServer() as server:
+        chunks = await _raw_chunks(server, Reply.text("abcdef", chunk_size=2, message_id="m", chunk_per_event=True))
+        packed = await _raw_chunks(server, Reply.text("abcdef", chunk_size=2, message_id="m"))
+    assert [parse_sse(chunk)[0][0] for chunk in chunks] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(len(parse_sse(chunk)) == 1 for chunk in chunks)
+    assert packed == [chunks[0], b"".join(chunks[1:])]  # message_start, then the rest in one write
+
+
 # --- errors before the stream -----------------------------------------------------
 
 

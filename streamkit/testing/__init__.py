@@ -28,6 +28,10 @@ How a reply is sent, first rule that applies:
 5. ``"stream": true`` in the request: SSE events built from ``blocks``;
    otherwise the non-streaming Message with the same content.
 
+Framing: events are packed into 64 KiB writes, unless ``chunk_per_event`` or
+``delay`` is set: then each event is its own HTTP chunk and its own socket write,
+as the real API flushes each token (``delay`` seconds apart, if set).
+
 Continuation: ``blocks`` are the whole intended answer.  When the request ends
 with an assistant turn (prefill), or with a user turn after an assistant turn
 whose text is a proper prefix of the answer (continue turn, restarting

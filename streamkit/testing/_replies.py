@@ -177,6 +177,9 @@ class Reply(_Model):
 
     ping_every: int = Field(default=0, ge=0)
     delay: float = Field(default=0.0, ge=0)
+    # One HTTP chunk and one socket write per event, as the real API flushes tokens
+    # (always so when ``delay`` is set); otherwise events are packed in 64 KiB writes.
+    chunk_per_event: bool = False
 
     fixture: str | None = None
     fault: Fault | None = None

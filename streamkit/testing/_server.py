@@ -569,22 +569,23 @@ class MockServer:
         ]
         head = _head(200, head_fields, reply.headers)
 
-        if fault is None and not reply.delay:  # the fast path: pre-framed 64 KiB chunks
+        per_event = reply.chunk_per_event or reply.delay > 0
+        if fault is None and not per_event:  # the fast path: pre-framed 64 KiB chunks
             parts = [head, frame(first)] if first else [head]
             await _send_parts(stream, [*parts, *rendered.frames, _END])
             return keep_alive
 
         events = [first, *rendered.events] if first else rendered.events
         count = len(events) if fault is None else min(fault.after, len(events))
-        if not reply.delay:
+        if not per_event:
             await _send_parts(stream, [head, *chunk_frames(b"".join(events[:count]))])
         else:
             await stream.send(head)
             for index in range(count):
-                if index:
+                if index and reply.delay:
                     await anyio.sleep(reply.delay)
                 await stream.send(frame(events[index]))
-            if count and fault is not None:
+            if count and fault is not None and reply.delay:
                 await anyio.sleep(reply.delay)
         if fault is None:
             await stream.send(_END)
