@@ -29,6 +29,7 @@ from .errors import (
     StreamTimeoutError,
 )
 from .events import (
+    MAX_EVENT_SIZE,
     CitationsDelta,
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
@@ -65,6 +66,7 @@ from .stream import MessageStream
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_EVENT_SIZE",
     "APIConnectionError",
     "APIError",
     "APIStatusError",

@@ -79,6 +79,22 @@ class _Block:
         return block
 
 
+def _checked_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a content block, if they make a valid block; else ValueError."""
+    if not isinstance(block, Mapping):
+        raise TypeError(f"a content block is {type(block).__name__}, not an object")
+    fields = dict(block)
+    kind = fields.get("type")
+    model = _BLOCK_MODELS.get(kind, UnknownBlock) if isinstance(kind, str) else UnknownBlock
+    model.model_validate(fields)
+    return fields
+
+
+def _check_message(fields: Mapping[str, Any], usage: Mapping[str, Any]) -> None:
+    """Raise ValueError unless these fields make a valid Message (so the snapshot can be built)."""
+    Message.model_validate({**fields, "content": [], "usage": Usage.model_validate(usage)})
+
+
 def _parse_tool_input(raw: str) -> Any:
     """Parse unfinished tool JSON: complete values are kept, a trailing partial one dropped."""
     try:
@@ -108,7 +124,7 @@ class MessageAccumulator:
             if kind == "content_block_delta":
                 self._delta(data["index"], data["delta"])
             elif kind == "content_block_start":
-                self._blocks[data["index"]] = _Block(dict(data["content_block"]))
+                self._block_start(data["index"], data["content_block"])
             elif kind == "content_block_stop":
                 self._stop(data["index"])
             elif kind == "message_delta":
@@ -119,17 +135,32 @@ class MessageAccumulator:
                 self.finished = True
             else:
                 return  # ping, error and unknown events change nothing here
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # ValueError: pydantic's too
             raise ProtocolError(f"cannot apply {kind} event: {type(exc).__name__}: {exc}") from exc
         self._snapshot = None
 
     def _start(self, message: Mapping[str, Any]) -> None:
-        self._message = {k: v for k, v in message.items() if k not in ("content", "usage")}
-        self._usage = dict(message.get("usage") or {})
-        self._blocks = {}
+        fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
+        usage = dict(message.get("usage") or {})
+        _check_message(fields, usage)
+        blocks = {}
         for index, block in enumerate(message.get("content") or ()):
-            self._blocks[index] = _Block(dict(block))
-            self._blocks[index].closed = True
+            blocks[index] = _Block(_checked_block(block))
+            blocks[index].closed = True
+        self._message, self._usage, self._blocks = fields, usage, blocks
+
+    def _block_start(self, index: int, content_block: Mapping[str, Any]) -> None:
+        """A new block, checked here so that building the snapshot later cannot fail."""
+        if type(index) is not int:
+            raise TypeError(f"index {index!r} is not an integer")
+        fields = _checked_block(content_block)
+        if fields["type"] == "fallback" and self._message is not None:
+            # Another model took over the reply: the Message names the one that wrote it.
+            target = fields.get("to")
+            model = target.get("model") if isinstance(target, Mapping) else None
+            if isinstance(model, str):
+                self._message["model"] = model
+        self._blocks[index] = _Block(fields)
 
     def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
         block = self._blocks.get(index)
@@ -139,19 +170,24 @@ class MessageAccumulator:
         kind = delta["type"]
         field = _APPEND_FIELD.get(kind)
         if field is not None:
-            block.parts.append(delta[field])
-        elif kind == "signature_delta":
-            block.fields["signature"] = delta["signature"]
+            part = delta[field]
+            if part.__class__ is not str:
+                raise TypeError(f"{kind}.{field} is {type(part).__name__}, not a string")
+            block.parts.append(part)
+            return
+        fields = dict(block.fields)
+        if kind == "signature_delta":
+            fields["signature"] = delta["signature"]
         elif kind == "citations_delta":
-            citations = block.fields.get("citations")
-            block.fields["citations"] = [*(citations or ()), delta["citation"]]
+            fields["citations"] = [*(fields.get("citations") or ()), delta["citation"]]
         else:
             # Unknown delta: strings extend the block's field of the same name, as every
             # known delta does; other values replace it.
             for key, value in delta.items():
-                old = block.fields.get(key)
+                old = fields.get(key)
                 if key != "type":
-                    block.fields[key] = old + value if isinstance(old, str) and isinstance(value, str) else value
+                    fields[key] = old + value if isinstance(old, str) and isinstance(value, str) else value
+        block.fields = _checked_block(fields)
 
     def _stop(self, index: int) -> None:
         block = self._blocks[index]
@@ -164,12 +200,23 @@ class MessageAccumulator:
             block.model = None
 
     def _message_delta(self, data: Mapping[str, Any]) -> None:
+        """Merge ``delta`` and every other top-level field (``context_management`` ...).
+
+        A null never erases what an earlier event set: the API sends each field with
+        null when that event does not change it.
+        """
         if self._message is None:
             raise KeyError("message_delta before message_start")
-        self._message.update(data.get("delta") or {})
-        for key, value in (data.get("usage") or {}).items():
-            if value is not None:
-                self._usage[key] = value
+        message = dict(self._message)
+        for key, value in data.items():
+            if key == "delta":
+                message.update((k, v) for k, v in (value or {}).items() if v is not None)
+            elif key not in ("type", "usage") and value is not None:
+                message[key] = value
+        usage = dict(self._usage)
+        usage.update((k, v) for k, v in (data.get("usage") or {}).items() if v is not None)
+        _check_message(message, usage)
+        self._message, self._usage = message, usage
 
     @property
     def message(self) -> Message | None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, Tag
 
+from .errors import ProtocolError
 from .message import ContentBlock, Message, open_union
 
 
@@ -169,19 +170,31 @@ def parse_event(data: dict[str, Any]) -> StreamEvent:
 
 _BOM = b"\xef\xbb\xbf"
 
+MAX_EVENT_SIZE = 32 * 1024 * 1024
+"""Largest event ``SSEDecoder`` accepts, in bytes (32 MiB).
+
+Everything a reply holds must fit in the next request, which the API caps at 32 MB, so
+no real event comes near this; a bigger one is a broken or hostile server, refused
+before it can grow the buffer without bound.
+"""
+
 
 class SSEDecoder:
     """Incremental decoder for the ``text/event-stream`` format (WHATWG HTML, 9.2).
 
     Feed it chunks as they arrive; it returns each complete event as ``(name, data)``.
     ``id`` and ``retry`` fields and comments are ignored: the Messages API does not
-    use them.  Bytes of an unfinished event stay buffered until its blank line.
+    use them.  Bytes of an unfinished event stay buffered until its blank line, up to
+    ``max_event_size`` bytes: an event larger than that raises ``ProtocolError`` (and
+    the decoder drops its buffer: the stream cannot be trusted past that point).
     """
 
-    __slots__ = ("_head", "_names", "_pending", "_skip_lf")
+    __slots__ = ("_head", "_max", "_names", "_pending", "_size", "_skip_lf")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int = MAX_EVENT_SIZE) -> None:
         self._pending: list[bytes] = []
+        self._size = 0  # bytes in _pending
+        self._max = max_event_size
         self._names: dict[bytes, str] = {}
         self._head: bytes | None = b""  # the first bytes, until we know whether they are a BOM
         self._skip_lf = False  # the last chunk ended in CR: a leading LF completes that CRLF
@@ -204,33 +217,41 @@ class SSEDecoder:
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
         if b"\r" in chunk:
-            return self._feed_normalised(chunk)
+            # CR and CRLF line endings: rewrite them as LF (the buffer holds only LF already).
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         pending = self._pending
         if b"\n\n" not in chunk and not (pending and chunk.startswith(b"\n") and pending[-1].endswith(b"\n")):
             if chunk:
                 pending.append(chunk)
+                self._size += len(chunk)
+                if self._size > self._max:
+                    self._too_large(self._size)
             return []
         if pending:
             pending.append(chunk)
             chunk = b"".join(pending)
             pending.clear()
-        blocks = chunk.split(b"\n\n")
-        rest = blocks.pop()
-        if rest:
-            pending.append(rest)
-        return self._parse_blocks(blocks)
+        return self._split(chunk)
 
-    def _feed_normalised(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        """Slow path for CR and CRLF line endings: rewrite them as LF, then split."""
-        data = b"".join(self._pending) + chunk
-        self._pending.clear()
-        self._skip_lf = data.endswith(b"\r")
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    def _split(self, data: bytes) -> list[tuple[str, bytes]]:
+        """Cut LF-only ``data`` at blank lines; the unfinished rest stays pending."""
         blocks = data.split(b"\n\n")
         rest = blocks.pop()
+        self._size = len(rest)
         if rest:
             self._pending.append(rest)
+        if len(data) > self._max:  # only then can one event be too large: a cheap test per chunk
+            self._too_large(max([self._size, *map(len, blocks)]))
         return self._parse_blocks(blocks)
+
+    def _too_large(self, size: int) -> None:
+        if size > self._max:
+            self._pending.clear()
+            self._size = 0
+            raise ProtocolError(
+                f"an event of more than {self._max:,} bytes ({size:,} so far): refused, no real event is that large"
+            )
 
     def _parse_blocks(self, blocks: list[bytes]) -> list[tuple[str, bytes]]:
         events: list[tuple[str, bytes]] = []
@@ -253,7 +274,7 @@ class SSEDecoder:
                 if field == b"data":
                     data.append(value)
                 elif field == b"event":
-                    name = value
+                    name = value or b"message"  # an empty type is the default one (WHATWG 9.2.6)
             if not data:
                 continue
             text = names.get(name)

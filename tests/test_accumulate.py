@@ -400,6 +400,111 @@ def test_delta_without_its_field() -> None:
     assert caught.value.message == "cannot apply content_block_delta event: KeyError: 'text'"
 
 
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (
+            block_start(1, type="tool_use", name="lookup", input={}),
+            "ValidationError: 1 validation error for ToolUseBlock",
+        ),
+        (block_start(1, type="text", text=5), "ValidationError: 1 validation error for TextBlock"),
+        (block_start(1, type=["text"]), "ValidationError: 1 validation error for UnknownBlock"),
+        ({"type": "content_block_start", "index": 1, "content_block": "text"}, "TypeError: a content block is str"),
+        ({"type": "content_block_start", "index": "1", "content_block": {"type": "text"}}, "TypeError: index '1'"),
+        (delta(0, type="text_delta", text=["x"]), "TypeError: text_delta.text is list, not a string"),
+        (delta(0, type="text_delta", text=None), "TypeError: text_delta.text is NoneType, not a string"),
+        (delta(0, type="citations_delta", citation="c"), "ValidationError: 1 validation error for TextBlock"),
+        (delta(0, type="mystery_delta", text=7), "ValidationError: 1 validation error for TextBlock"),
+        ({"type": "content_block_delta", "index": 0, "delta": "x"}, "TypeError: string indices must be integers"),
+        (message_delta(stop_reason=5), "ValidationError: 1 validation error for Message"),  # type: ignore[arg-type]
+        (message_delta(output_tokens="many"), "ValidationError: 1 validation error for Usage"),
+        ({"type": "message_start", "message": {"model": "m"}}, "ValidationError: 1 validation error for Message"),
+        ({"type": "message_start", "message": {**MESSAGE, "content": [{"type": 1}]}}, "ValidationError: 1 valid"),
+    ],
+)
+def test_an_event_that_would_break_the_snapshot_is_refused_and_changes_nothing(
+    event: dict[str, Any], reason: str
+) -> None:
+    """Refused when fed, so that reading ``message`` later can never fail."""
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="ok"))
+    before = snapshot(accumulator)
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(event)
+    assert type(caught.value) is streamkit.ProtocolError
+    assert caught.value.message.startswith(f"cannot apply {event['type']} event: {reason}")
+    assert snapshot(accumulator) == before
+    accumulator.feed(block_stop(0))
+    assert snapshot(accumulator).content == [streamkit.TextBlock(text="ok")]
+
+
+# -- message_delta fields, fallback ----------------------------------------------------
+
+
+def test_every_top_level_field_of_message_delta_reaches_the_message() -> None:
+    edits = {"applied_edits": [{"type": "clear_tool_uses_20250919", "cleared_tool_uses": 2}]}
+    accumulator = fed(
+        message_start(input_tokens=3),
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None, "container": {"id": "cnt_1"}},
+            "usage": {"output_tokens": 9},
+            "context_management": edits,
+            "future_field": [1, 2],
+        },
+        STOP,
+    )
+    message = snapshot(accumulator)
+    assert message.model_extra == {"context_management": edits, "future_field": [1, 2], "container": {"id": "cnt_1"}}
+    assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
+    assert message.usage == streamkit.Usage(input_tokens=3, output_tokens=9)
+
+
+def test_a_null_in_a_later_message_delta_erases_nothing() -> None:
+    accumulator = fed(
+        message_start(),
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "pause_turn", "stop_sequence": "END", "container": {"id": "cnt_1"}},
+            "usage": {"output_tokens": 4, "cache_read_input_tokens": 2},
+            "context_management": {"applied_edits": []},
+        },
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": None, "stop_sequence": None, "container": None},
+            "usage": {"output_tokens": 6, "cache_read_input_tokens": None},
+            "context_management": None,
+        },
+    )
+    message = snapshot(accumulator)
+    assert (message.stop_reason, message.stop_sequence) == ("pause_turn", "END")
+    assert message.model_extra == {"container": {"id": "cnt_1"}, "context_management": {"applied_edits": []}}
+    assert message.usage == streamkit.Usage(input_tokens=5, output_tokens=6, cache_read_input_tokens=2)
+
+
+def test_a_fallback_block_names_the_model_that_wrote_the_reply() -> None:
+    fallback = {"type": "fallback", "from": {"model": "claude-mock-1"}, "to": {"model": "claude-other-2"}}
+    accumulator = fed(message_start(), block_start(0, **fallback))
+    assert snapshot(accumulator).model == "claude-other-2"
+    for event in (
+        block_stop(0),
+        block_start(1, type="text", text=""),
+        delta(1, type="text_delta", text="hi"),
+        block_stop(1),
+        message_delta(),
+        STOP,
+    ):
+        accumulator.feed(event)
+    message = snapshot(accumulator)
+    assert message.model == "claude-other-2"
+    assert message.content == [streamkit.UnknownBlock(**fallback), streamkit.TextBlock(text="hi")]
+
+
+@pytest.mark.parametrize("to", [None, {}, {"model": None}, {"model": 4}, "claude-other-2"])
+def test_a_fallback_block_without_a_model_name_keeps_the_model(to: Any) -> None:
+    accumulator = fed(message_start(), block_start(0, type="fallback", to=to))
+    assert snapshot(accumulator).model == "claude-mock-1"
+
+
 # -- snapshots -----------------------------------------------------------------------
 
 

@@ -153,6 +153,63 @@ def test_utf8_in_data_is_passed_through_as_bytes() -> None:
     assert decode([raw[i : i + 1] for i in range(len(raw))]) == [("content_block_delta", data)]
 
 
+@pytest.mark.parametrize("line", [b"event:", b"event: ", b"event:\t"[:-1], b"event: other\nevent:"])
+def test_an_empty_event_name_is_the_default_message(line: bytes) -> None:
+    """WHATWG 9.2.6: an empty event type buffer dispatches as ``message``."""
+    assert decode([line + b"\ndata: {}\n\n"]) == [("message", b"{}")]
+    assert decode([line + b"\r\ndata: {}\r\n\r\n"]) == [("message", b"{}")]
+
+
+def test_max_event_size_default() -> None:
+    assert streamkit.MAX_EVENT_SIZE == 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_the_limit_counts_the_event_without_its_blank_line(ending: bytes) -> None:
+    """The size is that of the fields, line ends as LF: 100 bytes here, whatever the line ending."""
+    event = b"data: " + b"x" * 94 + ending + ending
+    decoder = SSEDecoder(max_event_size=100)
+    assert decoder.feed(event[:50]) == []
+    assert decoder.feed(event[50:]) == [("message", b"x" * 94)]
+    assert decoder.buffered == b""
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        SSEDecoder(max_event_size=99).feed(event)
+    assert caught.value.message == "an event of more than 99 bytes (100 so far): refused, no real event is that large"
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 1000])
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_an_event_over_the_limit_is_refused(pieces: int, ending: bytes) -> None:
+    """Refused as soon as the buffer passes the limit, whether or not the event is complete."""
+    decoder = SSEDecoder(max_event_size=1000)
+    assert decoder.feed(b"event: ping" + ending + b'data: {"type":"ping"}' + ending + ending) == [
+        ("ping", b'{"type":"ping"}')
+    ]
+    raw = b"data: " + b"y" * 5000 + ending + ending
+    step = -(-len(raw) // pieces)
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        for start in range(0, len(raw), step):
+            decoder.feed(raw[start : start + step])
+    assert type(caught.value) is streamkit.ProtocolError
+    assert caught.value.message.startswith("an event of more than 1,000 bytes (")
+    assert caught.value.message.endswith(" so far): refused, no real event is that large")
+    assert decoder.buffered == b""
+
+
+def test_a_huge_line_is_refused_once_past_the_default_limit() -> None:
+    decoder = SSEDecoder()
+    piece = b"z" * (1024 * 1024)
+    decoder.feed(b"data: ")
+    for _ in range(31):
+        assert decoder.feed(piece) == []
+    assert len(decoder.buffered) == 31 * len(piece) + 6
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        decoder.feed(piece)
+    assert caught.value.message == (
+        "an event of more than 33,554,432 bytes (33,554,438 so far): refused, no real event is that large"
+    )
+
+
 def test_many_distinct_event_names() -> None:
     raw = b"".join(b"event: name%d\ndata: %d\n\n" % (i, i) for i in range(200))
     assert decode([raw]) == [(f"name{i}", str(i).encode()) for i in range(200)]

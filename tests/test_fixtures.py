@@ -248,9 +248,10 @@ async def test_fallback_response(fixtures_dir: Path) -> None:
         "trigger": {"type": "refusal", "category": None},
     }
     assert message.content[1:] == [streamkit.TextBlock(text="Hello there!")]
+    # message_start said claude-opus-4-7; the fallback block says who wrote the reply.
     assert (message.id, message.model, message.stop_reason) == (
         "msg_01FallbackModelRelabel000001",
-        "claude-opus-4-7",
+        "claude-sonnet-4-5",
         "end_turn",
     )
     assert result.texts == ["Hello there!"]
@@ -372,7 +373,13 @@ async def test_final_message_matches_the_transcript(fixtures_dir: Path, name: st
     result = await replay(fixtures_dir / name)
     start = recorded[0][1]["message"]
     message = result.message
-    assert (message.id, message.model, message.role) == (start["id"], start["model"], "assistant")
+    fallbacks = [
+        data["content_block"]["to"]["model"]
+        for kind, data in recorded
+        if kind == "content_block_start" and data["content_block"]["type"] == "fallback"
+    ]
+    model = fallbacks[-1] if fallbacks else start["model"]  # the model that wrote the reply
+    assert (message.id, message.model, message.role) == (start["id"], model, "assistant")
     last_delta = [data for kind, data in recorded if kind == "message_delta"][-1]
     assert message.stop_reason == last_delta["delta"]["stop_reason"]
     assert message.usage.output_tokens == last_delta["usage"]["output_tokens"]
