@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pydantic
 import pytest
 
 from streamkit.testing import (
@@ -546,6 +547,53 @@ async def test_fault_cut_breaks_the_chunked_body() -> None:
     third = hello_events()[2]
     assert bytes(received) == b"".join(hello_events()[:2]) + third[: len(third) // 2]
     assert streamed_text(parse_sse(retried.content)) == "ok"
+
+
+@pytest.mark.parametrize("at_byte", [0, 1, 57, 183, 10_000])
+async def test_fault_cut_at_a_byte_offset(at_byte: int) -> None:
+    """The body is cut exactly there (``after`` is ignored), and the chunked body never ends."""
+    received = bytearray()
+    whole = b"".join(hello_events())
+    async with MockServer(hello(Fault("cut", after=1, at_byte=at_byte)), Reply.text("ok")) as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("POST", "/v1/messages", json=STREAM) as response:
+                    assert response.headers["connection"] == "close"
+                    async for chunk in response.aiter_raw():
+                        received += chunk
+            assert streamed_text(parse_sse((await post(client)).content)) == "ok"
+        await wait_until(lambda: server.open_connections == 0)
+    assert bytes(received) == whole[:at_byte]
+
+
+async def test_fault_cut_at_a_byte_inside_a_utf8_character() -> None:
+    text = "a\u00e9\u4e2d\U0001f600"  # 1-, 2-, 3- and 4-byte characters
+    reply = Reply.text(text, chunk_size=10, message_id="msg_test")
+    async with MockServer(reply) as server, httpx.AsyncClient(base_url=server.base_url) as client:
+        whole = (await post(client)).content
+    emoji = whole.index("\U0001f600".encode())
+    received = bytearray()
+    async with MockServer(reply.model_copy(update={"fault": Fault("cut", at_byte=emoji + 2)})) as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("POST", "/v1/messages", json=STREAM) as response:
+                    async for chunk in response.aiter_raw():
+                        received += chunk
+    assert bytes(received) == whole[: emoji + 2]
+    assert received.endswith(b"\xf0\x9f")  # half of the emoji's four bytes
+
+
+async def test_fault_cut_at_a_byte_of_a_non_streaming_body() -> None:
+    async with MockServer(hello(Fault("cut", at_byte=12))) as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await post(client, {"model": "m", "messages": []})
+
+
+@pytest.mark.parametrize("kind", ["error", "truncate", "malformed", "stall", "hang"])
+def test_at_byte_is_only_for_cut(kind: Any) -> None:
+    with pytest.raises(pydantic.ValidationError, match=f"at_byte applies to a cut, not to '{kind}'"):
+        Fault(kind, at_byte=3)
 
 
 async def test_fault_truncate_ends_cleanly_and_keeps_the_connection() -> None:

@@ -39,12 +39,15 @@ whose text is a proper prefix of the answer (continue turn, restarting
 of a text block that was partly sent are not sent again.
 
 Faults (``Reply.fault``) act on whatever the reply streams; ``after`` counts
-events including message_start and pings.  After ``error`` and the faults that
+events including message_start and pings; ``Fault("cut", at_byte=N)`` instead sends
+the first N bytes of the event stream (byte 0 is message_start's first), wherever they
+end: mid-event, mid-line, inside a UTF-8 character.  After ``error`` and the faults that
 cut or hold the connection it is closed (and the response says
 ``connection: close``); after ``truncate`` and ``malformed`` the body ends
 cleanly and the connection stays usable.  A non-streaming request with a fault
 gets: ``error`` → a JSON error (529 for overloaded_error, else 500); ``cut``,
-``truncate``, ``malformed`` → half the JSON body, then the connection closes;
+``truncate``, ``malformed`` → half the JSON body (``at_byte`` bytes of it, if set), then
+the connection closes;
 ``stall`` → headers only; ``hang`` → nothing; ``after`` is ignored there, and
 ``delay`` is slept once, times the number of events the stream would have had.
 """

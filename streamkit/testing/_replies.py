@@ -12,7 +12,7 @@ import json
 import os
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import _TYPE_BY_STATUS
 
@@ -131,7 +131,10 @@ class Fault(_Model):
     """A failure injected into a 200 stream after ``after`` events (pings and message_start count).
 
     - ``error``: an ``error`` event, then a clean end of the body, then the connection closes.
-    - ``cut``: half of the next event, then the connection closes mid chunked body.
+    - ``cut``: half of the next event, then the connection closes mid chunked body.  With
+      ``at_byte`` the body is cut there instead (``after`` is then ignored): the first
+      ``at_byte`` bytes of the event stream, message_start's first byte being byte 0, so a
+      cut can fall anywhere, mid-line or inside a UTF-8 character.
     - ``truncate``: a clean end of the body without the remaining events.
     - ``malformed``: one event whose data is not valid JSON, then a clean end.
     - ``stall``: a ``ping`` every ``ping_interval`` seconds until the client leaves.
@@ -143,6 +146,13 @@ class Fault(_Model):
     error_type: str = "overloaded_error"
     message: str = "Overloaded"
     ping_interval: float = Field(default=0.05, gt=0)
+    at_byte: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _at_byte_cuts(self) -> Self:
+        if self.at_byte is not None and self.kind != "cut":
+            raise ValueError(f"at_byte applies to a cut, not to {self.kind!r}")
+        return self
 
     def __init__(
         self,

@@ -544,8 +544,9 @@ class MockServer:
         if fault.kind == "stall":
             await stream.send(head)
             await _wait_closed(stream)
-        else:  # cut, truncate, malformed: half the promised body, then close
-            await stream.send(head + body[: len(body) // 2])
+        else:  # cut, truncate, malformed: half the promised body (or at_byte bytes), then close
+            end = len(body) // 2 if fault.at_byte is None else fault.at_byte
+            await stream.send(head + body[:end])
         return False
 
     async def _stream(
@@ -576,6 +577,10 @@ class MockServer:
             return keep_alive
 
         events = [first, *rendered.events] if first else rendered.events
+        if fault is not None and fault.at_byte is not None:
+            cut = b"".join(events)[: fault.at_byte]
+            await _send_parts(stream, [head, *chunk_frames(cut)])
+            return False  # the caller closes the socket without the terminating chunk
         count = len(events) if fault is None else min(fault.after, len(events))
         if not per_event:
             await _send_parts(stream, [head, *chunk_frames(b"".join(events[:count]))])
