@@ -80,7 +80,8 @@ def open_union(*known: str) -> Discriminator:
 
     def tag(value: Any) -> str:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if kind in tags else "unknown"
+        # A type that is not a string (a list, from a broken stream) is unknown, not a TypeError.
+        return kind if isinstance(kind, str) and kind in tags else "unknown"
 
     return Discriminator(tag)
 

@@ -344,3 +344,14 @@ def test_parse_event_without_a_string_type() -> None:
 def test_parse_malformed_known_event_raises_validation_error() -> None:
     with pytest.raises(pydantic.ValidationError):
         parse_event({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "x"}})  # no index
+
+
+@pytest.mark.parametrize("kind", [["text"], {"t": 1}])
+def test_parse_a_block_or_delta_whose_type_is_not_a_string(kind: Any) -> None:
+    """Found by the fuzz: an unhashable type escaped as TypeError; it is a ValidationError."""
+    start = {"type": "content_block_start", "index": 0, "content_block": {"type": kind}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": kind}}
+    for data in (start, delta):
+        with pytest.raises(pydantic.ValidationError) as caught:
+            parse_event(data)
+        assert caught.value.errors()[0]["type"] == "string_type"
