@@ -1,11 +1,11 @@
 """``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback.
 
-    python -m benchmarks                 # the default run (a few minutes)
+    python -m benchmarks                 # the default run (about 7 minutes)
     python -m benchmarks --quick         # small sizes, 1 repeat: a CI smoke run
     python -m benchmarks --full          # the official SDK at every size too (many minutes)
     python -m benchmarks accumulator     # MessageAccumulator alone, events per second
     python -m benchmarks chart           # the chart from results/latest.json
-    python -m benchmarks profile         # pyinstrument over streamkit's hot path
+    python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
 
 Results: a table on stdout (progress on stderr), JSON in benchmarks/results/latest.json
 (or ``--out``), the chart in benchmarks/results/cpu_per_event.png and, after a default or
@@ -45,12 +45,12 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--full", action="store_true", help="run the official SDK at every size (slow: it is quadratic)")
     main.add_argument("--repeat", type=int, help="runs per figure below 100k deltas (default 5; --quick 1)")
     main.add_argument("--repeat-large", type=int, help="runs per figure from 100k deltas (default 3; --quick 1)")
-    main.add_argument("--sizes", type=_sizes, help="text and tool sizes in deltas (default 1k,10k,20k,100k)")
+    main.add_argument("--sizes", type=_sizes, help="text and tool sizes in deltas (default 1k,20k,100k)")
     main.add_argument(
         "--contenders", type=_contenders, help=f"a subset of {','.join(_run.ALL_CONTENDERS)} (default all)"
     )
-    main.add_argument("--streams", type=int, help="concurrent streams (default 1000; --quick 100)")
-    main.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 200)")
+    main.add_argument("--streams", type=int, help="concurrent paced streams (default 10000; --quick 100)")
+    main.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
     main.add_argument("--mixed-size", type=int, help="deltas of the mixed thinking+text+tool stream (default 30000)")
     main.add_argument("--ttft-runs", type=int, help="runs per time-to-first-text figure (default 15)")
     main.add_argument("--out", type=Path, default=_run.DEFAULT_OUT, help="JSON results (default %(default)s)")
@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     chart.add_argument("--no-copy", action="store_true", help=f"do not also write {_run.COMMITTED_CHART.name}")
     profile = commands.add_parser("profile", help="pyinstrument over streamkit consuming a stream")
     profile.add_argument("--kind", default="text,tool", help="text, tool, mixed (comma-separated)")
+    profile.add_argument("--framing", choices=("chunk", "bulk"), default="chunk", help="one event per chunk, or bulk")
+    profile.add_argument(
+        "--contender", choices=_run.ALL_CONTENDERS, default="streamkit", help="who consumes (default streamkit)"
+    )
     profile.add_argument("--size", type=_sizes, default=(100_000,))
     profile.add_argument("--repeat", type=int, default=3)
     profile.add_argument("--out-dir", type=Path, default=_run.RESULTS)
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "profile":
         from . import _profile
 
-        _profile.main(args.kind, args.size[0], args.repeat, args.out_dir)
+        _profile.main(args.kind, args.size[0], args.repeat, args.out_dir, args.framing, args.contender)
         return 0
 
     changes = {

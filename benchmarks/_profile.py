@@ -1,4 +1,4 @@
-"""``python -m benchmarks profile``: pyinstrument over streamkit consuming one stream (after a warm-up)."""
+"""``python -m benchmarks profile``: pyinstrument over a contender consuming one stream (after a warm-up)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import reply_file
+from ._scenarios import FRAMINGS, reply_file
 from ._server import mock_server
 from ._spec import load_reply
-from ._worker import Streamkit, check
+from ._worker import check, contender
 
 
-async def _profiled(base_url: str, path: str, repeat: int, interval: float) -> tuple[Any, str | None]:
+async def _profiled(base_url: str, path: str, name: str, repeat: int, interval: float) -> tuple[Any, str | None]:
     from pyinstrument import Profiler
 
     value, expected = load_reply(path)
-    impl = Streamkit()
+    impl = contender(name)
     client = await impl.setup(base_url)
     try:
         problem = check(await impl.consume(client, value), expected)  # warm-up
@@ -32,19 +32,29 @@ async def _profiled(base_url: str, path: str, repeat: int, interval: float) -> t
     return profiler, problem
 
 
-def main(kind: str, size: int, repeat: int, out_dir: Path, interval: float = 0.0002) -> list[Path]:
+def main(
+    kind: str,
+    size: int,
+    repeat: int,
+    out_dir: Path,
+    framing: str = "chunk",
+    name: str = "streamkit",
+    interval: float = 0.0002,
+) -> list[Path]:
+    """Profile contender ``name`` (a streamkit consumer by default) on each kind of stream in ``framing``."""
     written = []
     with tempfile.TemporaryDirectory(prefix="streamkit-profile-") as directory, mock_server() as base_url:
         for one in kind.split(","):
-            path, _ = reply_file(directory, one, size)
-            profiler, problem = asyncio.run(_profiled(base_url, path, repeat, interval))
+            path, _ = reply_file(directory, one, size, *FRAMINGS[framing])
+            profiler, problem = asyncio.run(_profiled(base_url, path, name, repeat, interval))
             if problem:
                 print(f"warning: {one}: {problem}")
             text = profiler.output_text(unicode=True, color=False, show_all=False)
             out_dir.mkdir(parents=True, exist_ok=True)
-            target = out_dir / f"profile-streamkit-{one}-{size}.txt"
+            stem = f"profile-{name}-{framing}-{one}-{size}"
+            target = out_dir / f"{stem}.txt"
             target.write_text(text)
-            (out_dir / f"profile-streamkit-{one}-{size}.html").write_text(profiler.output_html())
+            (out_dir / f"{stem}.html").write_text(profiler.output_html())
             print(text)
             written.append(target)
     return written

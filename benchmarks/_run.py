@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import human, reply_file
-from ._server import REPO, child_env, mock_server, raise_file_limit, stop
+from ._scenarios import FRAMINGS, PACE_HZ, human, reply_file
+from ._server import REPO, child_env, mock_server_process, raise_file_limit, stop
 from ._spec import HEADER, Spec, request_body
+from ._worker import CONTENDERS, SHARD
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -25,28 +26,46 @@ DEFAULT_OUT = RESULTS / "latest.json"
 CHART = RESULTS / "cpu_per_event.png"
 COMMITTED_CHART = HERE / "cpu_per_event.png"
 
-ALL_CONTENDERS = ("transport", "parser", "anthropic", "streamkit")
+ALL_CONTENDERS = CONTENDERS
 LABELS = {
     "transport": "httpx aiter_bytes (transport floor)",
     "parser": "httpx-sse + json.loads (parser floor)",
-    "anthropic": "anthropic SDK (peer)",
-    "streamkit": "streamkit",
+    "anthropic": "anthropic SDK get_final_message() (peer)",
+    "streamkit": "streamkit get_final_message()",
+    "streamkit-text": "streamkit text_stream",
+    "streamkit-events": "streamkit async for event (typed)",
+    "streamkit-ui": "streamkit UI: current_message after every event",
 }
-SIZES = (1_000, 10_000, 20_000, 100_000)
+SIZES = (1_000, 20_000, 100_000)
 QUICK_SIZES = (1_000,)
-ANTHROPIC_MAX = 20_000  # the SDK is quadratic: bigger sizes only with --full
+BULK_CONTENDERS = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")
+BASE_CONTENDERS = ("transport", "parser", "anthropic", "streamkit")  # time to first text
+ANTHROPIC_MAX = 20_000  # the SDK costs ~45 us/event: bigger sizes only with --full
+# current_message re-reads the partial tool input at every event (quadratic: 147 us/delta at 100k
+# pieces vs 71 at 20k): bigger tool streams for the UI contender only with --full.
+UI_TOOL_MAX = 20_000
 WARMUP_MAX = 10_000  # deltas of the warm-up stream at most
 LARGE = 100_000  # sizes from here on use --repeat-large
+RESUME_MAX_SIZE = 20_000  # the resume comparison runs 2 x repeat streams: no bigger than this
+PEER_STREAMS = 1_000  # concurrent streams of the official SDK (its default pool), and of the like-for-like row
 MEMORY_NOTE = (
     "peak RSS of the client process over its whole life, warm-up included: VmHWM from /proc/self/status"
     " (ru_maxrss would add the parent's peak, which Linux carries into a child at exec)"
 )
+FRAMING_NOTES = {
+    "chunk": "one SSE event per HTTP chunk and per socket write, unpaced (the real API's framing, at full speed)",
+    "paced": f"one SSE event per HTTP chunk and socket write, {PACE_HZ} events/s per stream (nominal)",
+    "bulk": "events packed into 64 KiB socket writes (many events per read)",
+}
 
-# Targets (issue): printed as PASS/MISS, never fail the process.
-CPU_RATIO_MAX = 1.25
+# Targets (issue 8): printed as PASS/MISS, never fail the process.
+CHUNK_FINAL_MAX = 1.0  # streamkit get_final_message() / parser floor, one event per chunk
+CHUNK_EVENTS_MAX = 1.3  # streamkit async for event / parser floor, one event per chunk
+BULK_RATIO_MAX = 1.25  # streamkit get_final_message() / parser floor, bulk (secondary)
 LINEAR_MAX = 1.3
 TTFT_MARGIN_S = 0.002
-CONCURRENT_RSS_MAX_MB = 300
+CONCURRENT_RSS_MAX_MB = 1e9 / 2**20  # 1 GB, in MiB (peak_rss_mb is MiB)
+PEER_RSS_MAX_MB = 300  # at up to 1,000 streams
 RESUME_MAX = 1.05
 
 
@@ -58,9 +77,9 @@ class Options:
     repeat_large: int = 3
     sizes: tuple[int, ...] = SIZES
     contenders: tuple[str, ...] = ALL_CONTENDERS
-    streams: int = 1000
-    stream_deltas: int = 200
-    concurrent_runs: int = 3
+    streams: int = 10_000
+    stream_deltas: int = 20
+    concurrent_runs: int = 1
     ttft_runs: int = 15
     mixed_size: int = 30_000
     out: Path = DEFAULT_OUT
@@ -92,15 +111,20 @@ class Job:
     size: int  # deltas per stream
     contender: str
     runs: int
-    reply: tuple[str, int, float]  # (stream kind, deltas, delay) of the measured reply
-    warmup: tuple[str, int, float]
+    reply: tuple[str, int, float, bool]  # (stream kind, deltas, delay, one chunk per event) of the measured reply
+    warmup: tuple[str, int, float, bool]
     streams: int = 0
+    framing: str = "chunk"
 
 
 def have(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def _shape(kind: str, size: int, framing: str) -> tuple[str, int, float, bool]:
+    return (kind, size, *FRAMINGS[framing])
 
 
 def plan(options: Options) -> list[Job]:
@@ -112,46 +136,59 @@ def plan(options: Options) -> list[Job]:
     def runs_for(size: int) -> int:
         return options.repeat_large if size >= LARGE else options.repeat
 
-    for kind in ("text", "tool"):
-        for size in options.sizes:
-            warm = (kind, min(size, WARMUP_MAX), 0.0)
-            for name in contenders:
+    def streams(framing: str, kind: str, sizes: Iterable[int], names: Iterable[str]) -> None:
+        for size in sizes:
+            reply = _shape(kind, size, framing)
+            warm = _shape(kind, min(size, WARMUP_MAX), framing)
+            for name in names:
                 if name == "anthropic" and size > peer_max:
                     continue
+                if name == "streamkit-ui" and kind == "tool" and size > UI_TOOL_MAX and not options.full:
+                    continue
                 runs = 1 if name == "anthropic" else runs_for(size)
-                jobs.append(Job(f"{kind}-{human(size)}", kind, size, name, runs, (kind, size, 0.0), warm))
-    mixed = options.mixed_size
-    for name in contenders:
-        runs = 1 if name == "anthropic" else runs_for(mixed)
-        warm = ("mixed", min(mixed, WARMUP_MAX), 0.0)
-        jobs.append(Job(f"mixed-{human(mixed)}", "mixed", mixed, name, runs, ("mixed", mixed, 0.0), warm))
-    # Time to first text: the whole reply at once (worst case for a decoder that works a
-    # network chunk at a time), and paced 1 ms per event as a live generation arrives.
-    for scenario, size, delay in (("ttft-burst-1k", 1000, 0.0), ("ttft-paced", 50, 0.001)):
-        for name in contenders:
-            reply = ("text", size, delay)
-            jobs.append(Job(scenario, "ttft", size, name, options.ttft_runs, reply, reply))
-    for name in (c for c in ("parser", "streamkit") if c in contenders):
-        reply = ("text", options.stream_deltas, 0.0)
-        scenario = f"concurrent-{options.streams}x{options.stream_deltas}"
-        jobs.append(
-            Job(
-                scenario,
-                "concurrent",
-                options.stream_deltas,
-                name,
-                options.concurrent_runs,
-                reply,
-                reply,
-                options.streams,
+                scenario = f"{framing}-{kind}-{human(size)}"
+                jobs.append(Job(scenario, kind, size, name, runs, reply, warm, framing=framing))
+
+    # The headline: one event per chunk, every contender; then the bulk framing, fewer of them.
+    for kind in ("text", "tool"):
+        streams("chunk", kind, options.sizes, contenders)
+    streams("chunk", "mixed", [options.mixed_size], [c for c in contenders if c in BULK_CONTENDERS])
+    for kind in ("text",) if options.quick else ("text", "tool"):  # --quick: a smoke run, kept short
+        streams("bulk", kind, options.sizes, [c for c in contenders if c in BULK_CONTENDERS])
+    # Time to first text: the whole reply in one write (worst case for a decoder that works a
+    # network chunk at a time), one event per chunk, and paced 1 ms per event as a live generation.
+    ttft = (
+        ("ttft-bulk-1k", 1000, 0.0, False),
+        ("ttft-chunk-1k", 1000, 0.0, True),
+        ("ttft-paced", 50, 0.001, True),
+    )
+    for scenario, size, delay, per_event in ttft[1:2] if options.quick else ttft:
+        for name in (c for c in contenders if c in BASE_CONTENDERS):
+            reply = ("text", size, delay, per_event)
+            framing = "bulk" if not per_event else "paced" if delay else "chunk"
+            jobs.append(Job(scenario, "ttft", size, name, options.ttft_runs, reply, reply, framing=framing))
+    # Concurrency: paced streams (each event its own chunk, 50/s nominal) from one process.
+    reply = _shape("text", options.stream_deltas, "paced")
+    peer = min(PEER_STREAMS, options.streams)
+    # At 10,000 streams a run takes a minute per contender: the floors there only with --full.
+    rows = [(options.streams, ("transport", "parser", "streamkit") if options.full else ("streamkit",))]
+    if peer < options.streams:
+        rows.append((peer, ("parser", "streamkit", "anthropic")))
+    else:
+        rows[0] = (peer, ("transport", "parser", "streamkit", "anthropic"))
+    for count, names in rows:
+        scenario = f"paced-{count}x{options.stream_deltas}"
+        for name in (c for c in names if c in contenders):
+            runs = options.concurrent_runs
+            jobs.append(
+                Job(scenario, "concurrent", options.stream_deltas, name, runs, reply, reply, count, framing="paced")
             )
-        )
     if "streamkit" in contenders:
+        size = min(max(options.sizes), RESUME_MAX_SIZE)
         for kind in ("text", "tool"):
-            size = max(options.sizes)
-            warm = (kind, min(size, WARMUP_MAX), 0.0)
             runs = max(options.repeat, 3) if not options.quick else 1
-            jobs.append(Job(f"resume-{kind}-{human(size)}", "resume", size, "streamkit", runs, (kind, size, 0.0), warm))
+            reply, warm = _shape(kind, size, "chunk"), _shape(kind, min(size, WARMUP_MAX), "chunk")
+            jobs.append(Job(f"resume-chunk-{kind}-{human(size)}", "resume", size, "streamkit", runs, reply, warm))
     return jobs
 
 
@@ -201,7 +238,10 @@ def run_all(options: Options) -> dict[str, Any]:
     raise_file_limit(max(4096, 2 * options.streams + 512))
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="streamkit-bench-") as directory, mock_server() as base_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="streamkit-bench-") as directory,
+        mock_server_process() as (base_url, server),
+    ):
         options.log(f"mock server at {base_url}; {len(jobs)} worker processes")
         warmed: set[str] = set()
         for number, job in enumerate(jobs, 1):
@@ -220,12 +260,14 @@ def run_all(options: Options) -> dict[str, Any]:
                 base_url=base_url,
                 runs=job.runs,
                 streams=job.streams,
+                options={"server_pid": server.pid},
             )
             t0 = time.perf_counter()
             result = run_worker(job.contender, spec, options.timeout)
             row = {
                 "scenario": job.scenario,
                 "kind": job.kind,
+                "framing": job.framing,
                 "stream_kind": job.reply[0],
                 "size": job.size,
                 "contender": job.contender,
@@ -234,7 +276,7 @@ def run_all(options: Options) -> dict[str, Any]:
             results.append(row)
             status = f"ERROR {result['error']}" if "error" in result else _brief(row)
             options.log(
-                f"[{number}/{len(jobs)}] {job.scenario:<22} {job.contender:<10}"
+                f"[{number}/{len(jobs)}] {job.scenario:<22} {job.contender:<16}"
                 f" {time.perf_counter() - t0:6.1f}s  {status}"
             )
     report = {
@@ -277,6 +319,17 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _streamkit_tree() -> str | None:
+    """The last commit that touched streamkit/ (what the figures measure), "+dirty" if it has local edits."""
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "--", "streamkit/"], cwd=REPO, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "streamkit/"], cwd=REPO, capture_output=True, text=True
+    )
+    return (log.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) or None
+
+
 def machine(options: Options, seconds: float) -> dict[str, Any]:
     import streamkit
 
@@ -298,6 +351,8 @@ def machine(options: Options, seconds: float) -> dict[str, Any]:
         "anthropic_max_size": max(options.sizes) if options.full else ANTHROPIC_MAX,
         "memory": MEMORY_NOTE,
         "cpu_time": "time.process_time() of the client process around the measured part; medians of runs",
+        "framings": FRAMING_NOTES,
+        "streamkit_tree": _streamkit_tree(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "seconds": round(seconds, 1),
     }
@@ -319,24 +374,28 @@ def _cpu(row: dict[str, Any] | None) -> float | None:
     return float(row["cpu_s"]["median"])
 
 
-def stream_scenarios(results: list[dict[str, Any]]) -> list[str]:
+def stream_scenarios(results: list[dict[str, Any]], framing: str | None = None) -> list[str]:
     seen: list[str] = []
     for row in results:
-        if row["kind"] in ("text", "tool", "mixed") and row["scenario"] not in seen:
+        wanted = framing is None or row["framing"] == framing
+        if wanted and row["kind"] in ("text", "tool", "mixed") and row["scenario"] not in seen:
             seen.append(row["scenario"])
     return seen
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per stream scenario: each contender's CPU over the parser floor's, and the SDK's over streamkit's."""
     out: dict[str, dict[str, float | None]] = {}
     for scenario in stream_scenarios(results):
-        sk = _cpu(_find(results, scenario, "streamkit"))
         parser = _cpu(_find(results, scenario, "parser"))
-        peer = _cpu(_find(results, scenario, "anthropic"))
-        out[scenario] = {
-            "streamkit_over_parser_floor": sk / parser if sk and parser else None,
-            "anthropic_over_streamkit": peer / sk if peer and sk else None,
-        }
+        values: dict[str, float | None] = {}
+        for name in ALL_CONTENDERS:
+            cpu = _cpu(_find(results, scenario, name))
+            if name != "parser" and cpu is not None:
+                values[f"{name}_over_parser_floor"] = cpu / parser if parser else None
+        sk, peer = _cpu(_find(results, scenario, "streamkit")), _cpu(_find(results, scenario, "anthropic"))
+        values["anthropic_over_streamkit"] = peer / sk if peer and sk else None
+        out[scenario] = values
     return out
 
 
@@ -345,24 +404,39 @@ def _target(name: str, value: float | None, limit: float, unit: str, detail: str
     return {"target": name, "value": value, "limit": limit, "unit": unit, "pass": ok, "detail": detail}
 
 
+def _per_delta(row: dict[str, Any] | None) -> str:
+    cpu = _cpu(row)
+    return f"{cpu / row['deltas'] * 1e6:.2f} us/delta" if cpu and row else "-"
+
+
 def targets(results: list[dict[str, Any]], options: Options) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ratio = ratios(results)
-    for scenario, values in ratio.items():
-        out.append(
-            _target(
-                f"CPU streamkit/parser-floor <= {CPU_RATIO_MAX} ({scenario})",
-                values["streamkit_over_parser_floor"],
-                CPU_RATIO_MAX,
-                "x",
+    checks = (
+        ("chunk", "streamkit", CHUNK_FINAL_MAX, "get_final_message()"),
+        ("chunk", "streamkit-events", CHUNK_EVENTS_MAX, "async for event"),
+        ("bulk", "streamkit", BULK_RATIO_MAX, "get_final_message()"),
+    )
+    for framing, name, limit, how in checks:
+        for scenario in stream_scenarios(results, framing):
+            if _find(results, scenario, name) is None and _find(results, scenario, "parser") is None:
+                continue
+            detail = f"{_per_delta(_find(results, scenario, name))} vs {_per_delta(_find(results, scenario, 'parser'))}"
+            out.append(
+                _target(
+                    f"CPU streamkit {how} / parser floor <= {limit} ({scenario})",
+                    ratio[scenario].get(f"{name}_over_parser_floor"),
+                    limit,
+                    "x",
+                    detail,
+                )
             )
-        )
     for kind in ("text", "tool"):
         small, large = min(options.sizes), max(options.sizes)
         if small == large:
             continue
-        a = _find(results, f"{kind}-{human(small)}", "streamkit")
-        b = _find(results, f"{kind}-{human(large)}", "streamkit")
+        a = _find(results, f"chunk-{kind}-{human(small)}", "streamkit")
+        b = _find(results, f"chunk-{kind}-{human(large)}", "streamkit")
         cpu_a, cpu_b = _cpu(a), _cpu(b)
         per_a = cpu_a / small if cpu_a else None
         per_b = cpu_b / large if cpu_b else None
@@ -370,7 +444,7 @@ def targets(results: list[dict[str, Any]], options: Options) -> list[dict[str, A
         detail = f"{per_a * 1e6:.2f} -> {per_b * 1e6:.2f} us/delta" if per_a and per_b else ""
         out.append(
             _target(
-                f"linear: streamkit CPU/delta at {human(large)} / at {human(small)} <= {LINEAR_MAX} ({kind})",
+                f"linear: streamkit CPU/delta at {human(large)} / at {human(small)} <= {LINEAR_MAX} (chunk-{kind})",
                 value,
                 LINEAR_MAX,
                 "x",
@@ -394,15 +468,11 @@ def targets(results: list[dict[str, Any]], options: Options) -> list[dict[str, A
         if row["kind"] == "concurrent" and row["contender"] == "streamkit":
             complete = "error" not in row and row["completed"] == row["runs"]
             value = row.get("peak_rss_mb") if complete else None
+            limit = CONCURRENT_RSS_MAX_MB if row.get("streams", 0) > PEER_STREAMS else PEER_RSS_MAX_MB
+            shown = "1 GB" if limit == CONCURRENT_RSS_MAX_MB else f"{limit} MB"
             detail = f"completed streams per run: {row.get('completed_streams')} of {row.get('streams')}"
             out.append(
-                _target(
-                    f"{row['scenario']}: all complete, peak RSS < {CONCURRENT_RSS_MAX_MB} MB",
-                    value,
-                    CONCURRENT_RSS_MAX_MB,
-                    "MB",
-                    detail,
-                )
+                _target(f"{row['scenario']}: all complete, client peak RSS < {shown}", value, limit, "MB", detail)
             )
     for row in results:
         if row["kind"] == "resume":
@@ -440,6 +510,43 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def concurrency(row: dict[str, Any]) -> dict[str, float | None]:
+    """What a concurrent run achieved: deltas per second in aggregate, CPU per delta, who was busy."""
+    wall, cpu = row["wall_s"]["median"], row["cpu_s"]["median"]
+    deltas = row["streams"] * row["deltas"]
+    server = row.get("server_cpu_s", {}).get("median")
+    return {
+        "deltas_per_s": deltas / wall,
+        "nominal_deltas_per_s": row["streams"] * PACE_HZ,
+        "client_us_per_delta": cpu / deltas * 1e6,
+        "client_busy": cpu / wall,
+        "server_busy": server / wall if server is not None else None,
+    }
+
+
+def _stream_rows(results: list[dict[str, Any]], framing: str, ratio: dict[str, dict[str, float | None]]) -> list[str]:
+    lines = [
+        f"{'scenario':<16} {'contender':<16} {'runs':>4} {'CPU s':>9} {'us/delta':>9} {'/parser':>8} {'wall s':>9}"
+        f" {'peak MB':>8}  check",
+    ]
+    for scenario in stream_scenarios(results, framing):
+        for row in results:
+            if row["scenario"] != scenario:
+                continue
+            if "error" in row:
+                lines.append(f"{scenario:<16} {row['contender']:<16} ERROR: {row['error']}")
+                continue
+            cpu = row["cpu_s"]["median"]
+            over = 1.0 if row["contender"] == "parser" else ratio[scenario].get(f"{row['contender']}_over_parser_floor")
+            check = "ok" if row["completed"] == row["runs"] else f"MISMATCH {row['errors']}"
+            lines.append(
+                f"{scenario:<16} {row['contender']:<16} {row['runs']:>4} {cpu:>9.4f}"
+                f" {cpu / row['deltas'] * 1e6:>9.2f} {_fmt(over, '.2f'):>8} {row['wall_s']['median']:>9.4f}"
+                f" {row['peak_rss_mb']:>8.1f}  {check} ({row['deltas']} deltas)"
+            )
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     meta, results = report["meta"], report["results"]
     v = meta["versions"]
@@ -447,34 +554,20 @@ def table(report: dict[str, Any]) -> str:
         "streamkit benchmarks",
         f"machine: {meta['cpu']}, {meta['cores']} cores; {meta['implementation']} {meta['python']}; {meta['os']}",
         "versions: " + ", ".join(f"{name} {v.get(name) or '-'}" for name in v),
+        f"streamkit measured: commit {meta.get('streamkit_tree')} (last change under streamkit/)",
         f"mode: {meta['mode']}; medians of {meta['repeat']} runs (sizes >= 100k: {meta['repeat_large']}); "
         f"anthropic: 1 run per size, sizes <= {human(meta['anthropic_max_size'])}",
         f"CPU: {meta['cpu_time']}",
         f"memory: {meta['memory']}",
-        "",
-        "Whole stream, consumed and final message built",
-        f"{'scenario':<12} {'contender':<10} {'runs':>4} {'CPU s':>9} {'us/delta':>9} {'wall s':>9}"
-        f" {'peak MB':>8}  check",
+        "contenders: " + "; ".join(f"{name} = {label}" for name, label in LABELS.items()),
     ]
-    for scenario in stream_scenarios(results):
-        for row in results:
-            if row["scenario"] != scenario:
-                continue
-            if "error" in row:
-                lines.append(f"{scenario:<12} {row['contender']:<10} ERROR: {row['error']}")
-                continue
-            cpu = row["cpu_s"]["median"]
-            check = "ok" if row["completed"] == row["runs"] else f"MISMATCH {row['errors']}"
-            lines.append(
-                f"{scenario:<12} {row['contender']:<10} {row['runs']:>4} {cpu:>9.4f} {cpu / row['deltas'] * 1e6:>9.2f}"
-                f" {row['wall_s']['median']:>9.4f} {row['peak_rss_mb']:>8.1f}  {check} ({row['deltas']} deltas)"
-            )
-    lines += ["", "CPU ratios", f"{'scenario':<12} {'streamkit/parser-floor':>22} {'anthropic/streamkit':>20}"]
-    for scenario, values in report["ratios"].items():
-        lines.append(
-            f"{scenario:<12} {_fmt(values['streamkit_over_parser_floor'], '.2f'):>22}"
-            f" {_fmt(values['anthropic_over_streamkit'], '.1f'):>20}"
-        )
+    for framing, title in (
+        ("chunk", "One event per chunk: whole stream consumed, final message built (the headline)"),
+        ("bulk", "Bulk framing (secondary): the same streams in 64 KiB writes"),
+    ):
+        if stream_scenarios(results, framing):
+            lines += ["", f"{title}", f"framing: {FRAMING_NOTES[framing]}"]
+            lines += _stream_rows(results, framing, report["ratios"])
     ttft = [row for row in results if row["kind"] == "ttft"]
     if ttft:
         lines += [
@@ -496,33 +589,40 @@ def table(report: dict[str, Any]) -> str:
     if concurrent:
         lines += [
             "",
-            "Concurrent streams from one process",
-            f"{'scenario':<22} {'contender':<10} {'runs':>4} {'wall s':>8} {'CPU s':>8} {'peak MB':>8}"
-            f" {'base MB':>8}  completed",
+            f"Concurrent paced streams from one process ({FRAMING_NOTES['paced']}); server in its own process",
+            f"{'scenario':<16} {'contender':<10} {'runs':>4} {'wall s':>7} {'CPU s':>7} {'us/delta':>8}"
+            f" {'peak MB':>8} {'deltas/s':>9} {'nominal':>9} {'client':>6} {'server':>6}  completed",
         ]
         for row in concurrent:
             if "error" in row:
-                lines.append(f"{row['scenario']:<22} {row['contender']:<10} ERROR: {row['error']}")
+                lines.append(f"{row['scenario']:<16} {row['contender']:<10} ERROR: {row['error']}")
                 continue
+            c = concurrency(row)
             lines.append(
-                f"{row['scenario']:<22} {row['contender']:<10} {row['runs']:>4} {row['wall_s']['median']:>8.3f}"
-                f" {row['cpu_s']['median']:>8.3f} {row['peak_rss_mb']:>8.1f} {row['baseline_rss_mb']:>8.1f}"
-                f"  {row['completed_streams']} of {row['streams']} per run"
-                + (f" ERRORS {row['errors']}" if row["errors"] else "")
+                f"{row['scenario']:<16} {row['contender']:<10} {row['runs']:>4} {row['wall_s']['median']:>7.2f}"
+                f" {row['cpu_s']['median']:>7.2f} {c['client_us_per_delta']:>8.1f} {row['peak_rss_mb']:>8.1f}"
+                f" {c['deltas_per_s']:>9.0f} {c['nominal_deltas_per_s']:>9.0f} {c['client_busy']:>6.0%}"
+                f" {_fmt(c['server_busy'], '.0%'):>6}  {row['completed_streams']} of {row['streams']} per run,"
+                f" {row.get('clients', 1)} clients" + (f" ERRORS {row['errors']}" if row["errors"] else "")
             )
+        lines.append(
+            "(client/server: CPU time over wall time of that process during the runs; near 100% = that process"
+            " was the bottleneck; deltas/s achieved in aggregate vs nominal = streams x pace; one client"
+            f" (connection pool) per {SHARD} streams: httpcore's pool costs quadratic CPU in its connections)"
+        )
     resume = [row for row in results if row["kind"] == "resume"]
     if resume:
         lines += [
             "",
-            "Resume in steady state (no fault), streamkit, interleaved runs",
-            f"{'scenario':<16} {'runs':>4} {'auto CPU s':>10} {'off CPU s':>10} {'auto/off':>8}",
+            "Resume in steady state (no fault), streamkit, one event per chunk, interleaved runs",
+            f"{'scenario':<22} {'runs':>4} {'auto CPU s':>10} {'off CPU s':>10} {'auto/off':>8}",
         ]
         for row in resume:
             if "error" in row:
-                lines.append(f"{row['scenario']:<16} ERROR: {row['error']}")
+                lines.append(f"{row['scenario']:<22} ERROR: {row['error']}")
                 continue
             a, o = row["cpu_s"]["auto"]["median"], row["cpu_s"]["off"]["median"]
-            lines.append(f"{row['scenario']:<16} {row['runs']:>4} {a:>10.4f} {o:>10.4f} {a / o:>8.3f}")
+            lines.append(f"{row['scenario']:<22} {row['runs']:>4} {a:>10.4f} {o:>10.4f} {a / o:>8.3f}")
     lines += ["", "Targets"]
     for target in report["targets"]:
         value = target["value"]

@@ -19,6 +19,16 @@ from ._spec import Expected, sha
 
 CHARS_PER_DELTA = 4
 TOOL_NAME = "write_file"
+PACE_HZ = 50  # events per second per stream in the paced framing, as a live generation flushes tokens
+
+# How the server frames a stream: (seconds between events, one HTTP chunk and socket write per event).
+# "chunk" is what the real API does minus the pacing, so it isolates the client's per-chunk cost;
+# "paced" adds the real API's pace; "bulk" packs events into 64 KiB writes (many events per read).
+FRAMINGS: dict[str, tuple[float, bool]] = {
+    "chunk": (0.0, True),
+    "paced": (1 / PACE_HZ, True),
+    "bulk": (0.0, False),
+}
 
 
 def _tool_input(pieces: int) -> dict[str, Any]:
@@ -26,9 +36,14 @@ def _tool_input(pieces: int) -> dict[str, Any]:
     return {"path": "notes/draft.md", "content": lorem(CHARS_PER_DELTA * pieces, seed=1)}
 
 
-def build(kind: str, size: int, delay: float = 0.0) -> tuple[Reply, Expected]:
+def build(kind: str, size: int, delay: float = 0.0, per_event: bool = False) -> tuple[Reply, Expected]:
     """The reply for a stream shape (text, tool or mixed) of ``size`` deltas, and its outcome."""
-    common: dict[str, Any] = {"message_id": "msg_benchmark", "request_id": "req_benchmark", "delay": delay}
+    common: dict[str, Any] = {
+        "message_id": "msg_benchmark",
+        "request_id": "req_benchmark",
+        "delay": delay,
+        "chunk_per_event": per_event,
+    }
     if kind == "text":
         text = lorem(CHARS_PER_DELTA * size)
         reply = Reply(blocks=[TextBlock(text, chunk_size=CHARS_PER_DELTA)], **common)
@@ -57,11 +72,11 @@ def build(kind: str, size: int, delay: float = 0.0) -> tuple[Reply, Expected]:
 
 
 @lru_cache(maxsize=64)
-def reply_file(directory: str, kind: str, size: int, delay: float = 0.0) -> tuple[str, str]:
+def reply_file(directory: str, kind: str, size: int, delay: float = 0.0, per_event: bool = False) -> tuple[str, str]:
     """Write the reply's header and expected outcome to a file; its path and the header's SHA-256."""
-    reply, expected = build(kind, size, delay)
+    reply, expected = build(kind, size, delay, per_event)
     value = reply.header_value()
-    path = Path(directory) / f"{kind}-{size}-{delay:g}.json"
+    path = Path(directory) / f"{kind}-{size}-{delay:g}-{'event' if per_event else 'bulk'}.json"
     path.write_text(json.dumps({"header": value, "expected": asdict(expected)}))
     return str(path), sha(value)
 

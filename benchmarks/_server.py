@@ -45,9 +45,25 @@ def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere): was the server the bottleneck?"""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @contextlib.contextmanager
 def mock_server(timeout: float = 30.0) -> Iterator[str]:
     """Start the mock server on loopback; yield its base URL; terminate it on exit (also Ctrl-C)."""
+    with mock_server_process(timeout) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def mock_server_process(timeout: float = 30.0) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The mock server as ``mock_server``, also yielding its process (to read its CPU time)."""
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamkit.testing", "--host", "127.0.0.1", "--port", "0", "--text-length", "100"],
@@ -66,7 +82,7 @@ def mock_server(timeout: float = 30.0) -> Iterator[str]:
         if not line or not line[0].startswith(READY):
             log.seek(0)
             raise RuntimeError(f"the mock server did not start: {(line or [''])[0]!r} {log.read()[-2000:]}")
-        yield line[0][len(READY) :].strip()
+        yield line[0][len(READY) :].strip(), process
         if process.poll() is not None:
             log.seek(0)
             raise RuntimeError(f"the mock server died (exit {process.returncode}): {log.read()[-2000:]}")

@@ -22,9 +22,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._server import cpu_seconds
 from ._spec import HEADER, MAX_TOKENS, MESSAGES, MODEL, Expected, Spec, load_reply, request_body, sha
 
-CONTENDERS = ("transport", "parser", "anthropic", "streamkit")
+CONTENDERS = (
+    "transport",
+    "parser",
+    "anthropic",
+    "streamkit",
+    "streamkit-text",
+    "streamkit-events",
+    "streamkit-ui",
+)
+# Concurrent streams per client (connection pool): httpcore's pool scans every connection of
+# the pool for each request it queues, assigns and releases, so one pool of 10,000 streams costs
+# quadratic CPU (1,000 paced streams in one pool: ~24 s of client CPU, 1 ms per event).
+# Concurrent runs therefore open one client per SHARD streams, each with its library's defaults.
+SHARD = 100
 API_KEY = "sk-benchmark"
 DEFAULT: Any = object()  # "not given"
 _DELTA_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
@@ -111,6 +125,14 @@ def _finish(parts: list[list[str]], kinds: list[str], outcome: Outcome) -> None:
             outcome.tool_input = json.loads(joined) if joined else {}
 
 
+def http_client() -> Any:
+    """An httpx client with streamkit's pool limits, so that concurrency is compared like for like."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    return httpx.AsyncClient(timeout=600, limits=limits)
+
+
 # -- the contenders ------------------------------------------------------------------
 # Each: setup(base_url) -> client; consume(client, header) -> Outcome (whole stream);
 # first_text(client, header) -> (seconds to the first text delta, Outcome of the whole
@@ -123,12 +145,8 @@ class Transport:
     expected_nbytes = 0
 
     async def setup(self, base_url: str) -> Any:
-        import httpx
-
         self.url = f"{base_url}/v1/messages"
-        # streamkit's pool limits, so that concurrency is compared like for like
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        return httpx.AsyncClient(timeout=600, limits=limits)
+        return http_client()
 
     async def raw(self, client: Any, value: str) -> bytes:
         chunks = []
@@ -179,12 +197,8 @@ class Parser:
     """httpx-sse ``aiter_sse`` + ``json.loads`` per event, deltas appended to lists: the parser floor."""
 
     async def setup(self, base_url: str) -> Any:
-        import httpx
-
         self.url = f"{base_url}/v1/messages"
-        # streamkit's pool limits, so that concurrency is compared like for like
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        return httpx.AsyncClient(timeout=600, limits=limits)
+        return http_client()
 
     async def consume(self, client: Any, value: str) -> Outcome:
         from httpx_sse import aconnect_sse
@@ -300,8 +314,64 @@ class Streamkit:
         await client.aclose()
 
 
+class StreamkitText(Streamkit):
+    """streamkit: every ``text_stream`` piece, then ``get_final_message()`` (a chat printing tokens)."""
+
+    async def consume(self, client: Any, value: str, resume: Any = DEFAULT) -> Outcome:
+        async with self._stream(client, value, resume) as stream:
+            async for _ in stream.text_stream:
+                pass
+            message = await stream.get_final_message()
+        return self._outcome(message)
+
+
+class StreamkitEvents(Streamkit):
+    """streamkit: ``async for event in stream`` (typed pydantic events), deltas counted here."""
+
+    async def consume(self, client: Any, value: str, resume: Any = DEFAULT) -> Outcome:
+        deltas = 0
+        async with self._stream(client, value, resume) as stream:
+            async for event in stream:
+                if event.type == "content_block_delta":
+                    deltas += 1
+            message = await stream.get_final_message()
+        outcome = self._outcome(message)
+        outcome.deltas = deltas
+        return outcome
+
+
+class StreamkitUI(Streamkit):
+    """streamkit as a UI redraws: ``async for event in stream``, then ``stream.current_message`` each time.
+
+    The message so far (a fresh pydantic ``Message`` whenever it changed) is what a UI
+    renders after every event; its last block's size is read so the snapshot is used.
+    """
+
+    async def consume(self, client: Any, value: str, resume: Any = DEFAULT) -> Outcome:
+        deltas = 0
+        async with self._stream(client, value, resume) as stream:
+            async for event in stream:
+                message = stream.current_message
+                if event.type == "content_block_delta":
+                    deltas += 1
+                    block = message.content[-1]
+                    self.shown = block.text if block.type == "text" else block.type
+            message = await stream.get_final_message()
+        outcome = self._outcome(message)
+        outcome.deltas = deltas
+        return outcome
+
+
 def contender(name: str) -> Any:
-    return {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}[name]()
+    return {
+        "transport": Transport,
+        "parser": Parser,
+        "anthropic": Anthropic,
+        "streamkit": Streamkit,
+        "streamkit-text": StreamkitText,
+        "streamkit-events": StreamkitEvents,
+        "streamkit-ui": StreamkitUI,
+    }[name]()
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -414,17 +484,28 @@ async def run_ttft(session: Session, spec: Spec) -> dict[str, Any]:
 
 
 async def run_concurrent(session: Session, spec: Spec) -> dict[str, Any]:
-    """``spec.streams`` streams at once from this process, each checked as it finishes."""
-    impl, client, value, expected = session.impl, session.client, session.value, session.expected
+    """``spec.streams`` streams at once from this process (SHARD per client), each checked as it finishes."""
+    shards = [session.client]
+    try:
+        while len(shards) * SHARD < spec.streams:
+            shards.append(await session.impl.setup(spec.base_url))
+        return await _concurrent(session, spec, shards)
+    finally:
+        for client in shards[1:]:
+            await session.impl.aclose(client)
+
+
+async def _concurrent(session: Session, spec: Spec, shards: list[Any]) -> dict[str, Any]:
+    impl, value, expected = session.impl, session.value, session.expected
     cpus: list[float] = []
     walls: list[float] = []
     done: list[int] = []
     errors: list[str] = []
     baseline = current_rss_mb()
 
-    async def one() -> bool:
+    async def one(number: int) -> bool:
         try:
-            outcome = await impl.consume(client, value)
+            outcome = await impl.consume(shards[number % len(shards)], value)
         except Exception as exc:  # counted, not raised: every stream must be accounted for
             errors.append(repr(exc))
             return False
@@ -434,21 +515,29 @@ async def run_concurrent(session: Session, spec: Spec) -> dict[str, Any]:
         return problem is None
 
     async def all_streams() -> Outcome:
-        results = await asyncio.gather(*(one() for _ in range(spec.streams)))
+        results = await asyncio.gather(*(one(number) for number in range(spec.streams)))
         done.append(sum(results))
         return Outcome()
 
+    server_pid = spec.options.get("server_pid")
+    servers: list[float] = []
     for _ in range(spec.runs):
         gc.collect()
+        server0 = cpu_seconds(server_pid) if server_pid else None
         cpu, wall, _ = await _timed(all_streams)
+        server1 = cpu_seconds(server_pid) if server_pid else None
         cpus.append(cpu)
         walls.append(wall)
+        if server0 is not None and server1 is not None:
+            servers.append(server1 - server0)
     return {
         "cpu_s": _summary(cpus),
         "wall_s": _summary(walls),
+        **({"server_cpu_s": _summary(servers)} if servers else {}),
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline,
         "streams": spec.streams,
+        "clients": len(shards),
         "deltas": expected.deltas,
         "completed_streams": done,
         "runs": spec.runs,
@@ -500,7 +589,7 @@ RUNNERS = {
 
 async def run(name: str, spec: Spec) -> dict[str, Any]:
     """Set up and warm the contender, run the scenario, close the client whatever happens."""
-    if spec.kind == "resume" and name != "streamkit":
+    if spec.kind == "resume" and not name.startswith("streamkit"):
         return {"error": "the resume scenario is streamkit's only"}
     impl = contender(name)
     client = await impl.setup(spec.base_url)

@@ -57,7 +57,7 @@ def check_rows(report: dict[str, Any], contenders: set[str]) -> None:
         assert "error" not in row, f"{where}: {row.get('error')}"
         assert row["completed"] == row["runs"] >= 1, f"{where}: {row['errors']}"
         assert row["errors"] == [], where
-        if row["kind"] in ("text", "tool", "resume"):
+        if row["kind"] in ("text", "tool", "resume"):  # resume runs at min(size, 20k)
             assert row["deltas"] == SIZE, where
         elif row["kind"] == "mixed":
             assert row["deltas"] == 3 * (MIXED // 3) + 1, where
@@ -73,20 +73,36 @@ def check_rows(report: dict[str, Any], contenders: set[str]) -> None:
             assert row["peak_rss_mb"] > 0, where
 
 
+CONTENDERS = {"transport", "parser", "streamkit", "streamkit-text", "streamkit-events", "streamkit-ui"}
+
+
 def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
-    report = run_benchmarks(tmp_path / "quick.json", "transport,parser,streamkit")
+    report = run_benchmarks(tmp_path / "quick.json", ",".join(sorted(CONTENDERS)))
     assert set(report) == {"meta", "results", "ratios", "targets"}
     meta = report["meta"]
-    for key in ("cpu", "cores", "python", "os", "versions", "memory", "mode"):
+    for key in ("cpu", "cores", "python", "os", "versions", "memory", "mode", "framings", "streamkit_tree"):
         assert meta[key], key
     assert set(meta["versions"]) >= {"httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "streamkit"}
     assert meta["mode"] == "quick"
-    check_rows(report, {"transport", "parser", "streamkit"})
-    kinds = {row["kind"] for row in report["results"]}
+    check_rows(report, CONTENDERS)
+    rows = report["results"]
+    kinds = {row["kind"] for row in rows}
     assert kinds == {"text", "tool", "mixed", "ttft", "concurrent", "resume"}
-    for scenario in (f"text-{SIZE}", f"tool-{SIZE}", f"mixed-{MIXED}"):
+    # The headline framing is one event per chunk, for every contender; bulk is secondary.
+    for kind in ("text", "tool"):
+        chunk = {row["contender"] for row in rows if row["scenario"] == f"chunk-{kind}-{SIZE}"}
+        assert chunk == CONTENDERS, kind
+    assert {row["contender"] for row in rows if row["scenario"] == f"bulk-text-{SIZE}"} >= {"parser", "streamkit"}
+    assert {row["scenario"] for row in rows if row["kind"] == "ttft"} == {"ttft-chunk-1k"}
+    assert {row["framing"] for row in rows if row["kind"] == "concurrent"} == {"paced"}
+    for scenario in (f"chunk-text-{SIZE}", f"chunk-tool-{SIZE}", f"chunk-mixed-{MIXED}", f"bulk-text-{SIZE}"):
         assert report["ratios"][scenario]["streamkit_over_parser_floor"] > 0
         assert report["ratios"][scenario]["anthropic_over_streamkit"] is None
+    for name in ("streamkit-text", "streamkit-events", "streamkit-ui"):
+        assert report["ratios"][f"chunk-text-{SIZE}"][f"{name}_over_parser_floor"] > 0
+    names = [target["target"] for target in report["targets"]]
+    assert any("async for event / parser floor <= 1.3 (chunk-text" in name for name in names)
+    assert any("get_final_message() / parser floor <= 1.0 (chunk-tool" in name for name in names)
     for target in report["targets"]:
         assert set(target) == {"target", "value", "limit", "unit", "pass", "detail"}
         assert target["value"] is not None, target  # every target was measured (PASS or MISS)
