@@ -134,7 +134,7 @@ def http_client() -> Any:
 
 
 # -- the contenders ------------------------------------------------------------------
-# Each: setup(base_url) -> client; consume(client, header) -> Outcome (whole stream);
+# Each: setup(base_url, concurrent) -> client; consume(client, header) -> Outcome (whole stream);
 # first_text(client, header) -> (seconds to the first text delta, Outcome of the whole
 # stream, drained after the first text off the clock); aclose(client).
 
@@ -144,7 +144,7 @@ class Transport:
 
     expected_nbytes = 0
 
-    async def setup(self, base_url: str) -> Any:
+    async def setup(self, base_url: str, concurrent: bool = False) -> Any:
         self.url = f"{base_url}/v1/messages"
         return http_client()
 
@@ -196,7 +196,7 @@ class Transport:
 class Parser:
     """httpx-sse ``aiter_sse`` + ``json.loads`` per event, deltas appended to lists: the parser floor."""
 
-    async def setup(self, base_url: str) -> Any:
+    async def setup(self, base_url: str, concurrent: bool = False) -> Any:
         self.url = f"{base_url}/v1/messages"
         return http_client()
 
@@ -237,7 +237,7 @@ class Parser:
 class Anthropic:
     """The official SDK: ``messages.stream(...)`` + ``get_final_message()``."""
 
-    async def setup(self, base_url: str) -> Any:
+    async def setup(self, base_url: str, concurrent: bool = False) -> Any:
         import anthropic
 
         return anthropic.AsyncAnthropic(api_key=API_KEY, base_url=base_url, max_retries=0, timeout=600)
@@ -278,10 +278,17 @@ class Streamkit:
     def __init__(self, resume: Any = DEFAULT) -> None:
         self.resume = resume  # DEFAULT: the client's default (resume="auto")
 
-    async def setup(self, base_url: str) -> Any:
+    async def setup(self, base_url: str, concurrent: bool = False) -> Any:
+        import httpx
+
         import streamkit
 
-        return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url)
+        if not concurrent:
+            return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url)
+        # 10,000 connects at once queue behind the server's listen backlog for longer than the
+        # default 5 s connect timeout; no retries, so that a failed stream is counted, not hidden.
+        timeout = httpx.Timeout(600, connect=120)
+        return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url, timeout=timeout, max_retries=0)
 
     def _stream(self, client: Any, value: str, resume: Any = DEFAULT) -> Any:
         if resume is DEFAULT:
@@ -488,7 +495,7 @@ async def run_concurrent(session: Session, spec: Spec) -> dict[str, Any]:
     shards = [session.client]
     try:
         while len(shards) * SHARD < spec.streams:
-            shards.append(await session.impl.setup(spec.base_url))
+            shards.append(await session.impl.setup(spec.base_url, True))
         return await _concurrent(session, spec, shards)
     finally:
         for client in shards[1:]:
@@ -592,7 +599,7 @@ async def run(name: str, spec: Spec) -> dict[str, Any]:
     if spec.kind == "resume" and not name.startswith("streamkit"):
         return {"error": "the resume scenario is streamkit's only"}
     impl = contender(name)
-    client = await impl.setup(spec.base_url)
+    client = await impl.setup(spec.base_url, spec.kind == "concurrent")
     try:
         value, expected, problem = await _prepare(impl, client, spec)
         if problem:
