@@ -205,6 +205,15 @@ class SSEDecoder:
         return (self._head or b"") + b"".join(self._pending)
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        if (
+            chunk.endswith(b"\n\n")
+            and not self._pending
+            and self._head is None
+            and not self._skip_lf
+            and b"\r" not in chunk
+            and len(chunk) <= self._max
+        ):  # whole events and nothing buffered: how the API sends them, one event per chunk
+            return self._parse_blocks(chunk[:-2].split(b"\n\n"))
         if self._head is not None:
             chunk = self._head + chunk
             if len(chunk) < len(_BOM) and _BOM.startswith(chunk):

@@ -4,7 +4,7 @@
 and how long to wait.  ``ResumePlanner`` looks at what a broken stream delivered and
 builds the request that continues it; ``Splicer`` rewrites the continuation's events so
 that they extend the first reply (same block indexes, no repeated text, usage summed).
-The loop that drives them is ``MessageStream._attempts``.
+The loop that drives them is ``MessageStream._next``.
 """
 
 from __future__ import annotations

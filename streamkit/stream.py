@@ -9,9 +9,9 @@ Typed events are only built for the consumers that ask for them.
 from __future__ import annotations
 
 import inspect
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -79,6 +79,10 @@ def _transport_error(exc: httpx.HTTPError) -> type[StreamkitError]:
     return ConnectionLostError
 
 
+def _stalled(seconds: float | None) -> StallError:
+    return StallError(f"no progress for {seconds} s (only pings or silence): the stream stalled")
+
+
 class MessageStream:
     """One streamed reply.  Use as ``async with client.messages.stream(...) as stream``.
 
@@ -108,7 +112,13 @@ class MessageStream:
         self._accumulator = MessageAccumulator()
         self._queue: deque[dict[str, Any]] = deque()
         self._response: httpx.Response | None = None
-        self._batches: AsyncGenerator[list[dict[str, Any]], None] | None = None
+        self._chunks: AsyncGenerator[bytes, None] | None = None
+        self._decoder = SSEDecoder()
+        self._pending: StreamkitError | None = None  # a failure to raise once the events before it are out
+        self._finished = False  # message_stop decoded: what follows only drains the body
+        self._deadline: float | None = None  # of the next read, when a cancel scope watches it
+        self._silence_watched = False  # the transport's read timeout catches a silent stream
+        self._stall_by_read_timeout = False  # ... and it was lowered to the stall timeout for that
         self._splicer: Splicer | None = None
         self._closed = False
         self._ended = False
@@ -123,12 +133,11 @@ class MessageStream:
 
     async def __aenter__(self) -> MessageStream:
         try:
-            self._response = await self._send(self._body)
+            response = await self._send(self._body)
         except StreamkitError as exc:
             await call_hook(self._hooks.on_error, exc)
             raise
-        self.request_id = self._response.headers.get("request-id")
-        self._batches = self._attempts()
+        self._start(response)
         return self
 
     async def _send(self, body: dict[str, Any]) -> httpx.Response:
@@ -145,11 +154,15 @@ class MessageStream:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._response is not None:
-                await self._response.aclose()
-            for generator in (self._batches, *self._consumers):
-                if generator is not None:
-                    await generator.aclose()
+            await self._close_response()
+            for generator in self._consumers:
+                await generator.aclose()
+
+    async def _close_response(self) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+        if self._chunks is not None:
+            await self._chunks.aclose()
 
     # -- what users read --------------------------------------------------------------
 
@@ -200,35 +213,35 @@ class MessageStream:
             await self._raise(error)
 
     async def _next(self) -> dict[str, Any] | None:
-        """Hand out the next event, applied to the snapshot and its hooks fired."""
+        """Hand out the next event, applied to the snapshot and its hooks fired.
+
+        This is the one loop of the stream: read a chunk of the response; on a failure,
+        resume (or retry) if the policy allows, else end the stream with that failure.
+        """
         queue = self._queue
         while not queue:
             if self._failure is not None or self._ended or self._closed:
                 return None
-            if self._batches is None:
+            if self._chunks is None:
                 raise StreamkitError("use the stream inside `async with client.messages.stream(...)`")
             try:
-                queue.extend(await self._batches.__anext__())
-            except StopAsyncIteration:
-                self._ended = True
-                return None
-            except StreamkitError as exc:
-                await self._raise(exc)
+                await self._read()
+            except StreamkitError as error:
+                if (plan := self._plan(error)) is None:
+                    await self._raise(error)
+                try:
+                    await self._restart(error, plan)
+                except StreamkitError as refused:
+                    await self._raise(refused)
         data = queue.popleft()
-        if (error := self._feed(data)) is not None:
-            await self._raise(error)
-        if self._per_event_hooks:
-            await self._dispatch(data)
-        return data
-
-    def _feed(self, data: dict[str, Any]) -> ProtocolError | None:
-        """Feed one event to the snapshot; return the error if it cannot apply."""
         try:
             self._accumulator.feed(data)
         except ProtocolError as exc:
             exc.data = exc.data or repr(data).encode()[:500]
-            return exc
-        return None
+            await self._raise(exc)
+        if self._per_event_hooks:
+            await self._dispatch(data)
+        return data
 
     async def _raise(self, error: StreamkitError) -> NoReturn:
         """End the stream with ``error``: remembered, reported to ``on_error``, raised."""
@@ -261,28 +274,13 @@ class MessageStream:
         error.request_id = error.request_id or self.request_id
         return error
 
-    async def _attempts(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """The one loop: read the response; on a failure, resume if the policy allows."""
-        while True:
-            try:
-                async with aclosing(self._read()) as batches:
-                    async for batch in batches:
-                        yield batch
-                return
-            except StreamkitError as error:
-                plan = self._plan(error)
-                if plan is None:
-                    raise self._fail(error) from error.__cause__
-                await self._restart(error, plan)
-
     def _plan(self, error: StreamkitError) -> ResumePlan | None:
         retried = sum(1 for info in self.retries if not isinstance(info.error, APIStatusError | APIConnectionError))
         return self._resume.plan(error, self._accumulator, self._body, len(self.resumes), retried)
 
     async def _restart(self, error: StreamkitError, plan: ResumePlan) -> None:
         """Close the broken response and open the one that repairs it."""
-        assert self._response is not None
-        await self._response.aclose()
+        await self._close_response()
         failed_request_id = self.request_id
         if plan.strategy == "retry":
             retry = RetryInfo(len(self.retries) + 1, error, plan.delay)
@@ -295,15 +293,14 @@ class MessageStream:
             if not (
                 plan.strategy == "prefill" and self._resume.strategy == "auto" and self._resume.rejects_prefill(refused)
             ):
-                raise self._fail(refused) from refused.__cause__
+                raise
             self._resume.prefill_rejected.add(str(self._body.get("model")))
             replan = self._plan(error)
             if replan is None:
-                raise self._fail(error) from error.__cause__
+                raise error from error.__cause__
             plan = replan
             response = await self._send(plan.body)
-        self._response = response
-        self.request_id = response.headers.get("request-id")
+        self._start(response)
         self._accumulator.truncate(plan.keep_blocks)
         self._splicer = plan.splicer
         if plan.strategy != "retry":
@@ -319,74 +316,115 @@ class MessageStream:
             self.resumes.append(resume)
             await call_hook(self._hooks.on_resume, resume)
 
-    async def _read(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Decode one response into batches of events; raise how it failed, if it did."""
-        response = self._response
-        assert response is not None
-        decoder = SSEDecoder()
-        async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_bytes())) as chunks:
-            async for batch in self._decode(chunks, decoder):
-                yield batch
-        if not self._accumulator.finished:
-            leftover = len(decoder.buffered)
+    def _start(self, response: httpx.Response) -> None:
+        """Read ``response`` from now on, with the stall watchdog set up for it."""
+        self._response = response
+        self.request_id = response.headers.get("request-id")
+        self._chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        self._decoder = SSEDecoder()
+        self._deadline = None
+        self._finished = False
+        self._stall_by_read_timeout = False
+        stall = self._stall_timeout
+        # The transport applies its read timeout to every socket read of the body, a timer each read pays
+        # anyway: lowered to the stall timeout, it catches silence at no cost per chunk.  httpcore (the
+        # transport of httpx) takes it from the request when the body starts; elsewhere each read gets a scope.
+        if stall is not None and "network_stream" in response.extensions:
+            timeouts = response.request.extensions.get("timeout") or {}
+            read = timeouts.get("read")
+            if read is None or stall < read:
+                response.request.extensions["timeout"] = {**timeouts, "read": stall}
+                self._stall_by_read_timeout = True
+            self._silence_watched = True
+        else:
+            self._silence_watched = stall is None
+
+    async def _read(self) -> None:
+        """Read and decode one chunk; raise how the response failed, if it did.
+
+        A cancel scope is only entered while it is needed: when the last chunk held nothing but pings
+        (its deadline counts from the last progress), when draining after ``message_stop``, or on a
+        transport whose read timeout cannot watch for silence.
+        """
+        if (pending := self._pending) is not None:
+            self._pending = None
+            raise pending
+        chunks = self._chunks
+        assert chunks is not None
+        stall = self._stall_timeout
+        deadline = self._deadline
+        asked = time.monotonic()
+        try:
+            if deadline is None and self._silence_watched:
+                chunk = await chunks.__anext__()
+            else:
+                limit = anyio.current_time() + stall if deadline is None else deadline  # type: ignore[operator]
+                with anyio.CancelScope(deadline=limit) as scope:
+                    chunk = await chunks.__anext__()
+                if scope.cancelled_caught:
+                    if self._finished:
+                        return self._end()
+                    raise _stalled(stall)
+        except StopAsyncIteration:
+            return self._end()
+        except httpx.HTTPError as exc:
+            if self._finished:
+                return self._end()
+            if self._stall_by_read_timeout and isinstance(exc, httpx.ReadTimeout):
+                raise _stalled(stall) from exc
+            raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+        finished = self._finished
+        if self._decode(chunk) and not self._finished:
+            self._deadline = None
+        elif self._finished:
+            if not finished:  # the reply is whole: what follows only drains the body, briefly
+                self._deadline = anyio.current_time() + _DRAIN_SECONDS
+        elif deadline is None and stall is not None:
+            # Only pings (or part of an event): watch the time left since the consumer last asked after progress.
+            self._deadline = anyio.current_time() + stall - (time.monotonic() - asked)
+
+    def _end(self) -> None:
+        """The body ended (or drained): fine after ``message_stop``, else the reply is incomplete."""
+        if not self._accumulator.finished and not self._finished:
+            leftover = len(self._decoder.buffered)
             detail = f" ({leftover} bytes of an unfinished event)" if leftover else ""
             raise IncompleteStreamError(f"the stream ended without message_stop{detail}: the reply is incomplete")
+        self._ended = True
 
-    async def _decode(
-        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder
-    ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        stall = self._stall_timeout
-        deadline = anyio.current_time() + stall if stall is not None else None
-        finished = False  # message_stop seen: the reply is whole, what follows only drains the body
-        while True:
+    def _decode(self, chunk: bytes) -> bool:
+        """Queue the chunk's events; return whether any was more than a ping.
+
+        A failure (an ``error`` event, bad JSON) is kept until the events before it are handed out.
+        """
+        splicer = self._splicer
+        batch: list[dict[str, Any]] | deque[dict[str, Any]] = [] if splicer is not None else self._queue
+        progress = False
+        try:
+            events = self._decoder.feed(chunk)
+        except ProtocolError as exc:
+            self._pending = exc
+            return True
+        for name, data in events:
             try:
-                if deadline is None:
-                    chunk = await chunks.__anext__()
-                else:
-                    with anyio.CancelScope(deadline=deadline) as scope:
-                        chunk = await chunks.__anext__()
-                    if scope.cancelled_caught:
-                        if finished:
-                            return
-                        raise StallError(f"no progress for {stall} s (only pings or silence): the stream stalled")
-            except StopAsyncIteration:
-                return
-            except httpx.HTTPError as exc:
-                if finished:
-                    return
-                raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
-            batch: list[dict[str, Any]] = []
-            failure: StreamkitError | None = None
-            pings = 0
-            for name, data in decoder.feed(chunk):
-                try:
-                    event = from_json(data)
-                    kind = event["type"]
-                except ValueError:
-                    failure = ProtocolError(f"the data of a {name!r} event is not valid JSON", data=data)
+                event = from_json(data)
+                kind = event["type"]
+            except ValueError:
+                self._pending = ProtocolError(f"the data of a {name!r} event is not valid JSON", data=data)
+                break
+            except (KeyError, TypeError, IndexError):
+                self._pending = ProtocolError(f"the data of a {name!r} event has no type", data=data)
+                break
+            if kind != "ping":
+                progress = True
+                if kind == "error":
+                    self._pending = stream_error(event, request_id=self.request_id, partial_message=None)
                     break
-                except (KeyError, TypeError, IndexError):
-                    failure = ProtocolError(f"the data of a {name!r} event has no type", data=data)
-                    break
-                if kind == "ping":
-                    pings += 1
-                elif kind == "error":
-                    failure = stream_error(event, request_id=self.request_id, partial_message=None)
-                    break
-                elif kind == "message_stop":
-                    finished = True
-                    deadline = anyio.current_time() + _DRAIN_SECONDS
-                batch.append(event)
-            progress = len(batch) > pings
-            if self._splicer is not None:
-                batch = self._splicer.splice(batch)
-            if batch:
-                yield batch
-            if failure is not None:
-                raise failure
-            if progress and not finished and deadline is not None:
-                # Counted from when the consumer asks for more: a slow consumer is not a stall.
-                deadline = anyio.current_time() + stall  # type: ignore[operator]
+                if kind == "message_stop":
+                    self._finished = True
+            batch.append(event)
+        if splicer is not None:
+            self._queue.extend(splicer.splice(batch))  # type: ignore[arg-type]
+        return progress or self._pending is not None
 
 
 async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

@@ -420,6 +420,19 @@ async def test_read_timeout_after_the_stream_started() -> None:
     assert seen == [error]
 
 
+async def test_a_read_timeout_shorter_than_the_stall_timeout_wins() -> None:
+    error, _ = await fail(faulty("hang", 6), timeout=0.3, stall_timeout=5.0)
+    assert type(error) is streamkit.StreamTimeoutError
+    assert error.message.startswith("the connection failed after the stream started: ReadTimeout(")
+
+
+async def test_silence_longer_than_the_stall_timeout() -> None:
+    error, _ = await fail(faulty("hang", 6), stall_timeout=0.3)
+    assert type(error) is streamkit.StallError
+    assert error.message == "no progress for 0.3 s (only pings or silence): the stream stalled"
+    assert error.partial_message is not None and error.partial_message.text == sent_text(6)
+
+
 async def test_stall_of_pings() -> None:
     error, _ = await fail(faulty("stall", 7, ping_interval=0.02), stall_timeout=0.3)
     assert type(error) is streamkit.StallError

@@ -686,6 +686,35 @@ async def test_stall_timeout_per_call_overrides_the_client() -> None:
     assert type(info.cause) is streamkit.StallError and info.kept_chars == len(kept(25))
 
 
+class _HiddenStreamTransport(httpx.AsyncBaseTransport):
+    """A real HTTP transport whose responses do not say they come from httpcore (as a third-party one)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        response.extensions = {k: v for k, v in response.extensions.items() if k != "network_stream"}
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("kind", ["stall", "hang"])
+async def test_stalls_are_caught_on_any_transport(kind: str) -> None:
+    """Without httpcore's read timeout to rely on, a cancel scope watches every read."""
+    async with MockServer(faulty(kind, 25), CLEAN) as server:
+        async with httpx.AsyncClient(transport=_HiddenStreamTransport()) as http:
+            async with client_for(server, http_client=http, stall_timeout=0.3) as sk:
+                async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                    assert await stream.get_final_text() == TEXT
+    [info] = stream.resumes
+    assert type(info.cause) is streamkit.StallError
+    assert info.cause.message == "no progress for 0.3 s (only pings or silence): the stream stalled"
+    assert info.kept_chars == len(kept(25))
+
+
 async def test_a_slow_stream_that_progresses_is_not_a_stall() -> None:
     # a send every 0.05 s, every other one a ping: never 0.3 s without progress, ~0.9 s in all
     slow = Reply.text(lorem(40), chunk_size=8, delay=0.05, ping_every=1)
