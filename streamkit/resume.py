@@ -196,10 +196,13 @@ def _remove_repeat(tail: str, text: str) -> str:
     Told to continue exactly where it stopped, a model that starts with the words the
     kept text ended with is repeating them, however short (a cut often falls mid-word:
     "... small pa" + "part bright" is one repeat of "pa").  The repeat must start at a
-    word boundary of the kept text, so "... small pa" + "art" is not one.
+    word boundary of the kept text, so "... small pa" + "art" is not one.  A single
+    letter is too ambiguous to drop ("say é" + "éü" may well be "say ééü"): kept.
     """
     body = text.lstrip()
     for size in range(min(len(tail), len(body), OVERLAP_WINDOW), 0, -1):
+        if size == 1 and tail[-1].isalnum():
+            break
         if (size == len(tail) or not tail[-size - 1].isalnum()) and tail.endswith(body[:size]):
             return body[size:]
     return text
@@ -237,6 +240,9 @@ class Splicer:
         self._usage: dict[str, Any] = {}
         self._offset: int | None = None
         self._held: list[str] | None = None  # text held back until the seam is decided
+        # Thinking that opens a continue turn (the model thinks again before it goes on) is not part of
+        # the reply: the cut text block goes on where it stopped.  Its tokens still count in usage.
+        self._rethought: set[int] = set()
 
     def _summed(self, usage: Mapping[str, Any]) -> dict[str, Any]:
         self._usage.update({k: v for k, v in usage.items() if v is not None})
@@ -272,10 +278,15 @@ class Splicer:
                 out.append({**event, "usage": self._summed(event.get("usage") or {})})
             elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
                 index = event["index"]
+                if index in self._rethought:
+                    continue
                 if self._offset is None:
                     block = event.get("content_block") or {}
-                    if self._target >= 0 and index == 0 and block.get("type") == "text":
-                        self._offset = self._target
+                    if self._target >= 0 and block.get("type") in ("thinking", "redacted_thinking"):
+                        self._rethought.add(index)
+                        continue
+                    if self._target >= 0 and block.get("type") == "text":
+                        self._offset = self._target - index
                         self._held = []
                         continue  # the kept block stays open: no second start
                     self._offset = self._next - index

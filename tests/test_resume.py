@@ -362,6 +362,45 @@ async def test_thinking_never_uses_prefill(resume: str) -> None:
     assert result.server.requests[1].json["thinking"] == thinking
 
 
+@pytest.mark.parametrize("repeat", [0, 3])
+async def test_a_continue_turn_that_thinks_again_extends_the_cut_text_block(repeat: int) -> None:
+    """The continuation opens with a new thinking block: it is left out, the cut text block goes on."""
+    thought = "I should write a long story."  # 4 thinking deltas + the signature
+    blocks: list[Any] = [ThinkingBlock(thought, signature="sig_A"), TextBlock(TEXT, chunk_size=CHUNK)]
+    first = Reply(blocks=blocks, fault=Fault("error", after=40), request_id="req_first")
+    again = Reply(blocks=blocks, repeat_words=repeat, request_id="req_second")
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    seen: list[tuple[str, int | None, str | None]] = []
+    async with MockServer(first, again) as server, client_for(server) as sk:
+        async with sk.messages.stream(model="m", max_tokens=4096, messages=USER, thinking=thinking) as stream:
+            async for event in stream:
+                if isinstance(event, streamkit.ContentBlockStartEvent):
+                    seen.append(("start", event.index, event.content_block.type))
+                elif isinstance(event, streamkit.ContentBlockDeltaEvent):
+                    seen.append((event.delta.type, event.index, None))
+                elif isinstance(event, streamkit.ContentBlockStopEvent):
+                    seen.append(("stop", event.index, None))
+            message = await stream.get_final_message()
+    assert message.text == TEXT
+    assert [block.model_dump() for block in message.content] == [
+        {"type": "thinking", "thinking": thought, "signature": "sig_A"},
+        {"type": "text", "text": TEXT, "citations": None},
+    ]
+    starts = [entry for entry in seen if entry[0] == "start"]
+    assert starts == [("start", 0, "thinking"), ("start", 1, "text")]
+    assert [entry for entry in seen if entry[0] == "stop"] == [("stop", 0, None), ("stop", 1, None)]
+    assert {entry[1] for entry in seen if entry[0] == "text_delta"} == {1}
+    assert [entry[0] for entry in seen].count("signature_delta") == 1
+    [info] = stream.resumes
+    assert (info.strategy, info.kept_chars) == ("continue", len(TEXT[: (40 - 9) * CHUNK]))
+    # the second turn's thinking is not in the reply, but its tokens are paid for and counted
+    if not repeat:
+        rethought = 4 + 1  # thinking deltas and the signature
+        assert message.usage.output_tokens == 1 + rethought + continuation_tokens(
+            len(TEXT[: (40 - 9) * CHUNK].rstrip())
+        )
+
+
 TOOL_TEXT = "Let me check the weather in Paris."  # 5 deltas of 8
 TOOL_INPUT = {"city": "Paris", "units": "celsius", "days": [1, 2, 3], "note": "rain, maybe \u00e9t\u00e9"}
 

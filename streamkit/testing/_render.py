@@ -190,8 +190,22 @@ def plan_for(reply: Reply, body: Any) -> Plan:
             # A prefix of a matching prefix matches too, so this is never None.
             plan = _walk(reply.blocks, previous[: _repeat_start(previous, reply.repeat_words)])
         if plan:
-            return plan
+            return _think_again(reply, body, plan)
     return whole
+
+
+def _think_again(reply: Reply, body: dict[str, Any], plan: Plan) -> Plan:
+    """A continue turn is a new turn: with thinking enabled, the model thinks before it goes on.
+
+    The continuation then starts with a thinking block (the reply's first one, sent again).
+    """
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") in (None, "disabled"):
+        return plan
+    first = next((i for i, block in enumerate(reply.blocks) if isinstance(block, ThinkingBlock)), None)
+    if first is None or isinstance(reply.blocks[plan[0][0]], ThinkingBlock):
+        return plan
+    return ((first, 0), *plan)
 
 
 def _role(message: Any) -> Any:
