@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -18,6 +19,7 @@ from streamkit.transport import (
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
     USER_TIMEOUT_MS,
+    AdmittingTransport,
     default_http_client,
     keepalive_socket_options,
 )
@@ -154,6 +156,89 @@ async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env
             async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
                 assert await stream.get_final_text() == TEXT
         assert not http.is_closed
+
+
+# -- admission to the pool --------------------------------------------------------------------
+
+
+def two_slot_client(pool_timeout: float = 5.0) -> tuple[AdmittingTransport, httpx.AsyncClient]:
+    transport = AdmittingTransport(limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
+    return transport, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, pool=pool_timeout))
+
+
+def held(sk: streamkit.AsyncClient) -> streamkit.MessageStream:
+    return sk.messages.stream(model="m", max_tokens=99, messages=USER)
+
+
+async def test_the_default_pool_admits_up_to_max_connections(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with client_for("http://127.0.0.1:1") as sk:
+        transport = sk._http._transport
+        assert isinstance(transport, AdmittingTransport)
+        assert transport._slots is not None and transport._slots.value == 1000
+
+
+async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_env: pytest.MonkeyPatch) -> None:
+    """httpcore rescans its queue for every request and close; the third request waits here instead."""
+    third: list[str] = []
+    async with MockServer(default=Reply.text(TEXT, chunk_size=50)) as server:
+        transport, http = two_slot_client()
+        async with http, client_for(server.base_url, http_client=http) as sk:
+            slots = transport._slots
+            assert slots is not None
+
+            async def third_stream() -> None:
+                async with held(sk) as stream:
+                    third.append(await stream.get_final_text())
+
+            async with held(sk) as two:
+                async with anyio.create_task_group() as group:
+                    async with held(sk) as one:
+                        group.start_soon(third_stream)
+                        while slots.statistics().tasks_waiting != 1:
+                            await anyio.sleep(0.01)
+                        assert slots.value == 0
+                        assert len(transport._pool._requests) == 2  # nothing queued inside httpcore
+                        assert await one.get_final_text() == TEXT
+                assert third == [TEXT]
+                assert await two.get_final_text() == TEXT
+            assert slots.value == 2
+        assert len(server.requests) == 3
+
+
+async def test_waiting_for_a_slot_counts_against_the_pool_timeout(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with MockServer(default=Reply.text(TEXT)) as server:
+        transport, http = two_slot_client(pool_timeout=0.2)
+        async with http, client_for(server.base_url, http_client=http, max_retries=0) as sk:
+            async with held(sk) as one, held(sk) as two:
+                with pytest.raises(streamkit.APITimeoutError) as caught:
+                    async with held(sk):
+                        pass
+                assert "PoolTimeout('no connection free within 0.2 s')" in str(caught.value)
+                assert transport._slots is not None and transport._slots.value == 0
+                assert [await one.get_final_text(), await two.get_final_text()] == [TEXT, TEXT]
+            assert transport._slots.value == 2
+        assert len(server.requests) == 2
+
+
+async def test_early_exit_and_cancelled_waits_give_slots_back(no_proxy_env: pytest.MonkeyPatch) -> None:
+    async with MockServer(default=Reply.text(TEXT, chunk_size=5)) as server:
+        transport, http = two_slot_client()
+        async with http, client_for(server.base_url, http_client=http) as sk:
+            slots = transport._slots
+            assert slots is not None
+            async with held(sk) as one, held(sk) as two:
+                with anyio.move_on_after(0.1) as scope:
+                    async with held(sk):
+                        pass
+                assert scope.cancelled_caught
+                assert (slots.value, slots.statistics().tasks_waiting) == (0, 0)
+                async for event in one:  # leave after the first event, the body unread
+                    assert event.type == "message_start"
+                    break
+            assert slots.value == 2
+            async with held(sk) as again:
+                assert await again.get_final_text() == TEXT
+            assert slots.value == 2
 
 
 # -- proxies from the environment ---------------------------------------------------------------
