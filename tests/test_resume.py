@@ -20,6 +20,7 @@ import pytest
 import streamkit
 from streamkit.resume import CONTINUE_PROMPT, ResumeInfo, RetryInfo
 from streamkit.testing import Fault, MockServer, Reply, TextBlock, ThinkingBlock, lorem
+from streamkit.transport import ShardedTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -815,8 +816,9 @@ async def test_leaving_a_resumed_stream_early_leaks_no_connection() -> None:
                     break
         assert len(stream.resumes) == 1
         assert TEXT.startswith(seen)
-        pool = sk._http._transport._pool  # type: ignore[attr-defined]
-        assert [c for c in pool.connections if not c.is_idle()] == []
+        transport = sk._http._transport
+        assert isinstance(transport, ShardedTransport) and transport._busy == [0] * 10
+        assert [c for shard in transport._shards for c in shard._pool.connections if not c.is_idle()] == []
         await wait_for_connections(server, 0)  # the half-read response's connection was closed
 
 

@@ -18,8 +18,9 @@ from streamkit.transport import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
+    SHARD_CONNECTIONS,
     USER_TIMEOUT_MS,
-    AdmittingTransport,
+    ShardedTransport,
     default_http_client,
     keepalive_socket_options,
 )
@@ -84,10 +85,16 @@ def mounts_of(http: httpx.AsyncClient) -> dict[str, httpx.AsyncBaseTransport | N
     return {pattern.pattern: transport for pattern, transport in http._mounts.items()}
 
 
+def pools_of(transport: httpx.AsyncBaseTransport | None) -> list[Any]:
+    """The httpcore pools under one of streamkit's transports."""
+    assert isinstance(transport, ShardedTransport)
+    return [shard._pool for shard in transport._shards]
+
+
 def proxy_of(transport: httpx.AsyncBaseTransport | None) -> tuple[bytes, bytes, int | None]:
-    assert isinstance(transport, httpx.AsyncHTTPTransport)
-    url = transport._pool._proxy_url  # type: ignore[attr-defined]
-    return (url.scheme, url.host, url.port)
+    urls = {(url.scheme, url.host, url.port) for url in (pool._proxy_url for pool in pools_of(transport))}
+    assert len(urls) == 1
+    return urls.pop()
 
 
 # -- keep-alive ---------------------------------------------------------------------------
@@ -141,12 +148,17 @@ async def test_keepalive_on_the_socket_of_a_resumed_stream(no_proxy_env: pytest.
 async def test_the_default_pool_uses_the_options_and_long_timeouts(no_proxy_env: pytest.MonkeyPatch) -> None:
     async with client_for("http://127.0.0.1:1") as sk:
         http = sk._http
-        assert http._transport._pool._socket_options == keepalive_socket_options()  # type: ignore[attr-defined]
+        pools = pools_of(http._transport)
+        assert [pool._socket_options for pool in pools] == [keepalive_socket_options()] * 10
+        assert {(pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry) for pool in pools} == {
+            (SHARD_CONNECTIONS, 10, 5.0)
+        }
+        assert len({id(pool._ssl_context) for pool in pools}) == 1  # one TLS context, built once
         assert (http.timeout.connect, http.timeout.read) == (5.0, 600.0)
         assert mounts_of(http) == {}
     async with client_for("http://127.0.0.1:1", timeout=3.0) as sk:
         assert sk._http.timeout == httpx.Timeout(3.0)
-        assert sk._http._transport._pool._socket_options == keepalive_socket_options()  # type: ignore[attr-defined]
+        assert [pool._socket_options for pool in pools_of(sk._http._transport)] == [keepalive_socket_options()] * 10
 
 
 async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env: pytest.MonkeyPatch) -> None:
@@ -161,8 +173,8 @@ async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env
 # -- admission to the pool --------------------------------------------------------------------
 
 
-def two_slot_client(pool_timeout: float = 5.0) -> tuple[AdmittingTransport, httpx.AsyncClient]:
-    transport = AdmittingTransport(limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
+def two_slot_client(pool_timeout: float = 5.0) -> tuple[ShardedTransport, httpx.AsyncClient]:
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
     return transport, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, pool=pool_timeout))
 
 
@@ -173,8 +185,34 @@ def held(sk: streamkit.AsyncClient) -> streamkit.MessageStream:
 async def test_the_default_pool_admits_up_to_max_connections(no_proxy_env: pytest.MonkeyPatch) -> None:
     async with client_for("http://127.0.0.1:1") as sk:
         transport = sk._http._transport
-        assert isinstance(transport, AdmittingTransport)
-        assert transport._slots is not None and transport._slots.value == 1000
+        assert isinstance(transport, ShardedTransport)
+        assert (transport._slots.value, len(transport._shards), SHARD_CONNECTIONS) == (1000, 10, 100)
+
+
+def test_a_pool_without_a_connection_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="ShardedTransport needs limits with a max_connections"):
+        ShardedTransport(limits=httpx.Limits(max_connections=None))
+
+
+async def test_each_request_goes_to_the_least_busy_pool(no_proxy_env: pytest.MonkeyPatch) -> None:
+    """Three pools of one connection: three streams at once use all three; one at a time reuses the first."""
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=3, max_keepalive_connections=3))
+    assert len(transport._shards) == 1  # 3 connections fit one pool of SHARD_CONNECTIONS
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=250, max_keepalive_connections=30))
+    assert [pool._max_connections for pool in pools_of(transport)] == [84, 84, 84]
+    assert [pool._max_keepalive_connections for pool in pools_of(transport)] == [10, 10, 10]
+    async with MockServer(default=Reply.text(TEXT, chunk_size=50)) as server:
+        async with httpx.AsyncClient(transport=transport) as http, client_for(server.base_url, http_client=http) as sk:
+            async with held(sk) as one, held(sk) as two, held(sk) as three:
+                assert transport._busy == [1, 1, 1]
+                texts = [await one.get_final_text(), await two.get_final_text(), await three.get_final_text()]
+            assert texts == [TEXT] * 3 and transport._busy == [0, 0, 0]
+            for _ in range(2):
+                async with held(sk) as again:
+                    assert transport._busy == [1, 0, 0]
+                    assert await again.get_final_text() == TEXT
+            assert [len(pool.connections) for pool in pools_of(transport)] == [1, 1, 1]
+            assert transport._slots.value == 250
 
 
 async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_env: pytest.MonkeyPatch) -> None:
@@ -184,7 +222,6 @@ async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_e
         transport, http = two_slot_client()
         async with http, client_for(server.base_url, http_client=http) as sk:
             slots = transport._slots
-            assert slots is not None
 
             async def third_stream() -> None:
                 async with held(sk) as stream:
@@ -197,7 +234,7 @@ async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_e
                         while slots.statistics().tasks_waiting != 1:
                             await anyio.sleep(0.01)
                         assert slots.value == 0
-                        assert len(transport._pool._requests) == 2  # nothing queued inside httpcore
+                        assert len(transport._shards[0]._pool._requests) == 2  # nothing queued inside httpcore
                         assert await one.get_final_text() == TEXT
                 assert third == [TEXT]
                 assert await two.get_final_text() == TEXT
@@ -214,7 +251,7 @@ async def test_waiting_for_a_slot_counts_against_the_pool_timeout(no_proxy_env: 
                     async with held(sk):
                         pass
                 assert "PoolTimeout('no connection free within 0.2 s')" in str(caught.value)
-                assert transport._slots is not None and transport._slots.value == 0
+                assert transport._slots.value == 0
                 assert [await one.get_final_text(), await two.get_final_text()] == [TEXT, TEXT]
             assert transport._slots.value == 2
         assert len(server.requests) == 2
@@ -225,8 +262,7 @@ async def test_early_exit_and_cancelled_waits_give_slots_back(no_proxy_env: pyte
         transport, http = two_slot_client()
         async with http, client_for(server.base_url, http_client=http) as sk:
             slots = transport._slots
-            assert slots is not None
-            async with held(sk) as one, held(sk) as two:
+            async with held(sk) as one, held(sk):
                 with anyio.move_on_after(0.1) as scope:
                     async with held(sk):
                         pass
@@ -256,8 +292,7 @@ def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPat
     assert proxy_of(mounts["http://"]) == (b"http", b"proxy.internal", 3128)
     assert proxy_of(mounts["https://"]) == (b"http", b"secure-proxy.internal", 8443)
     for scheme in ("http://", "https://"):
-        pool = mounts[scheme]._pool  # type: ignore[union-attr]
-        assert pool._socket_options == keepalive_socket_options()
+        assert [pool._socket_options for pool in pools_of(mounts[scheme])] == [keepalive_socket_options()] * 10
     # the routing httpx does with these mounts
     assert http._transport_for_url(httpx.URL("http://api.example.com/v1/messages")) is mounts["http://"]
     assert http._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is mounts["https://"]
