@@ -11,14 +11,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._scenarios import FRAMINGS, PACE_HZ, human, reply_file
 from ._server import REPO, child_env, mock_server_process, raise_file_limit, stop
 from ._spec import HEADER, Spec, request_body
-from ._worker import CONTENDERS
+from ._worker import CONTENDERS, summary
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -197,6 +197,54 @@ def plan(options: Options) -> list[Job]:
 # -- running ---------------------------------------------------------------------------
 
 
+STREAM_KINDS = ("text", "tool", "mixed")
+
+
+def in_turns(jobs: list[Job]) -> list[Job]:
+    """Whole-stream jobs as one run per worker, the contenders of a scenario taking turns.
+
+    A shared machine's speed drifts over seconds; taking turns spreads a slow spell over
+    every contender instead of loading it onto whichever ran during it.
+    """
+    schedule: list[Job] = []
+    group: list[Job] = []
+
+    def flush() -> None:
+        for turn in range(max((job.runs for job in group), default=0)):
+            schedule.extend(replace(job, runs=1) for job in group if turn < job.runs)
+        group.clear()
+
+    for job in jobs:
+        if job.kind not in STREAM_KINDS or (group and group[0].scenario != job.scenario):
+            flush()
+        if job.kind in STREAM_KINDS:
+            group.append(job)
+        else:
+            schedule.append(job)
+    flush()
+    return schedule
+
+
+def merge_turns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per scenario and contender: the runs of its turns together (an error wins)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["scenario"], row["contender"])
+        first = merged.setdefault(key, row)
+        if first is row or "error" in first:
+            continue
+        if "error" in row:
+            merged[key] = row
+            continue
+        for name in ("cpu_s", "wall_s"):
+            first[name] = summary(first[name]["all"] + row[name]["all"])
+        first["peak_rss_mb"] = max(first["peak_rss_mb"], row["peak_rss_mb"])
+        first["runs"] += row["runs"]
+        first["completed"] += row["completed"]
+        first["errors"] = (first["errors"] + row["errors"])[:3]
+    return list(merged.values())
+
+
 def prewarm(base_url: str, header: str) -> None:
     """One request so the server renders (and caches) the reply before any worker's clock runs."""
     import httpx
@@ -236,7 +284,7 @@ def run_worker(contender: str, spec: Spec, timeout: float) -> dict[str, Any]:
 
 
 def run_all(options: Options) -> dict[str, Any]:
-    jobs = plan(options)
+    jobs = in_turns(plan(options))
     raise_file_limit(max(4096, 2 * options.streams + 512))
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -281,6 +329,7 @@ def run_all(options: Options) -> dict[str, Any]:
                 f"[{number}/{len(jobs)}] {job.scenario:<22} {job.contender:<16}"
                 f" {time.perf_counter() - t0:6.1f}s  {status}"
             )
+    results = merge_turns(results)
     report = {
         "meta": machine(options, time.perf_counter() - started),
         "results": results,
@@ -352,7 +401,10 @@ def machine(options: Options, seconds: float) -> dict[str, Any]:
         "anthropic_runs_per_size": 1,
         "anthropic_max_size": max(options.sizes) if options.full else ANTHROPIC_MAX,
         "memory": MEMORY_NOTE,
-        "cpu_time": "time.process_time() of the client process around the measured part; medians of runs",
+        "cpu_time": (
+            "time.process_time() of the client process around the measured part; medians of runs;"
+            " whole streams: one run per worker process, after a warm-up, the contenders of a scenario taking turns"
+        ),
         "framings": FRAMING_NOTES,
         "streamkit_tree": _streamkit_tree(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

@@ -121,11 +121,16 @@ def _finish(parts: list[list[str]], kinds: list[str], outcome: Outcome) -> None:
 
 
 def http_client() -> Any:
-    """An httpx client with streamkit's pool limits, so that concurrency is compared like for like."""
+    """An httpx client on streamkit's pools, so that concurrency compares the work per stream.
+
+    One plain httpcore pool of 1,000 connections costs far more CPU than the streams under a
+    burst (see streamkit/transport.py); that is httpx's cost, not the parser's.
+    """
     import httpx
 
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    return httpx.AsyncClient(timeout=600, limits=limits)
+    from streamkit.transport import ShardedTransport
+
+    return httpx.AsyncClient(timeout=600, transport=ShardedTransport())
 
 
 # -- the contenders ------------------------------------------------------------------
@@ -413,7 +418,8 @@ async def _timed(call: Callable[[], Awaitable[Outcome]]) -> tuple[float, float, 
     return cpu, wall, outcome
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, min, max and every value (so that runs from several workers can be merged)."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
@@ -457,8 +463,8 @@ async def run_stream(session: Session, spec: Spec) -> dict[str, Any]:
             errors.append(problem)
         del outcome
     return {
-        "cpu_s": _summary(cpus),
-        "wall_s": _summary(walls),
+        "cpu_s": summary(cpus),
+        "wall_s": summary(walls),
         "peak_rss_mb": peak_rss_mb(),
         "deltas": expected.deltas,
         "runs": spec.runs,
@@ -477,7 +483,7 @@ async def run_ttft(session: Session, spec: Spec) -> dict[str, Any]:
         if (problem := check(outcome, session.expected)) is not None:
             errors.append(problem)
     return {
-        "ttft_s": _summary(firsts),
+        "ttft_s": summary(firsts),
         "deltas": session.expected.deltas,
         "runs": spec.runs,
         "completed": spec.runs - len(errors),
@@ -522,9 +528,9 @@ async def run_concurrent(session: Session, spec: Spec) -> dict[str, Any]:
         if server0 is not None and server1 is not None:
             servers.append(server1 - server0)
     return {
-        "cpu_s": _summary(cpus),
-        "wall_s": _summary(walls),
-        **({"server_cpu_s": _summary(servers)} if servers else {}),
+        "cpu_s": summary(cpus),
+        "wall_s": summary(walls),
+        **({"server_cpu_s": summary(servers)} if servers else {}),
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline,
         "streams": spec.streams,
@@ -557,8 +563,8 @@ async def run_resume(session: Session, spec: Spec) -> dict[str, Any]:
         if (problem := check(outcome, expected)) is not None:
             errors.append(f"{key}: {problem}")
     return {
-        "cpu_s": {key: _summary(values) for key, values in cpus.items()},
-        "wall_s": {key: _summary(values) for key, values in walls.items()},
+        "cpu_s": {key: summary(values) for key, values in cpus.items()},
+        "wall_s": {key: summary(values) for key, values in walls.items()},
         "peak_rss_mb": peak_rss_mb(),
         "deltas": expected.deltas,
         "runs": 2 * spec.runs,
