@@ -1,6 +1,6 @@
 """``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback.
 
-    python -m benchmarks                 # the default run (about 7 minutes)
+    python -m benchmarks                 # the default run (about 12 minutes)
     python -m benchmarks --quick         # small sizes, 1 repeat: a CI smoke run
     python -m benchmarks --full          # the official SDK at every size too (many minutes)
     python -m benchmarks accumulator     # MessageAccumulator alone, events per second
