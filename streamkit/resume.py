@@ -197,12 +197,11 @@ def _remove_repeat(tail: str, text: str) -> str:
     kept text ended with is repeating them, however short (a cut often falls mid-word:
     "... small pa" + "part bright" is one repeat of "pa").  The repeat must start at a
     word boundary of the kept text, so "... small pa" + "art" is not one.  A single
-    letter is too ambiguous to drop ("say é" + "éü" may well be "say ééü"): kept.
+    character is too ambiguous to drop: "say é" + "éü" may well be "say ééü", "🎉🌍" + "🌍🚀"
+    may be "🎉🌍🌍🚀" (both found by the chaos soak), so it is kept.
     """
     body = text.lstrip()
-    for size in range(min(len(tail), len(body), OVERLAP_WINDOW), 0, -1):
-        if size == 1 and tail[-1].isalnum():
-            break
+    for size in range(min(len(tail), len(body), OVERLAP_WINDOW), 1, -1):
         if (size == len(tail) or not tail[-size - 1].isalnum()) and tail.endswith(body[:size]):
             return body[size:]
     return text

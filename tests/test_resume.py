@@ -210,6 +210,31 @@ async def test_whitespace_at_the_seam(strategy: str, repeat: int) -> None:
     assert wrong == []
 
 
+SYMBOL_TEXT = "🧪🎉🌍🌍🌍🚀🚀 ok, a a b 本漢测测字 éé ?? öö yes?? Done!!"
+
+
+async def test_a_continue_seam_between_repeated_characters() -> None:
+    """A continuation that starts with the character the kept text ends with is not a repeat of it.
+
+    Found by the chaos soak: "🧪🎉🌍🌍" + "🌍🚀🚀" lost one 🌍.  Every cut, no repeat sent.
+    (The price: a model that restarts a word after its first character leaves that
+    character doubled; see README, Retries and resumes.)
+    """
+    wrong: list[tuple[int, str]] = []
+    async with MockServer() as server, client_for(server, resume="continue") as sk:
+        for after in range(3, len(SYMBOL_TEXT) + 2):
+            server.push(
+                Reply.text(SYMBOL_TEXT, chunk_size=1, fault=Fault("cut", after=after)),
+                Reply.text(SYMBOL_TEXT, chunk_size=1),
+            )
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                text = await stream.get_final_text()
+            assert [info.strategy for info in stream.resumes] == ["continue"]
+            if text != SYMBOL_TEXT:
+                wrong.append((after, text))
+    assert wrong == []
+
+
 # -- strategies -------------------------------------------------------------------------------
 
 
