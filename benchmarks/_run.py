@@ -46,6 +46,7 @@ ANTHROPIC_MAX = 20_000  # the SDK costs ~45 us/event: bigger sizes only with --f
 UI_TOOL_MAX = 20_000
 WARMUP_MAX = 10_000  # deltas of the warm-up stream at most
 LARGE = 100_000  # sizes from here on use --repeat-large
+STREAM_KINDS = ("text", "tool", "mixed")  # jobs and rows of whole-stream scenarios
 RESUME_MAX_SIZE = 20_000  # the resume comparison runs 2 x repeat streams: no bigger than this
 PEER_STREAMS = 1_000  # concurrent streams of the official SDK (its default pool), and of the like-for-like row
 MEMORY_NOTE = (
@@ -195,9 +196,6 @@ def plan(options: Options) -> list[Job]:
 
 
 # -- running ---------------------------------------------------------------------------
-
-
-STREAM_KINDS = ("text", "tool", "mixed")
 
 
 def in_turns(jobs: list[Job]) -> list[Job]:
@@ -432,7 +430,7 @@ def stream_scenarios(results: list[dict[str, Any]], framing: str | None = None) 
     seen: list[str] = []
     for row in results:
         wanted = framing is None or row["framing"] == framing
-        if wanted and row["kind"] in ("text", "tool", "mixed") and row["scenario"] not in seen:
+        if wanted and row["kind"] in STREAM_KINDS and row["scenario"] not in seen:
             seen.append(row["scenario"])
     return seen
 

@@ -195,7 +195,7 @@ def test_a_pool_without_a_connection_limit_is_refused() -> None:
 
 
 async def test_each_request_goes_to_the_least_busy_pool(no_proxy_env: pytest.MonkeyPatch) -> None:
-    """Three pools of one connection: three streams at once use all three; one at a time reuses the first."""
+    """250 connections make three pools: three streams at once use all three; one at a time reuses the first."""
     transport = ShardedTransport(limits=httpx.Limits(max_connections=3, max_keepalive_connections=3))
     assert len(transport._shards) == 1  # 3 connections fit one pool of SHARD_CONNECTIONS
     transport = ShardedTransport(limits=httpx.Limits(max_connections=250, max_keepalive_connections=30))
