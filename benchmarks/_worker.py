@@ -128,7 +128,7 @@ def http_client() -> Any:
     """
     import httpx
 
-    from streamkit.transport import ShardedTransport
+    from streamkit._transport import ShardedTransport
 
     return httpx.AsyncClient(timeout=600, transport=ShardedTransport())
 

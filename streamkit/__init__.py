@@ -4,9 +4,9 @@ Start with ``AsyncClient`` and ``client.messages.stream(...)``; everything it ra
 derives from ``StreamkitError``.
 """
 
-from .accumulate import MessageAccumulator
-from .client import AsyncClient, Messages
-from .errors import (
+from ._accumulate import MessageAccumulator
+from ._client import AsyncClient, Messages
+from ._errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -28,8 +28,7 @@ from .errors import (
     StreamkitError,
     StreamTimeoutError,
 )
-from .events import (
-    MAX_EVENT_SIZE,
+from ._events import (
     CitationsDelta,
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
@@ -41,7 +40,6 @@ from .events import (
     MessageStopEvent,
     PingEvent,
     SignatureDelta,
-    SSEDecoder,
     StreamEvent,
     TextDelta,
     ThinkingDelta,
@@ -49,7 +47,7 @@ from .events import (
     UnknownEvent,
     parse_event,
 )
-from .message import (
+from ._message import (
     ContentBlock,
     Message,
     RedactedThinkingBlock,
@@ -60,8 +58,10 @@ from .message import (
     UnknownBlock,
     Usage,
 )
-from .resume import ResumeInfo, RetryInfo, RetryPolicy
-from .stream import MessageStream
+from ._resume import ResumeInfo
+from ._retry import RetryInfo, RetryPolicy
+from ._sse import MAX_EVENT_SIZE, SSEDecoder
+from ._stream import MessageStream
 
 __version__ = "0.1.0"
 

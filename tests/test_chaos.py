@@ -39,6 +39,7 @@ import anyio
 import pytest
 
 import streamkit
+import streamkit._resume
 from streamkit.testing import Fault, MockServer, Reply, TextBlock, ThinkingBlock, ToolUseBlock
 
 pytestmark = pytest.mark.anyio
@@ -300,7 +301,7 @@ async def test_a_continue_turn_cut_between_two_equal_characters_keeps_both() -> 
                 message = await stream.get_final_message()
         assert [turn["content"] for turn in server.requests[1].json["messages"][1:]] == [
             "say é",
-            streamkit.resume.CONTINUE_PROMPT,
+            streamkit._resume.CONTINUE_PROMPT,
         ]
     assert [resume.strategy for resume in stream.resumes] == ["continue"]
     assert message.text == "say ééü now"

@@ -40,7 +40,7 @@ from pydantic_core import from_json
 
 import streamkit
 from streamkit import MAX_EVENT_SIZE, MessageAccumulator, SSEDecoder, parse_event
-from streamkit.errors import stream_error
+from streamkit._errors import stream_error
 from streamkit.testing import MockServer, Reply
 
 pytestmark = pytest.mark.anyio

@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 import streamkit
-from streamkit.resume import CONTINUE_PROMPT, ResumeInfo, RetryInfo
+from streamkit import ResumeInfo, RetryInfo
+from streamkit._resume import CONTINUE_PROMPT
+from streamkit._transport import ShardedTransport
 from streamkit.testing import Fault, MockServer, Reply, TextBlock, ThinkingBlock, lorem
-from streamkit.transport import ShardedTransport
 
 pytestmark = pytest.mark.anyio
 

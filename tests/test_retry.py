@@ -16,8 +16,7 @@ import anyio
 import pytest
 
 import streamkit
-import streamkit.resume
-from streamkit.resume import RetryInfo
+from streamkit import RetryInfo
 from streamkit.testing import Fault, MockServer, Reply, lorem
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 import streamkit
-from streamkit.resume import ResumeInfo
-from streamkit.testing import Fault, MockServer, Reply, lorem
-from streamkit.transport import (
+from streamkit import ResumeInfo
+from streamkit._transport import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
@@ -24,6 +23,7 @@ from streamkit.transport import (
     default_http_client,
     keepalive_socket_options,
 )
+from streamkit.testing import Fault, MockServer, Reply, lorem
 
 pytestmark = pytest.mark.anyio
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_USER_TIMEOUT and friends are Linux")

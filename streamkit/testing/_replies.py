@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import _TYPE_BY_STATUS
+from .._errors import _TYPE_BY_STATUS
 
 __all__ = [
     "Block",

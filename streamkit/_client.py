@@ -13,7 +13,7 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
-from .errors import (
+from ._errors import (
     APIConnectionError,
     APIStatusError,
     ProtocolError,
@@ -22,10 +22,11 @@ from .errors import (
     StreamkitError,
     status_error,
 )
-from .message import Message
-from .resume import ResumePlanner, ResumeStrategy, RetryInfo, RetryPolicy
-from .stream import Hook, Hooks, MessageStream, call_hook, open_stream_response
-from .transport import default_http_client, send_request
+from ._message import Message
+from ._resume import ResumePlanner, ResumeStrategy
+from ._retry import RetryInfo, RetryPolicy
+from ._stream import Hook, Hooks, MessageStream, call_hook, open_stream_response
+from ._transport import default_http_client, send_request
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .errors import APIConnectionError, APITimeoutError
+from ._errors import APIConnectionError, APITimeoutError
 
 KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
 KEEPALIVE_INTERVAL = 15  # seconds between probes

@@ -21,8 +21,8 @@ import httpx
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from .accumulate import MessageAccumulator
-from .errors import (
+from ._accumulate import MessageAccumulator
+from ._errors import (
     APIConnectionError,
     APIStatusError,
     ConnectionLostError,
@@ -34,13 +34,16 @@ from .errors import (
     status_error,
     stream_error,
 )
-from .events import SSEDecoder, StreamEvent, parse_event
-from .message import Message
-from .resume import ResumeInfo, ResumePlan, ResumePlanner, RetryInfo, RetryPolicy, Splicer
-from .transport import send_request
+from ._events import StreamEvent, parse_event
+from ._message import Message
+from ._resume import ResumeInfo, ResumePlan, ResumePlanner
+from ._retry import RetryInfo, RetryPolicy
+from ._splice import Splicer
+from ._sse import SSEDecoder
+from ._transport import send_request
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ._client import AsyncClient
 
 Hook = Callable[[Any], Awaitable[None] | None]
 _DRAIN_SECONDS = 1.0  # after message_stop, how long to wait for the end of the body (to reuse the connection)

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-from .errors import ProtocolError
-from .message import (
+from ._errors import ProtocolError
+from ._message import (
     ContentBlock,
     Message,
     RedactedThinkingBlock,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .message import Message
+    from ._message import Message
 
 
 class StreamkitError(Exception):

@@ -1,0 +1,49 @@
+"""Retry policy: whether a failed request is worth another, and how long to wait first.
+
+Plain data and a pure decision, no I/O: the request layer runs the loop before a stream,
+the reply machine asks the same policy about a plain retry inside one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ._errors import APIConnectionError, APIError, APIStatusError, IncompleteStreamError, StreamError, StreamkitError
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryInfo:
+    """One retry of a request that failed before any content (the ``on_retry`` argument)."""
+
+    attempt: int
+    error: StreamkitError
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; the server's own hints win."""
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def should_retry(self, error: StreamkitError, retries_done: int) -> bool:
+        if retries_done >= self.max_retries:
+            return False
+        if isinstance(error, APIConnectionError | StreamError | IncompleteStreamError):
+            return True  # for a failure inside a stream, the caller checked it is resumable
+        if isinstance(error, APIStatusError):
+            if error.should_retry is not None:
+                return error.should_retry
+            return error.status_code in RETRYABLE_STATUS
+        return False
+
+    def delay(self, retries_done: int, error: StreamkitError | None = None) -> float:
+        hinted = error.retry_after if isinstance(error, APIError) else None
+        if hinted is not None:
+            return min(hinted, 60.0)
+        return random.uniform(0.0, min(self.max_delay, self.initial_delay * 2**retries_done))
