@@ -39,6 +39,7 @@ from ._events import (
     MessageStartEvent,
     MessageStopEvent,
     PingEvent,
+    RewindEvent,
     SignatureDelta,
     StreamEvent,
     TextDelta,
@@ -58,6 +59,7 @@ from ._message import (
     UnknownBlock,
     Usage,
 )
+from ._replay import Rewind
 from ._resume import ResumeInfo
 from ._retry import RetryInfo, RetryPolicy
 from ._sse import MAX_EVENT_SIZE, SSEDecoder
@@ -100,6 +102,8 @@ __all__ = [
     "RedactedThinkingBlock",
     "RequestTooLargeError",
     "ResumeInfo",
+    "Rewind",
+    "RewindEvent",
     "RetryInfo",
     "RetryPolicy",
     "SSEDecoder",

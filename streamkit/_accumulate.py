@@ -36,17 +36,19 @@ _BLOCK_MODELS: dict[str, type[BaseModel]] = {
     "redacted_thinking": RedactedThinkingBlock,
 }
 _TOOL_TYPES = frozenset({"tool_use", "server_tool_use"})
-_APPEND_FIELD = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
+APPEND_FIELD = {  # delta type -> the field whose string it appends to the block
+   "text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
 
 
 class _Block:
     """One content block while it streams: appended parts, materialised on demand."""
 
-    __slots__ = ("closed", "fields", "model", "parts")
+    __slots__ = ("closed", "extras", "fields", "model", "parts")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
         self.parts: list[str] = []
+        self.extras = 0  # deltas that set or add a field instead of appending (signature, citations ...)
         self.closed = False
         self.model: ContentBlock | None = None
 
@@ -168,13 +170,14 @@ class MessageAccumulator:
             raise KeyError(f"content block {index} was never started")
         block.model = None
         kind = delta["type"]
-        field = _APPEND_FIELD.get(kind)
+        field = APPEND_FIELD.get(kind)
         if field is not None:
             part = delta[field]
             if part.__class__ is not str:
                 raise TypeError(f"{kind}.{field} is {type(part).__name__}, not a string")
             block.parts.append(part)
             return
+        block.extras += 1
         fields = dict(block.fields)
         if kind == "signature_delta":
             fields["signature"] = delta["signature"]
@@ -237,6 +240,22 @@ class MessageAccumulator:
             if not block.closed:
                 return index
         return None
+
+    def blocks_from(self, index: int) -> list[tuple[int, _Block]]:
+        """The blocks at ``index`` and after, in order (what a resume is about to drop)."""
+        return [(i, block) for i, block in self._blocks.items() if i >= index]
+
+    def is_text(self, index: int) -> bool:
+        block = self._blocks.get(index)
+        return block is not None and block.type == "text"
+
+    def text_length(self, index: int) -> int:
+        """Characters of text in the text blocks before ``index``: what ``text_stream`` showed of them."""
+        return sum(
+            len(block.fields.get("text") or "") + len(block.joined())
+            for i, block in self._blocks.items()
+            if i < index and block.type == "text"
+        )
 
     def truncate(self, count: int) -> None:
         """Drop every block from index ``count`` on (a block that cannot be resumed)."""

@@ -1,38 +1,27 @@
-"""AsyncClient: configuration, request building and the retry loop before a stream."""
+"""AsyncClient: configuration, and the ``messages`` endpoints built on the request layer."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import anyio
 import httpx
-from pydantic import ValidationError
 
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    ProtocolError,
-    RequestTooLargeError,
-    StreamingRequiredError,
-    StreamkitError,
-    status_error,
-)
+from ._errors import StreamingRequiredError, StreamkitError
+from ._hooks import Hook, Hooks
 from ._message import Message
+from ._request import Requester, stream_opener, with_retries
 from ._resume import ResumePlanner, ResumeStrategy
-from ._retry import RetryInfo, RetryPolicy
-from ._stream import Hook, Hooks, MessageStream, call_hook, open_stream_response
-from ._transport import default_http_client, send_request
+from ._retry import RetryPolicy
+from ._stream import MessageStream
+from ._transport import DEFAULT_DRAIN_TIMEOUT, default_http_client
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-API_VERSION = "2023-06-01"
-MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
+MESSAGES_PATH = "/v1/messages"
 NONSTREAMING_LIMIT_S = 600  # the API asks that anything longer be streamed
-_T = TypeVar("_T")
 
 
 class _NotGiven:
@@ -62,6 +51,7 @@ class AsyncClient:
         http_client: httpx.AsyncClient | None = None,
         resume: ResumeStrategy | Literal[False] = "auto",
         stall_timeout: float | None = 120.0,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         retry_initial_delay: float = 0.5,
         retry_max_delay: float = 8.0,
     ) -> None:
@@ -75,6 +65,8 @@ class AsyncClient:
         self.max_resumes = max_resumes
         self.resume: ResumeStrategy | Literal[False] = resume
         self.stall_timeout = stall_timeout
+        self.drain_timeout = drain_timeout
+        self._requester = Requester(self._http, self.base_url, self.api_key)
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
 
@@ -91,62 +83,9 @@ class AsyncClient:
         if self._owns_http:
             await self._http.aclose()
 
-    # -- plumbing used by Messages and MessageStream ----------------------------------
-
     def _retry_policy(self, max_retries: int | None) -> RetryPolicy:
         """The client's policy, with a per-call ``max_retries`` if one was given."""
         return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
-
-    def _request(self, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool) -> httpx.Request:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if len(content) > MAX_REQUEST_BYTES:
-            raise RequestTooLargeError(
-                f"the request body is {len(content):,} bytes, over the API's limit of "
-                f"{MAX_REQUEST_BYTES:,} bytes: it was not sent (shrink the messages or use the Files API)",
-                error_type="request_too_large",
-            )
-        all_headers = {
-            "anthropic-version": API_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-        if self.api_key is not None:
-            all_headers["x-api-key"] = self.api_key
-        all_headers.update(headers)
-        return self._http.build_request("POST", f"{self.base_url}/v1/messages", content=content, headers=all_headers)
-
-    async def _with_retries(
-        self,
-        send: Callable[[], Awaitable[_T]],
-        policy: RetryPolicy,
-        records: list[RetryInfo],
-        on_retry: Hook | None,
-    ) -> _T:
-        """Send until it works or the policy gives up; only pre-stream failures retry."""
-        done = 0
-        while True:
-            try:
-                return await send()
-            except (APIStatusError, APIConnectionError) as error:
-                if not policy.should_retry(error, done):
-                    raise
-                delay = policy.delay(done, error)
-                done += 1
-                info = RetryInfo(done, error, delay)
-                records.append(info)
-                await call_hook(on_retry, info)
-                await anyio.sleep(delay)
-
-    async def _send_stream(
-        self,
-        body: Mapping[str, Any],
-        headers: Mapping[str, str],
-        policy: RetryPolicy,
-        records: list[RetryInfo],
-        on_retry: Hook | None,
-    ) -> httpx.Response:
-        request = self._request(body, headers, stream=True)
-        return await self._with_retries(lambda: open_stream_response(self._http, request), policy, records, on_retry)
 
 
 class Messages:
@@ -169,6 +108,7 @@ class Messages:
         on_error: Hook | None = None,
         on_retry: Hook | None = None,
         on_resume: Hook | None = None,
+        on_rewind: Hook | None = None,
         max_retries: int | None = None,
         max_resumes: int | None = None,
         resume: ResumeStrategy | Literal[False] | None = None,
@@ -187,13 +127,14 @@ class Messages:
         )
         body = {"model": model, "max_tokens": max_tokens, "messages": list(messages), **params, "stream": True}
         return MessageStream(
-            client,
+            stream_opener(client._requester, MESSAGES_PATH, dict(extra_headers or {}), retry),
             body,
-            headers=dict(extra_headers or {}),
-            hooks=Hooks(on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume),
-            retry=retry,
+            hooks=Hooks(
+                on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume, on_rewind
+            ),
             resume=planner,
             stall_timeout=client.stall_timeout if stall_timeout is NOT_GIVEN else stall_timeout,
+            drain_timeout=client.drain_timeout,
         )
 
     async def create(
@@ -216,20 +157,6 @@ class Messages:
         client = self._client
         retry = client._retry_policy(max_retries)
         body = {"model": model, "max_tokens": max_tokens, "messages": list(messages), **params}
-        request = client._request(body, dict(extra_headers or {}), stream=False)
-
-        async def send() -> Message:
-            response = await send_request(client._http, request, stream=False)
-            request_id = response.headers.get("request-id")
-            if response.status_code != 200:
-                raise status_error(response.status_code, response.headers, response.content)
-            try:
-                return Message.model_validate_json(response.content)
-            except ValidationError as exc:
-                raise ProtocolError(
-                    f"the response is not a Message: {exc.errors()[0]['msg']}",
-                    data=response.content,
-                    request_id=request_id,
-                ) from exc
-
-        return await client._with_retries(send, retry, [], on_retry)
+        requester = client._requester
+        request = requester.build(MESSAGES_PATH, body, dict(extra_headers or {}), stream=False)
+        return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)

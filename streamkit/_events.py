@@ -126,6 +126,19 @@ class UnknownEvent(BaseModel):
     data: dict[str, Any]
 
 
+class RewindEvent(BaseModel):
+    """streamkit's own event, never sent by the API: a resumed reply departs from what was shown.
+
+    Everything handed out from block ``index`` at ``offset`` on is withdrawn; ``text_offset``
+    is that point in the reply's text.  See ``Rewind``.
+    """
+
+    type: Literal["rewind"] = "rewind"
+    index: int
+    offset: int
+    text_offset: int
+
+
 StreamEvent: TypeAlias = (
     MessageStartEvent
     | ContentBlockStartEvent
@@ -136,6 +149,7 @@ StreamEvent: TypeAlias = (
     | PingEvent
     | ErrorEvent
     | UnknownEvent
+    | RewindEvent
 )
 
 _EVENT_MODELS: dict[str, type[_Model]] = {

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from ._accumulate import MessageAccumulator
 from ._errors import IncompleteStreamError, InvalidRequestError, StreamError, StreamkitError
 from ._message import TextBlock
+from ._replay import Rewind
 from ._retry import RetryPolicy
 from ._splice import Splicer
 
@@ -26,9 +27,13 @@ CONTINUE_PROMPT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResumeInfo:
-    """One resume of a stream that broke after delivering content (the ``on_resume`` argument)."""
+    """One resume of a stream that broke after delivering content (the ``on_resume`` argument).
+
+    ``rewind`` is set later, if the regenerated part of the reply departed from what had
+    already been handed out (see ``Rewind``).
+    """
 
     attempt: int
     cause: StreamkitError
@@ -37,6 +42,7 @@ class ResumeInfo:
     request_id: str | None
     kept_chars: int
     dropped_block: str | None = None
+    rewind: Rewind | None = None
 
 
 @dataclass(slots=True)

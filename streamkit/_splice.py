@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ._errors import ProtocolError
+
 OVERLAP_WINDOW = 400  # how much of the continuation is held back to look for a repeat
 
 
@@ -88,10 +90,13 @@ class Splicer:
             return []
         return [{"type": "content_block_delta", "index": self._target, "delta": {"type": "text_delta", "text": held}}]
 
-    def splice(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def splice(self, batch: list[dict[str, Any]], out: list[dict[str, Any]]) -> None:
+        """Append the rewritten ``batch`` to ``out``; a malformed event raises ``ProtocolError``.
+
+        The events before the malformed one are in ``out``; the splicer is as it was before it.
+        """
         for event in batch:
-            kind = event["type"]
+            kind = _checked(event)
             if kind == "message_start":
                 usage = self._summed(event["message"].get("usage") or {})
                 out.append({"type": "message_delta", "delta": {}, "usage": usage})
@@ -124,4 +129,34 @@ class Splicer:
                 out.append({**event, "index": mapped})
             else:
                 out.append(event)
-        return out
+
+
+_BLOCK_EVENTS = ("content_block_start", "content_block_delta", "content_block_stop")
+
+
+def _checked(event: dict[str, Any]) -> Any:
+    """The event's type, once every field the splicer reads from it has the right shape."""
+    kind = event["type"]
+    if kind in _BLOCK_EVENTS:
+        problem = None
+        if type(event.get("index")) is not int:
+            problem = f"its index is {event.get('index')!r}, not an integer"
+        elif kind == "content_block_start" and not isinstance(event.get("content_block"), dict):
+            problem = "its content_block is not an object"
+        elif kind == "content_block_delta":
+            delta = event.get("delta")
+            if not isinstance(delta, dict):
+                problem = "its delta is not an object"
+            elif delta.get("type") == "text_delta" and not isinstance(delta.get("text"), str):
+                problem = "its text is not a string"
+    elif kind == "message_start":
+        message = event.get("message")
+        problem = None if isinstance(message, dict) and isinstance(message.get("usage") or {}, dict) else "bad message"
+    elif kind == "message_delta":
+        problem = None if isinstance(event.get("usage") or {}, dict) else "its usage is not an object"
+    else:
+        return kind
+    if problem is not None:
+        message = f"cannot continue the reply with a malformed {kind} event: {problem}"
+        raise ProtocolError(message, data=repr(event).encode())
+    return kind

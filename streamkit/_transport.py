@@ -1,4 +1,6 @@
-"""The default httpx client: sockets that survive long generations.
+"""What streamkit knows of the wire: the default httpx client, and reading a stream's body.
+
+The default client keeps sockets alive through long generations.
 
 A generation can run for many minutes with little traffic; NAT boxes and load balancers
 drop connections that look idle.  TCP keep-alive probes keep them known, and
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import anyio
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError
+from ._errors import ConnectionLostError, IncompleteStreamError, ProtocolError, StallError, StreamTimeoutError
 
 KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
 KEEPALIVE_INTERVAL = 15  # seconds between probes
@@ -166,11 +169,108 @@ def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.A
     )
 
 
-async def send_request(http: httpx.AsyncClient, request: httpx.Request, *, stream: bool) -> httpx.Response:
-    """Send one request; a failure before the API answered becomes a retryable streamkit error."""
-    try:
-        return await http.send(request, stream=stream)
-    except httpx.TimeoutException as exc:
-        raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
-    except httpx.HTTPError as exc:
-        raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+DEFAULT_DRAIN_TIMEOUT = 1.0  # after message_stop, how long to wait for the end of the body (to reuse the connection)
+
+
+def _transport_error(exc: httpx.HTTPError) -> type[IncompleteStreamError | ProtocolError]:
+    if isinstance(exc, httpx.TimeoutException):
+        return StreamTimeoutError
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError
+    return ConnectionLostError
+
+
+class BodyReader:
+    """Reads one streamed response's body a chunk at a time, with the stall watchdog.
+
+    The transport applies its read timeout to every socket read of the body, a timer each
+    read pays anyway: lowered to the stall timeout, it catches silence at no cost per chunk.
+    httpcore (the transport of httpx) takes it from the request when the body starts.  A
+    cancel scope is entered only while it is needed: after chunks that held nothing but pings
+    (the deadline counts from the last progress), while draining after ``message_stop``, or
+    on a transport whose read timeout cannot watch for silence.
+    """
+
+    __slots__ = (
+        "_asked",
+        "_by_read_timeout",
+        "_chunks",
+        "_deadline",
+        "_drain",
+        "_draining",
+        "_response",
+        "_silence_watched",
+        "_stall",
+    )
+
+    def __init__(self, response: httpx.Response, stall_timeout: float | None, drain_timeout: float) -> None:
+        self._response = response
+        self._chunks = response.aiter_bytes()
+        self._stall = stall_timeout
+        self._drain = drain_timeout
+        self._deadline: float | None = None  # of the next read, when a cancel scope watches it
+        self._draining = False
+        self._asked = 0.0
+        self._by_read_timeout = False  # the read timeout was lowered to the stall timeout
+        if stall_timeout is not None and "network_stream" in response.extensions:
+            timeouts = response.request.extensions.get("timeout") or {}
+            read = timeouts.get("read")
+            if read is None or stall_timeout < read:
+                response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
+                self._by_read_timeout = True
+            self._silence_watched = True
+        else:
+            self._silence_watched = stall_timeout is None
+
+    def _stalled(self) -> StallError:
+        return StallError(f"no progress for {self._stall} s (only pings or silence): the stream stalled")
+
+    async def read(self) -> bytes | None:
+        """The next chunk, or None at the end of the body (or of the drain).
+
+        Raises ``StallError``, or how the connection failed (``ConnectionLostError``,
+        ``StreamTimeoutError``, ``ProtocolError`` for a body that cannot be decoded).
+        """
+        deadline = self._deadline
+        self._asked = time.monotonic()
+        try:
+            if deadline is None and self._silence_watched:
+                return await self._chunks.__anext__()
+            limit = anyio.current_time() + self._stall if deadline is None else deadline  # type: ignore[operator]
+            with anyio.CancelScope(deadline=limit):
+                return await self._chunks.__anext__()
+            if self._draining:
+                return None
+            raise self._stalled()
+        except StopAsyncIteration:
+            return None
+        except httpx.HTTPError as exc:
+            if self._draining:
+                return None
+            if self._by_read_timeout and isinstance(exc, httpx.ReadTimeout):
+                raise self._stalled() from exc
+            raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+
+    def progressed(self, progress: bool) -> None:
+        """After a chunk was decoded: progress stops the no-progress timer, pings alone start it.
+
+        The timer counts from when the consumer last asked for more, so a slow consumer is no stall.
+        """
+        if self._draining:
+            return
+        if progress:
+            self._deadline = None
+        elif self._deadline is None and self._stall is not None:
+            self._deadline = anyio.current_time() + self._stall - (time.monotonic() - self._asked)
+
+    def drain(self) -> None:
+        """The reply is whole: what follows is only read, briefly, to free the connection."""
+        if not self._draining:
+            self._draining = True
+            self._deadline = anyio.current_time() + self._drain
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

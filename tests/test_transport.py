@@ -65,7 +65,7 @@ EXPECTED_KEEPALIVE = {
 
 def live_socket(stream: streamkit.MessageStream) -> Any:
     """The socket under the stream's current response (asyncio's TransportSocket or trio's socket)."""
-    response = stream._response
+    response = stream._reader._response  # type: ignore[union-attr]
     assert response is not None
     sock = response.extensions["network_stream"].get_extra_info("socket")
     assert sock is not None and sock.type == socket.SOCK_STREAM

@@ -1,0 +1,146 @@
+"""The request layer: build a request, send it, map transport failures, retry before the stream.
+
+Every endpoint goes through ``Requester``: ``Messages.stream()`` opens each attempt with
+``open_stream`` and ``Messages.create()`` sends with ``send_json``.  Nothing here reads a
+stream's body: that is the stream shell's job, once the API has answered 200.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from pydantic import ValidationError
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ProtocolError,
+    RequestTooLargeError,
+    status_error,
+)
+from ._hooks import Hook, call_hook
+from ._message import Message
+from ._retry import RetryInfo, RetryPolicy
+
+API_VERSION = "2023-06-01"
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
+_T = TypeVar("_T")
+
+
+class Requester:
+    """Sends requests to one API host with one key; owns nothing (the client owns the pool)."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+        self.http = http
+        self.base_url = base_url
+        self._api_key = api_key
+
+    def build(
+        self, path: str, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool
+    ) -> httpx.Request:
+        """The request, refused locally if its body is over the API's size limit."""
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(content) > MAX_REQUEST_BYTES:
+            raise RequestTooLargeError(
+                f"the request body is {len(content):,} bytes, over the API's limit of "
+                f"{MAX_REQUEST_BYTES:,} bytes: it was not sent (shrink the messages or use the Files API)",
+                error_type="request_too_large",
+            )
+        all_headers = {
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
+        if self._api_key is not None:
+            all_headers["x-api-key"] = self._api_key
+        all_headers.update(headers)
+        return self.http.build_request("POST", f"{self.base_url}{path}", content=content, headers=all_headers)
+
+    async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send once; a failure before the API answered becomes a retryable streamkit error."""
+        try:
+            return await self.http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+
+    async def open_stream(self, request: httpx.Request) -> httpx.Response:
+        """Send one streaming request; raise its pre-stream error, if any, with the response closed."""
+        response = await self.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                content = await response.aread()
+                raise status_error(response.status_code, response.headers, content)
+            content_type = response.headers.get("content-type", "")
+            if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+                content = b""
+                async for piece in response.aiter_bytes():
+                    content += piece
+                    if len(content) >= 500:
+                        break
+                raise ProtocolError(
+                    f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
+                    data=content,
+                    request_id=response.headers.get("request-id"),
+                )
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    async def send_message(self, request: httpx.Request) -> Message:
+        """Send one non-streaming Messages request and parse the whole reply."""
+        response = await self.send(request, stream=False)
+        request_id = response.headers.get("request-id")
+        if response.status_code != 200:
+            raise status_error(response.status_code, response.headers, response.content)
+        try:
+            return Message.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ProtocolError(
+                f"the response is not a Message: {exc.errors()[0]['msg']}",
+                data=response.content,
+                request_id=request_id,
+            ) from exc
+
+
+async def with_retries(
+    send: Callable[[], Awaitable[_T]],
+    policy: RetryPolicy,
+    records: list[RetryInfo],
+    on_retry: Hook | None,
+) -> _T:
+    """Send until it works or the policy gives up; only failures before a response body retry."""
+    done = 0
+    while True:
+        try:
+            return await send()
+        except (APIStatusError, APIConnectionError) as error:
+            if not policy.should_retry(error, done):
+                raise
+            delay = policy.delay(done, error)
+            done += 1
+            info = RetryInfo(done, error, delay)
+            records.append(info)
+            await call_hook(on_retry, info)
+            await anyio.sleep(delay)
+
+
+OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook | None], Awaitable[httpx.Response]]
+"""How a stream opens an attempt: the body to send, where to record pre-stream retries, the hook."""
+
+
+def stream_opener(requester: Requester, path: str, headers: Mapping[str, str], policy: RetryPolicy) -> OpenAttempt:
+    """The ``OpenAttempt`` of one ``stream()`` call: its endpoint, headers and retry policy bound."""
+
+    async def open_attempt(body: dict[str, Any], records: list[RetryInfo], on_retry: Hook | None) -> httpx.Response:
+        request = requester.build(path, body, headers, stream=True)
+        return await with_retries(lambda: requester.open_stream(request), policy, records, on_retry)
+
+    return open_attempt
