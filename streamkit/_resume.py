@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ._accumulate import MessageAccumulator
 from ._errors import IncompleteStreamError, InvalidRequestError, StreamError, StreamkitError
-from ._message import TextBlock
+from ._message import ContentBlock, ServerToolUseBlock, TextBlock
 from ._replay import Rewind
 from ._retry import RetryPolicy
 from ._splice import Splicer
@@ -68,6 +68,72 @@ def _text_of(content: Any) -> str:
     )
 
 
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def _kept_blocks(blocks: list[ContentBlock], open_index: int | None) -> int:
+    """How many leading blocks can be sent back to the API as the start of the assistant turn.
+
+    Text, closed thinking, and a closed server tool call with its result (the API takes those
+    back as they came, as it does to go on after ``pause_turn``), as long as a text block
+    follows them: a client tool call needs a tool_result from the user, so it and what
+    follows are generated again.  Server tool blocks are not kept beside thinking, whose
+    blocks would then have to be sent back with their signatures.
+    """
+    keep = index = 0
+    thinking = server = pending = False
+    while index < len(blocks):
+        block = blocks[index]
+        closed = index != open_index
+        if isinstance(block, TextBlock):
+            index += 1
+            if block.text.strip() or not pending:
+                keep, pending = index, False
+        elif closed and block.type in _THINKING and not server:
+            thinking = True
+            index += 1
+            keep = index
+        elif not thinking and closed and _answered_server_call(blocks, index, open_index):
+            server = pending = True
+            index += 2  # kept only once text follows
+        else:
+            break
+    return keep
+
+
+def _answered_server_call(blocks: list[ContentBlock], index: int, open_index: int | None) -> bool:
+    """A server tool call at ``index`` followed by its closed result block."""
+    call = blocks[index]
+    result = blocks[index + 1] if index + 1 < len(blocks) else None
+    return (
+        isinstance(call, ServerToolUseBlock)
+        and result is not None
+        and index + 1 != open_index
+        and getattr(result, "tool_use_id", None) == call.id
+    )
+
+
+def _server_tool_kept(blocks: list[ContentBlock]) -> bool:
+    return any(isinstance(block, ServerToolUseBlock) for block in blocks)
+
+
+def _assistant_content(prefix: str, blocks: list[ContentBlock]) -> str | list[dict[str, Any]]:
+    """The assistant turn to send back: a string of text, or blocks when server tool blocks are kept.
+
+    Its trailing whitespace is stripped, as the API requires of a final assistant turn.
+    """
+    if not _server_tool_kept(blocks):
+        return (prefix + "".join(b.text for b in blocks if isinstance(b, TextBlock))).rstrip()
+    content: list[dict[str, Any]] = [{"type": "text", "text": prefix}]
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            content.append({"type": "text", "text": block.text})
+        elif block.type not in _THINKING:
+            content.append(block.model_dump(exclude={"_partial_json"}))
+    content[-1]["text"] = content[-1]["text"].rstrip()
+    return [part for part in content if part["type"] != "text" or part["text"]]
+
+
 def resumable(error: StreamkitError) -> bool:
     """A failure after a 200 that a new request can repair."""
     if isinstance(error, StreamError):
@@ -99,12 +165,7 @@ class ResumePlanner:
         message = accumulator.message
         blocks = message.content if message is not None else []
         open_index = accumulator.open_block
-        keep = 0
-        for index, block in enumerate(blocks):
-            closed_thinking = index != open_index and block.type in ("thinking", "redacted_thinking")
-            if not (isinstance(block, TextBlock) or closed_thinking):
-                break
-            keep = index + 1
+        keep = _kept_blocks(blocks, open_index)
         kept_text = "".join(b.text for b in blocks[:keep] if isinstance(b, TextBlock))
         dropped = blocks[keep].type if keep < len(blocks) else None
         usage = message.usage.model_dump(exclude_none=True) if message is not None else {}
@@ -120,7 +181,7 @@ class ResumePlanner:
         prefix = ""
         if messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
             prefix = _text_of(messages.pop().get("content"))
-        sent = (prefix + kept_text).rstrip()
+        sent = _assistant_content(prefix, blocks[:keep])
         thinking = isinstance(body.get("thinking"), Mapping) and body["thinking"].get("type") != "disabled"
         strategy: Literal["prefill", "continue"] = "prefill"
         if self.strategy == "continue" or thinking or body.get("model") in self.prefill_rejected:
