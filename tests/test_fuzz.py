@@ -8,10 +8,10 @@ deep; every input is also re-chunked at random and may get CRLF or CR line endin
 
 Two levels:
 
-1. The sans-I/O pieces directly (``SSEDecoder``, ``from_json``, ``parse_event``,
-   ``MessageAccumulator``), wired as MessageStream wires them: each one raises only
-   what its contract says (ProtocolError; ValueError from JSON; ValidationError from
-   parse_event), and a snapshot, once fed, can always be read.
+1. The reply machine directly (sans-I/O, the object every stream shell drives): a
+   Message or a StreamkitError, and a snapshot that can always be read; on a first
+   attempt, and on second and third attempts after a cut (resumed: the mutated bytes go
+   through the splicer).  And the accumulator fed JSON values directly.
 2. Whole streams over the MockServer (the mutated bytes as a fixture, sent byte for
    byte in a chunked body), on asyncio and trio, with and without resume: a Message or
    a StreamkitError within a time limit, and no connection left open.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ from typing import Any
 import anyio
 import pydantic
 import pytest
-from pydantic_core import from_json
 
 import streamkit
-from streamkit import MAX_EVENT_SIZE, MessageAccumulator, SSEDecoder, parse_event
-from streamkit._errors import stream_error
+from streamkit import MAX_EVENT_SIZE, MessageAccumulator, RetryPolicy, parse_event
+from streamkit._reply import END, NEED_DATA, ReplyMachine, Restart
+from streamkit._resume import ResumePlanner
 from streamkit.testing import MockServer, Reply
 
 pytestmark = pytest.mark.anyio
@@ -261,34 +261,44 @@ def make_case(number: int, level: str) -> tuple[str, str, str, bytes]:
 # -- level 1: the sans-I/O pieces -------------------------------------------------------
 
 
-def decode_all(chunks: list[bytes]) -> streamkit.Message | streamkit.StreamkitError:
-    """The pieces as MessageStream wires them; an exception outside their contracts escapes."""
-    decoder = SSEDecoder()
-    accumulator = MessageAccumulator()
+def drive(attempts: list[list[bytes]], resume: bool = True) -> streamkit.Message | streamkit.StreamkitError:
+    """Run the reply machine over the chunks of each attempt, as the stream shell does.
+
+    Each handed-out event is typed too (a malformed one ends the reply with ProtocolError,
+    as in the shell) and the snapshot read after it.  Any exception but a StreamkitError escapes.
+    """
+    planner = ResumePlanner("auto" if resume else False, 3, RetryPolicy(3, 0.0, 0.0))
+    machine = ReplyMachine(dict(REQUEST), planner)
+    queued = [deque(chunks) for chunks in attempts]
+    chunks = queued.pop(0)
+    machine.start("req_0")
     try:
-        for chunk in chunks:
-            for name, data in decoder.feed(chunk):
+        while True:
+            item = machine.next_event()
+            if item is NEED_DATA:
+                if chunks:
+                    machine.feed(chunks.popleft())
+                else:
+                    machine.feed_eof()
+            elif item is END:
+                return machine.final_message()
+            elif isinstance(item, Restart):
+                if not queued:
+                    machine.refused(streamkit.APIConnectionError("no more attempts in this case"))
+                chunks = queued.pop(0)
+                machine.start(f"req_{len(attempts) - len(queued)}")
+            elif isinstance(item, dict):
                 try:
-                    event = from_json(data)
-                    kind = event["type"]
-                except ValueError:
-                    return streamkit.ProtocolError(f"the data of a {name!r} event is not valid JSON", data=data)
-                except (KeyError, TypeError, IndexError):
-                    return streamkit.ProtocolError(f"the data of a {name!r} event has no type", data=data)
-                if kind == "error":
-                    return stream_error(event, request_id=None, partial_message=accumulator.message)
-                try:
-                    parse_event(event)
+                    parse_event(item)
                 except pydantic.ValidationError as exc:
-                    return streamkit.ProtocolError(f"malformed {kind} event: {exc}")
-                accumulator.feed(event)
-                accumulator.message  # noqa: B018 - a snapshot can be read after every event
-    except streamkit.ProtocolError as exc:
+                    raise machine.end_with(streamkit.ProtocolError(f"malformed {item['type']} event: {exc}")) from exc
+                machine.message  # noqa: B018 - a snapshot can be read after every event
+    except streamkit.StreamkitError as exc:
         return exc
-    message = accumulator.message
-    if message is None or not accumulator.finished:
-        return streamkit.IncompleteStreamError("the stream ended without message_stop")
-    return message
+
+
+def decode_all(chunks: list[bytes]) -> streamkit.Message | streamkit.StreamkitError:
+    return drive([chunks], resume=False)
 
 
 def reference(name: str) -> streamkit.Message:
@@ -327,6 +337,65 @@ def test_fuzz_sans_io() -> None:
         failures += wrong_result(f"case {seed!r} ({name}, {mutation})", name, mutation, result)
     print(f"\nfuzz sans-I/O, seed {SEED}: {N_CASES} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
     assert not failures, f"{len(failures)} of {N_CASES} cases failed:\n" + "\n".join(failures[:30])
+
+
+def test_fuzz_resumed_attempts() -> None:
+    """A first attempt cut inside the reply, then one or two mutated attempts the machine splices in."""
+    counts: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    for number in range(N_CASES // 2):
+        seed, name, mutation, wire = make_case(number, "resumed")
+        counts[mutation] += 1
+        rng = random.Random(seed + ":attempts")
+        first = TRANSCRIPTS[name] + b"\n\n"
+        cut = first[: rng.randrange(len(first) // 3, len(first))]
+        attempts = [chunks_of(cut, rng), chunks_of(wire, rng)]
+        if rng.random() < 0.5:  # a third attempt, mutated on its own
+            attempts.insert(1, chunks_of(make_case(number, "third")[3], rng))
+        try:
+            result = drive(attempts)
+        except Exception as exc:  # the point of the fuzz: report it with its seed
+            failures.append(f"case {seed!r} ({name}, {mutation}): {type(exc).__name__}: {exc!r}"[:2000])
+            continue
+        outcomes[type(result).__name__] += 1
+    print(f"\nfuzz resumed, seed {SEED}: {N_CASES // 2} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
+    assert not failures, f"{len(failures)} cases failed:\n" + "\n".join(failures[:30])
+    assert outcomes["Message"] > 0 and outcomes["ProtocolError"] > 0
+
+
+SURROGATES = ["\ud800", "a\udfff", "\udc00\ud800"]
+
+
+def junk_events(rng: random.Random) -> list[Any]:
+    """A recorded reply's events as JSON values, one of them with a field replaced by junk."""
+    events = [json_of(event) for event in events_of(TRANSCRIPTS[rng.choice(sorted(TRANSCRIPTS))])]
+    values = [value for parsed in events if parsed is not None for value in [parsed[1]]]
+    index = rng.randrange(len(values))
+    path = rng.choice(paths(values[index]))
+    junk = rng.choice([*JUNK_VALUES, *SURROGATES, float("nan"), {"x": [None]}, "\x00"])
+    values[index] = replaced(values[index], path, junk)
+    return values
+
+
+def test_fuzz_the_accumulator_with_json_values() -> None:
+    """Fed values, not bytes: every event applies or raises ProtocolError, and the snapshot always builds."""
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    for number in range(N_CASES):
+        seed = f"{SEED}:values:{number}"
+        accumulator = MessageAccumulator()
+        try:
+            for value in junk_events(random.Random(seed)):
+                try:
+                    accumulator.feed(value)
+                except streamkit.ProtocolError:
+                    outcomes["ProtocolError"] += 1
+                accumulator.message  # noqa: B018 - never raises, whatever was fed
+        except Exception as exc:  # the point of the fuzz: report it with its seed
+            failures.append(f"case {seed!r}: {type(exc).__name__}: {exc!r}"[:2000])
+    print(f"\nfuzz accumulator values, seed {SEED}: {N_CASES} cases; {dict(outcomes)}")
+    assert not failures, f"{len(failures)} cases failed:\n" + "\n".join(failures[:30])
 
 
 # -- level 2: whole streams over the mock server ---------------------------------------------

@@ -1,0 +1,248 @@
+"""The reply machine without sockets: bytes in, events, restart plans and failures out.
+
+Every test drives ``ReplyMachine`` the way a stream shell does (``start``, ``feed``,
+``feed_eof``, ``fail``, ``next_event``), with SSE bytes built here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import streamkit
+from streamkit import ResumeInfo, RetryPolicy
+from streamkit._reply import END, NEED_DATA, ReplyMachine, ReplyState, Restart
+from streamkit._resume import CONTINUE_PROMPT, ResumePlanner
+
+USER = [{"role": "user", "content": "Tell me about Paris."}]
+BODY: dict[str, Any] = {"model": "m", "max_tokens": 500, "messages": USER, "stream": True}
+THINKING_BODY = {**BODY, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+TEXT = "Paris is the capital of France. It sits on the Seine, and its museums are famous."
+FIRST, SECOND = "Let me look that up. ", "Paris is sunny today \u2014 24 \u00b0C."
+INPUT = {"city": "Paris", "units": "celsius"}
+
+
+def pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def text_block(text: str, size: int = 6) -> list[dict[str, Any]]:
+    deltas = [{"type": "text_delta", "text": piece} for piece in pieces(text, size)]
+    return [{"type": "text", "text": ""}, *deltas]
+
+
+def thinking_block(thinking: str) -> list[dict[str, Any]]:
+    deltas: list[dict[str, Any]] = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(thinking, 5)]
+    signature = {"type": "signature_delta", "signature": "s"}
+    return [{"type": "thinking", "thinking": "", "signature": ""}, *deltas, signature]
+
+
+def tool_block(name: str = "get_weather", tool_id: str = "toolu_1") -> list[dict[str, Any]]:
+    deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces(json.dumps(INPUT), 7)]
+    return [{"type": "tool_use", "id": tool_id, "name": name, "input": {}}, *deltas]
+
+
+def reply(*blocks: list[dict[str, Any]], stop_reason: str = "end_turn") -> list[dict[str, Any]]:
+    """The events of a whole reply: each block is its content_block then its deltas."""
+    events: list[dict[str, Any]] = [
+        {
+            "type": "message_start",
+            "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "m",
+                        "stop_reason": None, "usage": {"input_tokens": 10, "output_tokens": 1}},
+        }
+    ]
+    for index, (start, *deltas) in enumerate(blocks):
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    events.append({"type": "message_delta", "delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 20}})
+    events.append({"type": "message_stop"})
+    return events
+
+
+def sse(events: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def machine(body: dict[str, Any] = BODY, resume: Any = "auto", max_resumes: int = 3) -> ReplyMachine:
+    return ReplyMachine(dict(body), ResumePlanner(resume, max_resumes, RetryPolicy(2, 0.0, 0.0), set()))
+
+
+@dataclass
+class Drive:
+    """What a shell would have handed out, and what the machine asked of it."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)
+    resumes: list[ResumeInfo | None] = field(default_factory=list)
+    rewinds: list[streamkit.Rewind] = field(default_factory=list)
+
+    def texts(self, delta_type: str = "text_delta", key: str = "text") -> str:
+        deltas = [e["delta"] for e in self.events if e["type"] == "content_block_delta"]
+        return "".join(delta[key] for delta in deltas if delta["type"] == delta_type)
+
+
+def run(m: ReplyMachine, *attempts: list[bytes], drive: Drive | None = None) -> Drive:
+    """Feed each attempt's chunks then its end; the next attempt answers the machine's Restart."""
+    drive = drive or Drive()
+    queued = [list(chunks) for chunks in attempts]
+    chunks = queued.pop(0)
+    m.start("req_1")
+    while True:
+        item = m.next_event()
+        if item is NEED_DATA:
+            if chunks:
+                m.feed(chunks.pop(0))
+            else:
+                m.feed_eof()
+        elif item is END:
+            return drive
+        elif isinstance(item, Restart):
+            drive.restarts.append(item)
+            chunks = queued.pop(0)
+            drive.resumes.append(m.start(f"req_{len(drive.restarts) + 1}"))
+        elif isinstance(item, streamkit.Rewind):
+            drive.rewinds.append(item)
+        else:
+            drive.events.append(item)
+
+
+def test_a_first_attempt_in_one_chunk_or_byte_by_byte() -> None:
+    wire = sse(reply(text_block(TEXT)))
+    whole, bytewise = machine(), machine()
+    assert whole.state is ReplyState.WAITING
+    run(whole, [wire])
+    run(bytewise, [wire[i : i + 1] for i in range(len(wire))])
+    assert whole.state is bytewise.state is ReplyState.FINISHED
+    assert whole.final_message() == bytewise.final_message()
+    assert whole.final_message().text == TEXT
+    assert whole.request_id == "req_1"
+    assert whole.next_event() is END
+
+
+def test_states_follow_the_body() -> None:
+    m = machine()
+    m.start("req_1")
+    assert m.state is ReplyState.STREAMING
+    assert m.next_event() is NEED_DATA
+    events = reply(text_block("Hi"))
+    assert m.feed(sse(events[:-1])) is True
+    assert m.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n") is False  # pings are no progress
+    m.feed(sse(events[-1:]))
+    assert m.state is ReplyState.DRAINING
+    m.fail(streamkit.ConnectionLostError("reset while draining"))  # trouble after message_stop loses nothing
+    assert m.state is ReplyState.FINISHED
+    handed = []
+    while (item := m.next_event()) is not END:
+        handed.append(item)
+    assert [e["type"] for e in handed][-2:] == ["ping", "message_stop"]
+    assert m.final_message().text == "Hi"
+
+
+def test_a_prefill_resume_continues_the_cut_text() -> None:
+    events = reply(text_block(TEXT))
+    cut = sse(events[:6])  # message_start, block start, four deltas
+    kept = TEXT[:24]
+    m = machine()
+    rest = [{"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    rest += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT[23:]}}]
+    continuation = reply()[:1] + rest + reply()[-2:]
+    continuation.insert(-2, {"type": "content_block_stop", "index": 0})
+    drive = run(m, [cut], [sse(continuation)])
+    [restart] = drive.restarts
+    assert (restart.strategy, restart.delay, type(restart.cause)) == ("prefill", 0.0, streamkit.IncompleteStreamError)
+    assert restart.body["messages"] == [*USER, {"role": "assistant", "content": kept.rstrip()}]
+    [info] = drive.resumes
+    assert info == ResumeInfo(1, restart.cause, "prefill", "req_1", "req_2", len(kept), None)
+    assert m.resumes == [info]
+    assert drive.texts() == TEXT
+    assert m.final_message().text == TEXT
+    assert m.final_message().usage.output_tokens == 21  # the cut attempt's 1 and the continuation's 20
+
+
+def test_a_continue_resume_with_thinking_leaves_the_second_thinking_out() -> None:
+    events = reply(thinking_block("Think about Paris."), text_block(TEXT))
+    n_thinking = len(pieces("Think about Paris.", 5)) + 3  # start, deltas, signature, stop
+    cut = sse(events[: 1 + n_thinking + 5])  # the text block's start and four deltas
+    kept = TEXT[:24]
+    again = reply(thinking_block("Think again."), text_block(TEXT[24:]))
+    drive = run(m := machine(THINKING_BODY), [cut], [sse(again)])
+    [restart] = drive.restarts
+    assert restart.strategy == "continue"
+    assert restart.body["messages"][-2:] == [
+        {"role": "assistant", "content": kept.rstrip()},
+        {"role": "user", "content": CONTINUE_PROMPT},
+    ]
+    message = m.final_message()
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Think about Paris."  # type: ignore[union-attr]
+    assert message.text == TEXT
+    assert drive.texts("thinking_delta", "thinking") == "Think about Paris."
+
+
+def test_a_dropped_tool_block_is_regenerated_and_its_input_handed_out_once() -> None:
+    events = reply(text_block(FIRST), tool_block(), stop_reason="tool_use")
+    tool_start = 1 + 2 + len(pieces(FIRST, 6))
+    cut = sse(events[: tool_start + 3])  # the tool block's start and two input pieces
+    again = reply(tool_block(tool_id="toolu_2"), stop_reason="tool_use")
+    drive = run(m := machine(), [cut], [sse(again)])
+    [info] = drive.resumes
+    assert info is not None and info.dropped_block == "tool_use"
+    assert drive.texts("input_json_delta", "partial_json") == json.dumps(INPUT)
+    assert [e["index"] for e in drive.events if e["type"] == "content_block_start"] == [0, 1]
+    message = m.final_message()
+    expected = {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": INPUT}
+    assert message.content[1].model_dump() == expected
+    assert drive.rewinds == []
+
+
+def continuation_for(restart: Restart, whole: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """What the API sends for ``restart``: the reply after the prefill (or all of it, for a retry)."""
+    sent = restart.body["messages"][-1]
+    if restart.strategy == "retry" or sent["role"] != "assistant":
+        return reply(*whole, stop_reason="tool_use")
+    prefill = sent["content"]
+    assert isinstance(prefill, str) and FIRST.startswith(prefill)
+    return reply(text_block(FIRST[len(prefill) :]), *whole[1:], stop_reason="tool_use")
+
+
+@pytest.mark.parametrize("server", [False, True], ids=["tool_use", "server_tool_use"])
+def test_a_regenerated_tool_call_and_text_at_every_cut(server: bool) -> None:
+    """Cut at every byte: the text, the tool input and the events are handed out exactly once."""
+    name = "web_search" if server else "get_weather"
+    tool = tool_block(name, "srvtoolu_1" if server else "toolu_1")
+    if server:
+        tool[0]["type"] = "server_tool_use"
+    whole = [text_block(FIRST), tool, text_block(SECOND, 4)]
+    wire = sse(reply(*whole, stop_reason="tool_use"))
+    run(uncut := machine(), [wire])
+    cuts = 0
+    for at in range(1, len(wire)):
+        m = machine()
+        drive = Drive()
+        m.start("req_1")
+        m.feed(wire[:at])
+        m.feed_eof()
+        while (item := m.next_event()) is not END:
+            if isinstance(item, Restart):
+                drive.restarts.append(item)
+                m.start("req_2")
+                m.feed(sse(continuation_for(item, whole)))
+                m.feed_eof()
+            elif isinstance(item, streamkit.Rewind):
+                drive.rewinds.append(item)
+            elif item is not NEED_DATA:
+                drive.events.append(item)
+        where = f"cut at byte {at} of {len(wire)}"
+        assert m.final_message().content == uncut.final_message().content, where
+        cuts += bool(drive.restarts)
+        assert drive.texts() == FIRST + SECOND, where
+        assert drive.texts("input_json_delta", "partial_json") == json.dumps(INPUT), where
+        starts = [e["index"] for e in drive.events if e["type"] == "content_block_start"]
+        assert starts == [0, 1, 2], where
+        assert drive.rewinds == [], where
+    assert cuts > len(wire) // 2
