@@ -365,9 +365,9 @@ async def test_fuzz_whole_streams(anyio_backend: str, tmp_path: Path) -> None:
         path.write_bytes(wire)
         rng = random.Random(seed + ":stream")
         resume, consumer = rng.random() < 0.5, rng.choice(["events", "text_stream"])
-        reply = Reply.from_fixture(path, chunk_per_event=rng.random() < 0.5)
+        reply = Reply.from_fixture(path.name, chunk_per_event=rng.random() < 0.5)
         where = f"case {seed!r} ({name}, {mutation}, resume={resume}, {consumer})"
-        async with MockServer(default=reply) as server:
+        async with MockServer(default=reply, fixture_dirs=[tmp_path]) as server:
             try:
                 with anyio.fail_after(15):
                     result, _ = await stream_once(server, resume, consumer)
@@ -390,7 +390,7 @@ async def test_a_huge_line_over_the_wire_is_refused_with_a_protocol_error(tmp_pa
     events = events_of(TRANSCRIPTS["basic_response.sse"])
     path = tmp_path / "huge.sse"
     path.write_bytes(b"".join([*events[:4], b"data: " + b"a" * (MAX_EVENT_SIZE + 1), *events[4:]]))
-    async with MockServer(default=Reply.from_fixture(path)) as server:
+    async with MockServer(default=Reply.from_fixture(path.name), fixture_dirs=[tmp_path]) as server:
         with anyio.fail_after(15):
             result, texts = await stream_once(server, resume=True, consumer="text_stream")
         assert isinstance(result, streamkit.ProtocolError)
