@@ -73,7 +73,7 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any] | None = None, **
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll: the server sees a client's close a moment after the client makes it."""
+    """Poll a condition the server has no event for (its connection count has: wait_connections)."""
     for _ in range(400):
         if predicate():
             return
@@ -562,7 +562,7 @@ async def test_fault_cut_at_a_byte_offset(at_byte: int) -> None:
                     async for chunk in response.aiter_raw():
                         received += chunk
             assert streamed_text(parse_sse((await post(client)).content)) == "ok"
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
     assert bytes(received) == whole[:at_byte]
 
 
@@ -636,7 +636,7 @@ async def test_fault_stall_pings_until_the_client_leaves() -> None:
         first = hello_events()[0]
         assert chunks.startswith(b"%x\r\n%b\r\n" % (len(first), first))
         assert chunks.count(b'event: ping\ndata: {"type": "ping"}\n\n') >= 3
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
 
 
 async def test_fault_hang_sends_nothing_until_the_client_leaves() -> None:
@@ -650,7 +650,7 @@ async def test_fault_hang_sends_nothing_until_the_client_leaves() -> None:
                     async for chunk in response.aiter_raw():
                         received += chunk
         assert received == b"".join(hello_events()[:2])
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
 
 
 async def test_non_streaming_error_fault() -> None:
@@ -734,7 +734,7 @@ async def test_open_connections_returns_to_zero() -> None:
                 for _ in range(5):
                     task_group.start_soon(post, client)
             assert server.open_connections >= 2
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
         assert len(server.requests) == 7
 
 
