@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
@@ -107,9 +106,7 @@ async def test_context_manager_closes_its_own_pool() -> None:
             assert server.open_connections == 1  # kept alive in the pool
         assert client._http.is_closed
         # Closing the pool closed its keep-alive socket.
-        with anyio.move_on_after(3):
-            while server.open_connections:
-                await anyio.sleep(0.01)
+        await server.wait_connections(0, timeout=3)
         assert server.open_connections == 0
 
 

@@ -42,8 +42,8 @@ class Replay:
 
 async def replay(path: Path) -> Replay:
     """Stream a transcript twice: once through the iterator, once through text_stream."""
-    async with MockServer(Reply.from_fixture(path, request_id="req_FIXTURE0123456789abcdef")) as server:
-        server.push(Reply.from_fixture(path))
+    first = Reply.from_fixture(path.name, request_id="req_FIXTURE0123456789abcdef")
+    async with MockServer(first, Reply.from_fixture(path.name), fixture_dirs=[path.parent]) as server:
         async with streamkit.AsyncClient(
             api_key="test-key", base_url=server.base_url, max_retries=0, resume=False
         ) as client:

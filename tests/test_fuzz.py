@@ -434,9 +434,9 @@ async def test_fuzz_whole_streams(anyio_backend: str, tmp_path: Path) -> None:
         path.write_bytes(wire)
         rng = random.Random(seed + ":stream")
         resume, consumer = rng.random() < 0.5, rng.choice(["events", "text_stream"])
-        reply = Reply.from_fixture(path, chunk_per_event=rng.random() < 0.5)
+        reply = Reply.from_fixture(path.name, chunk_per_event=rng.random() < 0.5)
         where = f"case {seed!r} ({name}, {mutation}, resume={resume}, {consumer})"
-        async with MockServer(default=reply) as server:
+        async with MockServer(default=reply, fixture_dirs=[tmp_path]) as server:
             try:
                 with anyio.fail_after(15):
                     result, _ = await stream_once(server, resume, consumer)
@@ -444,10 +444,9 @@ async def test_fuzz_whole_streams(anyio_backend: str, tmp_path: Path) -> None:
                 failures.append(f"{where}: {type(exc).__name__}: {exc!r}"[:2000])
                 continue
             outcomes[type(result).__name__] += 1
-            with anyio.move_on_after(2):
-                while server.open_connections:
-                    await anyio.sleep(0.005)
-            if server.open_connections:
+            try:
+                await server.wait_connections(0, timeout=2)
+            except TimeoutError:
                 failures.append(f"{where}: {server.open_connections} connections left open")
         failures += wrong_result(where, name, mutation, result)
     print(f"\nfuzz streams on {anyio_backend}, seed {SEED}: mutations {dict(counts)}; outcomes {dict(outcomes)}")
@@ -459,7 +458,7 @@ async def test_a_huge_line_over_the_wire_is_refused_with_a_protocol_error(tmp_pa
     events = events_of(TRANSCRIPTS["basic_response.sse"])
     path = tmp_path / "huge.sse"
     path.write_bytes(b"".join([*events[:4], b"data: " + b"a" * (MAX_EVENT_SIZE + 1), *events[4:]]))
-    async with MockServer(default=Reply.from_fixture(path)) as server:
+    async with MockServer(default=Reply.from_fixture(path.name), fixture_dirs=[tmp_path]) as server:
         with anyio.fail_after(15):
             result, texts = await stream_once(server, resume=True, consumer="text_stream")
         assert isinstance(result, streamkit.ProtocolError)

@@ -810,12 +810,6 @@ async def test_a_slow_consumer_is_not_a_stall() -> None:
 # -- no leaked connection ------------------------------------------------------------------------------
 
 
-async def wait_for_connections(server: MockServer, count: int) -> None:
-    with anyio.fail_after(3):
-        while server.open_connections != count:
-            await anyio.sleep(0.01)
-
-
 @pytest.mark.parametrize("kind", ["cut", "error", "stall", "hang"])
 async def test_a_resumed_stream_leaks_no_connection(kind: str) -> None:
     async with MockServer(faulty(kind, 30), faulty("error", 20), CLEAN) as server:
@@ -827,9 +821,9 @@ async def test_a_resumed_stream_leaks_no_connection(kind: str) -> None:
                 pool = http._transport._pool  # type: ignore[attr-defined]
                 assert [c for c in pool.connections if not c.is_idle()] == []
                 # the broken connections were closed: at most the one the last reply came on is left
-                await wait_for_connections(server, 1)
+                await server.wait_connections(1, timeout=3)
                 assert len(pool.connections) == 1
-        await wait_for_connections(server, 0)
+        await server.wait_connections(0, timeout=3)
 
 
 async def test_leaving_a_resumed_stream_early_leaks_no_connection() -> None:
@@ -845,7 +839,7 @@ async def test_leaving_a_resumed_stream_early_leaks_no_connection() -> None:
         transport = sk._http._transport
         assert isinstance(transport, ShardedTransport) and transport._busy == [0] * 10
         assert [c for shard in transport._shards for c in shard._pool.connections if not c.is_idle()] == []
-        await wait_for_connections(server, 0)  # the half-read response's connection was closed
+        await server.wait_connections(0, timeout=3)  # the half-read response's connection was closed
 
 
 async def test_the_default_client_closes_everything() -> None:
@@ -854,5 +848,5 @@ async def test_the_default_client_closes_everything() -> None:
             async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
                 assert await stream.get_final_text() == TEXT
             assert len(stream.resumes) == 2
-            await wait_for_connections(server, 1)
-        await wait_for_connections(server, 0)
+            await server.wait_connections(1, timeout=3)
+        await server.wait_connections(0, timeout=3)

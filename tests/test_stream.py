@@ -76,9 +76,7 @@ async def serve(*replies: Reply, **options: Any) -> AsyncIterator[tuple[MockServ
 
 async def wait_closed(server: MockServer, limit: float = 3.0) -> None:
     """Wait until the server has no open connection; fail after ``limit`` seconds."""
-    with anyio.move_on_after(limit):
-        while server.open_connections:
-            await anyio.sleep(0.01)
+    await server.wait_connections(0, timeout=limit)
     assert server.open_connections == 0
 
 

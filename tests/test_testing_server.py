@@ -73,7 +73,7 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any] | None = None, **
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll: the server sees a client's close a moment after the client makes it."""
+    """Poll a condition the server has no event for (its connection count has: wait_connections)."""
     for _ in range(400):
         if predicate():
             return
@@ -247,7 +247,7 @@ async def _raw_chunks(server: MockServer, reply: Reply) -> list[bytes]:
     """The HTTP chunks of a streamed reply, as framed on the wire (read off a raw socket)."""
     body = json.dumps(STREAM).encode()
     head = (
-        f"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nx-streamkit-mock-reply: {reply.header_value()}\r\n\r\n"
     ).encode()
     host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
@@ -562,7 +562,7 @@ async def test_fault_cut_at_a_byte_offset(at_byte: int) -> None:
                     async for chunk in response.aiter_raw():
                         received += chunk
             assert streamed_text(parse_sse((await post(client)).content)) == "ok"
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
     assert bytes(received) == whole[:at_byte]
 
 
@@ -623,7 +623,7 @@ async def test_fault_malformed_event() -> None:
 async def test_fault_stall_pings_until_the_client_leaves() -> None:
     # A raw socket: breaking out of an httpx stream leaves its generators to the GC on trio.
     body = json.dumps(STREAM).encode()
-    request = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    request = b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
     async with MockServer(hello(Fault("stall", after=1, ping_interval=0.01))) as server:
         async with await anyio.connect_tcp("127.0.0.1", port_of(server)) as stream:
             await stream.send(request)
@@ -636,7 +636,7 @@ async def test_fault_stall_pings_until_the_client_leaves() -> None:
         first = hello_events()[0]
         assert chunks.startswith(b"%x\r\n%b\r\n" % (len(first), first))
         assert chunks.count(b'event: ping\ndata: {"type": "ping"}\n\n') >= 3
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
 
 
 async def test_fault_hang_sends_nothing_until_the_client_leaves() -> None:
@@ -650,7 +650,7 @@ async def test_fault_hang_sends_nothing_until_the_client_leaves() -> None:
                     async for chunk in response.aiter_raw():
                         received += chunk
         assert received == b"".join(hello_events()[:2])
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
 
 
 async def test_non_streaming_error_fault() -> None:
@@ -663,15 +663,17 @@ async def test_non_streaming_error_fault() -> None:
 # --- fixtures ---------------------------------------------------------------------
 
 
-async def test_fixture_replayed_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMKIT_FIXTURES", str(FIXTURES))
+async def test_fixture_replayed_byte_for_byte() -> None:
     replies = [
-        Reply.from_fixture(FIXTURES / "basic_response.sse"),
-        Reply.from_fixture(FIXTURES / "stream-a-refusal.sse"),
-        Reply.from_fixture("tool_use_response.sse"),
+        Reply.from_fixture("basic_response.sse"),
+        Reply.from_fixture("stream-a-refusal.sse"),
+        Reply.from_fixture("tool_use_response"),  # ".sse" may be left out
         Reply.from_fixture("no_such_fixture.sse"),
     ]
-    async with MockServer(*replies) as server, httpx.AsyncClient(base_url=server.base_url) as client:
+    async with (
+        MockServer(*replies, fixture_dirs=[FIXTURES]) as server,
+        httpx.AsyncClient(base_url=server.base_url) as client,
+    ):
         basic, refusal, by_name, missing = [await post(client) for _ in replies]
     raw = (FIXTURES / "basic_response.sse").read_bytes()
     assert not raw.endswith(b"\n\n")
@@ -681,11 +683,12 @@ async def test_fixture_replayed_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -
     assert refusal.content == (FIXTURES / "stream-a-refusal.sse").read_bytes()  # already ends in a blank line
     assert by_name.content == (FIXTURES / "tool_use_response.sse").read_bytes() + b"\n\n"
     assert missing.status_code == 500
-    assert "no_such_fixture.sse" in missing.json()["error"]["message"]
+    message = "mock server: no fixture named 'no_such_fixture.sse'"
+    assert missing.json()["error"] == {"type": "api_error", "message": message}
 
 
 async def test_fixture_with_a_fault() -> None:
-    reply = Reply.from_fixture(FIXTURES / "basic_response.sse", fault=Fault("truncate", after=3))
+    reply = Reply.from_fixture("basic_response", fault=Fault("truncate", after=3))  # shipped with streamkit
     async with MockServer(reply) as server, httpx.AsyncClient(base_url=server.base_url) as client:
         response = await post(client)
     assert names(parse_sse(response.content)) == ["message_start", "content_block_start", "ping"]
@@ -697,7 +700,8 @@ async def test_fixture_with_a_fault() -> None:
 async def test_keep_alive_serves_pipelined_requests_on_one_connection() -> None:
     body = json.dumps(STREAM).encode()
     request = (
-        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
     )
     async with (
         MockServer(Reply.text("first"), Reply.text("second")) as server,
@@ -730,7 +734,7 @@ async def test_open_connections_returns_to_zero() -> None:
                 for _ in range(5):
                     task_group.start_soon(post, client)
             assert server.open_connections >= 2
-        await wait_until(lambda: server.open_connections == 0)
+        await server.wait_connections(0, timeout=2)
         assert len(server.requests) == 7
 
 

@@ -328,7 +328,7 @@ async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch) 
 
 async def test_requests_go_through_the_proxy(no_proxy_env: pytest.MonkeyPatch) -> None:
     """The mock server plays the proxy: it receives the absolute URL, so it answers 404."""
-    async with MockServer() as proxy:
+    async with MockServer(allowed_hosts=["api.example.test"]) as proxy:  # a proxy is asked for other hosts
         no_proxy_env.setenv("HTTP_PROXY", proxy.base_url)
         async with client_for("http://api.example.test") as sk:
             with pytest.raises(streamkit.NotFoundError) as caught:

@@ -20,13 +20,24 @@ How a reply is sent, first rule that applies:
    defaulted from the status).
 3. A prefill the API would refuse (``reject_prefill``, trailing whitespace, or
    not matching the reply's text): 400 ``invalid_request_error``.
-4. ``fixture``: the recorded transcript, byte for byte, as an SSE stream, with
+4. ``fixture``: the recorded transcript of that name, byte for byte, as an SSE stream, with
    one change: a transcript that does not end with a blank line gets ``"\\n\\n"``
    appended so its last event is dispatched.  A fixture is always streamed, as
    stored: ``blocks``, ``ping_every`` and continuation do not apply to it, while
    ``delay`` and ``fault`` do (its events are split at blank lines).
 5. ``"stream": true`` in the request: SSE events built from ``blocks``;
    otherwise the non-streaming Message with the same content.
+
+Fixtures are named, never located: ``Reply(fixture="basic_response")`` is the file
+``basic_response.sse`` in the server's ``fixture_dirs`` (searched first) or in
+``BUILTIN_FIXTURES`` (recorded streams shipped with streamkit).  A name is letters,
+digits, ``.``, ``_`` and ``-``, without ``..``; anything else is refused when the Reply
+is built, and with a 400 when it comes in the override header.
+
+Only requests whose ``Host`` is a loopback name (``localhost``, ``127.x.y.z``,
+``[::1]``, any port), the bound host, or one of ``allowed_hosts`` are answered; others
+get 421 and are recorded in ``MockServer.refused``, as are bodies over 32 MiB (413).
+Request heads are capped at 8 MiB and 100 header lines (431).
 
 Framing: events are packed into 64 KiB writes, unless ``chunk_per_event`` or
 ``delay`` is set: then each event is its own HTTP chunk and its own socket write,
@@ -54,13 +65,15 @@ the connection closes;
 
 from ._lorem import lorem
 from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
-from ._server import MockServer, RecordedRequest
+from ._server import BUILTIN_FIXTURES, MockServer, RecordedRequest, RefusedRequest
 
 __all__ = [
+    "BUILTIN_FIXTURES",
     "Fault",
     "MockServer",
     "RawBlock",
     "RecordedRequest",
+    "RefusedRequest",
     "Reply",
     "TextBlock",
     "ThinkingBlock",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import random
+
+from ._cache import BoundedCache
 
 __all__ = ["lorem"]
 
@@ -18,9 +19,12 @@ _VOCABULARY = (
     "steady gentle"
 )
 _WORDS = _VOCABULARY.split()
+# Tests and benchmarks ask for the same long texts again and again; the text is ASCII, so
+# its length is its size: a benchmark's 100,000 deltas are 400,000 characters, and nothing
+# stops a caller asking for a billion.
+_CACHE: BoundedCache[tuple[int, int], str] = BoundedCache(32, 64 * 1024 * 1024)
 
 
-@functools.lru_cache(maxsize=32)
 def lorem(n_chars: int, seed: int = 0) -> str:
     """Return exactly ``n_chars`` characters of English-looking prose.
 
@@ -32,6 +36,13 @@ def lorem(n_chars: int, seed: int = 0) -> str:
     """
     if n_chars < 0:
         raise ValueError("n_chars must be >= 0")
+    text = _CACHE.get((n_chars, seed))
+    if text is None:
+        text = _CACHE.put((n_chars, seed), _generate(n_chars, seed), n_chars)
+    return text
+
+
+def _generate(n_chars: int, seed: int) -> str:
     rng = random.Random(seed)
     parts: list[str] = []
     size = 0

@@ -9,10 +9,10 @@ reply (see ``_render``), never per event.
 from __future__ import annotations
 
 import json
-import os
+import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .._errors import _TYPE_BY_STATUS
 
@@ -24,8 +24,10 @@ __all__ = [
     "TextBlock",
     "ThinkingBlock",
     "ToolUseBlock",
+    "check_header",
     "default_error_message",
     "default_error_type",
+    "fixture_filename",
 ]
 
 _ERROR_MESSAGES: dict[str, str] = {
@@ -38,6 +40,31 @@ _ERROR_MESSAGES: dict[str, str] = {
     "api_error": "Internal server error",
     "overloaded_error": "Overloaded",
 }
+
+
+# A fixture is named, never located: a name cannot climb out of the fixture directories,
+# and only ``.sse`` files can be served, whatever else those directories hold.
+_FIXTURE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,250}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110, 5.1)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but HTAB: a CR or LF would split the response
+
+
+def fixture_filename(name: str) -> str:
+    """The file a fixture name stands for (``.sse`` appended if absent); ValueError if it is not a name."""
+    if not _FIXTURE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"fixture {name!r} is not a fixture name: a file name of letters, digits, '.', '_' and '-'"
+            " (no path, no '..'), looked up in the mock server's fixture directories"
+        )
+    return name if name.endswith(".sse") else f"{name}.sse"
+
+
+def check_header(name: str, value: str) -> None:
+    """ValueError unless ``name: value`` is one well-formed response header line."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"header name {name!r} is not an HTTP token")
+    if _CONTROL.search(value):
+        raise ValueError(f"header {name!r} has a control character (CR, LF, NUL...) in its value {value!r}")
 
 
 def default_error_type(status: int) -> str:
@@ -196,6 +223,27 @@ class Reply(_Model):
     reject_prefill: bool = False
     repeat_words: int = Field(default=0, ge=0)
 
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            check_header(name, value)
+        return headers
+
+    @field_validator("request_id", "content_type")
+    @classmethod
+    def _header_values(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # sent as the value of the request-id or content-type header
+            check_header(str(info.field_name).replace("_", "-"), value)
+        return value
+
+    @field_validator("fixture")
+    @classmethod
+    def _fixture_name(cls, name: str | None) -> str | None:
+        if name is not None:
+            fixture_filename(name)
+        return name
+
     @classmethod
     def text(cls, text: str, *, chunk_size: int = 8, **fields: Any) -> Self:
         """A plain text answer in ``chunk_size``-character deltas."""
@@ -237,9 +285,9 @@ class Reply(_Model):
         return cls(blocks=blocks, **fields)
 
     @classmethod
-    def from_fixture(cls, path: str | os.PathLike[str], **fields: Any) -> Self:
-        """Replay a recorded ``.sse`` transcript (a path, or a name in ``$STREAMKIT_FIXTURES``)."""
-        return cls(fixture=os.fspath(path), **fields)
+    def from_fixture(cls, name: str, **fields: Any) -> Self:
+        """Replay the recorded transcript ``name`` (``.sse`` optional) from the server's fixture directories."""
+        return cls(fixture=name, **fields)
 
     def header_value(self) -> str:
         """This reply as an ASCII JSON string for the ``x-streamkit-mock-reply`` header."""

@@ -8,6 +8,7 @@ chunked body, a stream that stalls, a connection that is never answered.
 from __future__ import annotations
 
 import http
+import ipaddress
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 from pydantic import ValidationError
 
+from ._cache import BoundedCache
 from ._lorem import lorem
 from ._render import (
     MALFORMED,
@@ -43,19 +45,31 @@ from ._render import (
     render,
     split_events,
 )
-from ._replies import Fault, Reply, default_error_message, default_error_type
+from ._replies import Fault, Reply, default_error_message, default_error_type, fixture_filename
 
-__all__ = ["OVERRIDE_HEADER", "MockServer", "RecordedRequest"]
+__all__ = ["BUILTIN_FIXTURES", "OVERRIDE_HEADER", "MockServer", "RecordedRequest", "RefusedRequest"]
 
 _log = logging.getLogger("streamkit.testing")
 
 OVERRIDE_HEADER = "x-streamkit-mock-reply"
 """Request header carrying a Reply as JSON; it wins over the queue and the default."""
 
-_MAX_HEAD = 32 * 1024 * 1024  # big enough for a long Reply in the override header
-_MAX_BODY = 64 * 1024 * 1024
+BUILTIN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""The recorded transcripts shipped with streamkit, searched after the user's fixture directories."""
+
+_MiB = 1024 * 1024
+# A head carries the override header, a whole Reply as JSON: 0.4 MB for the benchmarks'
+# 100,000 deltas, 4 MB for a million.  Bodies are capped at the API's own request limit
+# (32 MiB, which the client enforces too).  Header lines as many as http.client allows.
+_MAX_HEAD = 8 * _MiB
+_MAX_BODY = 32 * _MiB
+_MAX_HEADER_LINES = 100
 _WRITE_SIZE = 256 * 1024  # bytes handed to the socket per send on the fast path
-_RENDER_CACHE = 64
+# Cache bounds.  A rendering is counted twice (its events, and the same bytes framed as
+# chunks for the fast path): 24 MB for 100,000 deltas, 240 MB for a million, which still fits.
+_RENDER_CACHE, _RENDER_CACHE_BYTES = 64, 256 * _MiB
+_HEADER_CACHE, _HEADER_CACHE_BYTES = 16, 2 * _MAX_HEAD
+_FIXTURE_CACHE, _FIXTURE_CACHE_BYTES = 64, 128 * _MiB
 _END = b"0\r\n\r\n"  # the chunked body's terminating chunk
 _DISCONNECTS = (
     anyio.EndOfStream,
@@ -71,6 +85,25 @@ _FRAMING = frozenset({"content-length", "transfer-encoding"})
 @cache
 def _builtin_default() -> Reply:
     return Reply.text(lorem(2000))
+
+
+def _rendered_size(rendered: Rendered) -> int:
+    """Bytes a rendering holds: its events, and the same bytes framed as chunks once sent on the fast path."""
+    return 2 * sum(map(len, rendered.events))
+
+
+@dataclass(frozen=True)
+class RefusedRequest:
+    """A request answered with an error before any reply was chosen; its body was not kept.
+
+    ``status`` is 421 for a Host the server does not serve, 413 for a body over the cap,
+    400 or 431 for a malformed one.
+    """
+
+    status: int
+    method: str
+    path: str
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -93,10 +126,20 @@ class RecordedRequest:
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class _Head:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    keep_alive: bool
 
 
 @dataclass(frozen=True)
@@ -140,12 +183,12 @@ class _Connection:
             while self._buf[:2] == b"\r\n":
                 del self._buf[:2]
             end = self._buf.find(b"\r\n\r\n", start)
+            if end > _MAX_HEAD or (end < 0 and len(self._buf) > _MAX_HEAD):
+                raise _BadRequest(431, f"request head over the mock server's limit of {_MAX_HEAD:,} bytes")
             if end >= 0:
                 head = bytes(self._buf[:end])
                 del self._buf[: end + 4]
                 return head
-            if len(self._buf) > _MAX_HEAD:
-                raise _BadRequest(431, "request header fields too large")
             start = max(0, len(self._buf) - 3)
             try:
                 await self._fill()
@@ -163,17 +206,18 @@ class _Connection:
             except ValueError:
                 raise _BadRequest(400, "invalid chunk size") from None
             if size == 0:
-                while await self._read_line():  # trailer fields, ignored
-                    pass
-                return bytes(body)
+                for _ in range(_MAX_HEADER_LINES + 1):
+                    if not await self._read_line():  # trailer fields, ignored
+                        return bytes(body)
+                raise _BadRequest(431, f"more than {_MAX_HEADER_LINES} trailer fields")
             if len(body) + size > _MAX_BODY:
-                raise _BadRequest(413, "request body too large")
+                raise _too_large(len(body) + size)
             body += await self._read_exact(size)
             if await self._read_exact(2) != b"\r\n":
                 raise _BadRequest(400, "invalid chunk")
 
-    async def read_request(self) -> _Request | None:
-        """The next request, or None when the client closed the connection between requests."""
+    async def read_head(self) -> _Head | None:
+        """The next request's head, or None when the client closed the connection between requests."""
         head = await self._read_head()
         if head is None:
             return None
@@ -181,6 +225,8 @@ class _Connection:
         parts = lines[0].decode("latin-1").split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "malformed request line")
+        if len(lines) > _MAX_HEADER_LINES + 1:
+            raise _BadRequest(431, f"more than {_MAX_HEADER_LINES} header fields")
         method, target, version = parts
         headers: dict[str, str] = {}
         for line in lines[1:]:
@@ -193,12 +239,17 @@ class _Connection:
             except UnicodeDecodeError:
                 text = value.strip().decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        path, _, query = target.partition("?")
+        return _Head(method, path, query, headers, keep_alive)
 
-        if headers.get("expect", "").lower() == "100-continue":
-            await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await self._read_chunked()
-        elif "content-length" in headers:
+    async def read_body(self, head: _Head) -> bytes:
+        """The body of the request ``head`` begins; a body over the cap is refused before any of it is read."""
+        headers = head.headers
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = 0
+        if not chunked and "content-length" in headers:
             try:
                 length = int(headers["content-length"])
             except ValueError:
@@ -206,15 +257,44 @@ class _Connection:
             if length < 0:
                 raise _BadRequest(400, "invalid content-length")
             if length > _MAX_BODY:
-                raise _BadRequest(413, "request body too large")
-            body = await self._read_exact(length)
-        else:
-            body = b""
+                raise _too_large(length)
+        if headers.get("expect", "").lower() == "100-continue":
+            await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return await self._read_chunked() if chunked else await self._read_exact(length)
 
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-        path, _, query = target.partition("?")
-        return _Request(RecordedRequest(method, path, headers, body, query), keep_alive)
+
+def _too_large(size: int) -> _BadRequest:
+    message = f"request body of {size:,} bytes is over the mock server's limit of {_MAX_BODY:,}"
+    return _BadRequest(413, message, "request_too_large")
+
+
+_MISDIRECTED = (
+    "mock server: the Host header must name this machine's loopback (localhost, 127.0.0.1, [::1])"
+    " or a host allowed with allowed_hosts / --allow-host"
+)
+
+
+def _host_name(value: str) -> str | None:
+    """The host in a Host header value, lowercased, without port or brackets; None if malformed."""
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(":")
+    if not name or (port and not (port.isascii() and port.isdigit())):
+        return None
+    return name.lower()
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _head(status: int, headers: Iterable[tuple[str, str]], extra: dict[str, str]) -> bytes:
@@ -257,22 +337,17 @@ async def _wait_closed(stream: SocketStream) -> None:
         return
 
 
-def _fixture_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    directory = os.environ.get("STREAMKIT_FIXTURES")
-    if directory and (Path(directory) / name).is_file():
-        return Path(directory) / name
-    raise FileNotFoundError(f"fixture {name!r} not found (as a path, or in $STREAMKIT_FIXTURES)")
-
-
 class MockServer:
     """A real loopback server answering ``POST /v1/messages`` with queued Replies.
 
     Use as ``async with MockServer(*replies) as server:``.  It owns one task
     group: every connection task is a child of it and every socket is closed
     when the block exits.
+
+    ``fixture_dirs`` are searched, in order and before ``BUILTIN_FIXTURES``, for the
+    transcripts Replies name.  Only requests whose Host is a loopback name, the bound
+    host, or one of ``allowed_hosts`` are answered: a web page cannot reach the server
+    through a DNS name rebound to 127.0.0.1.
     """
 
     def __init__(
@@ -281,23 +356,33 @@ class MockServer:
         default: Reply | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        fixture_dirs: Iterable[str | os.PathLike[str]] = (),
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.requests: list[RecordedRequest] = []
+        self.refused: list[RefusedRequest] = []
         # Off only for the long-running `python -m` server, whose memory must not grow per request.
         self._record = True
         self._queue: deque[Reply] = deque(replies)
         self._default = default
         self._host = host
         self._port = port
+        self._fixture_dirs = (*map(_fixture_dir, fixture_dirs), BUILTIN_FIXTURES)
+        allowed = {(_host_name(name) or name).lower() for name in allowed_hosts}  # "[::2]:80", "::2": "::2"
+        if host not in ("", "0.0.0.0", "::"):  # the bound address answers to its own name
+            allowed.add(host.lower())
+        self._allowed_hosts = frozenset(allowed)
         self._open_connections = 0
+        self._connections_changed: anyio.Event | None = None
         self._base_url: str | None = None
         self._stack: AsyncExitStack | None = None
         self._rng = random.Random()
         # Caches for replies used many times (the default, header overrides):
         # rendering a long reply once per request would make the server the bottleneck.
-        self._rendered: dict[tuple[int, Plan], tuple[Reply, Rendered]] = {}
-        self._header_replies: dict[str, Reply] = {}
-        self._fixtures: dict[Path, Rendered] = {}
+        self._rendered: BoundedCache[tuple[int, Plan], tuple[Reply, Rendered]]
+        self._rendered = BoundedCache(_RENDER_CACHE, _RENDER_CACHE_BYTES)
+        self._header_replies: BoundedCache[str, Reply] = BoundedCache(_HEADER_CACHE, _HEADER_CACHE_BYTES)
+        self._fixtures: BoundedCache[Path, Rendered] = BoundedCache(_FIXTURE_CACHE, _FIXTURE_CACHE_BYTES)
 
     @property
     def base_url(self) -> str:
@@ -310,6 +395,27 @@ class MockServer:
     def open_connections(self) -> int:
         """Client TCP connections currently open, to prove a client leaks none."""
         return self._open_connections
+
+    # The timeout is a parameter (not the caller's fail_after) so that the error can say how many were open.
+    async def wait_connections(self, count: int, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Return once exactly ``count`` client connections are open; TimeoutError after ``timeout`` s.
+
+        Woken by each connect and disconnect, so a test needs no polling loop to see a close.
+        """
+        with anyio.move_on_after(timeout):
+            while self._open_connections != count:
+                if self._connections_changed is None:
+                    self._connections_changed = anyio.Event()
+                await self._connections_changed.wait()
+            return
+        now = self._open_connections
+        raise TimeoutError(f"MockServer: waited {timeout:g} s for the open connections to be {count}; they are {now}")
+
+    def _count_connection(self, change: int) -> None:
+        self._open_connections += change
+        changed, self._connections_changed = self._connections_changed, None
+        if changed is not None:
+            changed.set()
 
     def push(self, *replies: Reply) -> None:
         """Queue more replies, answered in order before the default."""
@@ -352,15 +458,16 @@ class MockServer:
         await listener.serve(self._serve_connection, task_group)
 
     async def _serve_connection(self, stream: SocketStream) -> None:
-        self._open_connections += 1
+        self._count_connection(+1)
         try:
             conn = _Connection(stream)
             while True:
                 try:
-                    request = await conn.read_request()
+                    request = await self._read_request(conn)
                 except _BadRequest as exc:
+                    # The connection closes, so whatever else the client sends is never read.
                     rid = random_id("req_", self._rng)
-                    body = _error_body(default_error_type(exc.status), exc.message, rid)
+                    body = _error_body(exc.error_type, exc.message, rid)
                     await self._send_json(stream, exc.status, body, rid, False)
                     break
                 if request is None:
@@ -375,7 +482,25 @@ class MockServer:
             try:
                 await anyio.aclose_forcefully(stream)  # raises Cancelled when the server exits
             finally:
-                self._open_connections -= 1
+                self._count_connection(-1)
+
+    async def _read_request(self, conn: _Connection) -> _Request | None:
+        """The next request, its Host checked before its body is read; None at a clean close."""
+        head = await conn.read_head()
+        if head is None:
+            return None
+        name = _host_name(head.headers.get("host", ""))
+        try:
+            if name is None or not (_is_loopback(name) or name in self._allowed_hosts):
+                raise _BadRequest(421, _MISDIRECTED)
+            body = await conn.read_body(head)
+        except _BadRequest as exc:
+            host = head.headers.get("host")
+            _log.warning("mock server refused %s %s (Host %r): %s", head.method, head.path, host, exc.message)
+            if self._record:
+                self.refused.append(RefusedRequest(exc.status, head.method, head.path, head.headers))
+            raise
+        return _Request(RecordedRequest(head.method, head.path, head.headers, body, head.query), head.keep_alive)
 
     async def _respond(self, stream: SocketStream, request: _Request) -> bool:
         """Answer one request; False when the connection must close afterwards."""
@@ -403,10 +528,8 @@ class MockServer:
                 try:
                     reply = Reply.model_validate_json(override)
                 except ValidationError as exc:
-                    raise _BadRequest(400, f"invalid {OVERRIDE_HEADER} header: {exc}") from None
-                if len(self._header_replies) >= 16:
-                    del self._header_replies[next(iter(self._header_replies))]
-                self._header_replies[override] = reply
+                    raise _BadRequest(400, f"invalid {OVERRIDE_HEADER} header: {_problems(exc)}") from None
+                self._header_replies.put(override, reply, len(override))
             return reply, True
         if self._queue:
             return self._queue.popleft(), False
@@ -420,21 +543,28 @@ class MockServer:
         if hit is not None and hit[0] is reply:
             return hit[1]
         rendered = render(reply, plan)
-        if len(self._rendered) >= _RENDER_CACHE:
-            del self._rendered[next(iter(self._rendered))]
-        self._rendered[key] = (reply, rendered)
-        return rendered
+        return self._rendered.put(key, (reply, rendered), _rendered_size(rendered))[1]
 
     def _fixture(self, name: str) -> Rendered:
-        path = _fixture_path(name).resolve()
+        """The transcript a fixture name stands for; LookupError (naming no other file) if none."""
+        filename = fixture_filename(name)  # again: model_copy and model_construct skip validation
+        for directory in self._fixture_dirs:
+            path = (directory / filename).resolve()
+            if path.parent == directory and path.is_file():  # a symlink may not lead out
+                break
+        else:
+            raise LookupError(f"mock server: no fixture named {name!r}")
         rendered = self._fixtures.get(path)
         if rendered is None:
-            raw = path.read_bytes()
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                raise LookupError(f"mock server: fixture {name!r} could not be read") from None
             # The recorded files were stored trimmed: without a final blank line
             # a client would never dispatch the last event (message_stop).
             if not raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")):
                 raw += b"\n\n"
-            rendered = self._fixtures[path] = Rendered(split_events(raw), 0)
+            rendered = self._fixtures.put(path, Rendered(split_events(raw), 0), 2 * len(raw))
         return rendered
 
     async def _answer(self, stream: SocketStream, request: _Request) -> bool:
@@ -485,8 +615,8 @@ class MockServer:
         if reply.fixture is not None:
             try:
                 transcript = self._fixture(reply.fixture)
-            except OSError as exc:
-                body = _error_body("api_error", f"mock server: {exc}", request_id)
+            except (LookupError, ValueError) as exc:
+                body = _error_body("api_error", str(exc), request_id)
                 return await self._send_json(stream, 500, body, header_id, keep_alive)
             return await self._stream(stream, reply, b"", transcript, header_id, keep_alive)
         rendered = self._render(reply, plan, reused)
@@ -643,6 +773,21 @@ def _base_headers(content_type: str, request_id: str | None, keep_alive: bool, l
         ("content-length", str(length)),
         *_common_headers(request_id, keep_alive),
     ]
+
+
+def _fixture_dir(directory: str | os.PathLike[str]) -> Path:
+    path = Path(directory).resolve()
+    if not path.is_dir():
+        raise ValueError(f"fixture directory {os.fspath(directory)!r} is not a directory")
+    return path
+
+
+def _problems(exc: ValidationError) -> str:
+    """A ValidationError in one line, without pydantic's dump of the input and its version-specific links."""
+    return "; ".join(
+        ".".join(map(str, error["loc"])) + ": " + error["msg"] if error["loc"] else error["msg"]
+        for error in exc.errors()
+    )
 
 
 def _error_body(error_type: str, message: str, request_id: str | None) -> bytes:
