@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
@@ -20,8 +19,8 @@ from ._errors import (
     RequestTooLargeError,
     StreamingRequiredError,
     StreamkitError,
-    status_error,
 )
+from ._limits import encode_request, read_response_body
 from ._message import Message
 from ._resume import ResumePlanner, ResumeStrategy
 from ._retry import RetryInfo, RetryPolicy
@@ -78,6 +77,9 @@ class AsyncClient:
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
 
+    def __repr__(self) -> str:  # never shows the API key
+        return f"AsyncClient(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
+
     async def __aenter__(self) -> AsyncClient:
         return self
 
@@ -98,7 +100,7 @@ class AsyncClient:
         return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
 
     def _request(self, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool) -> httpx.Request:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = encode_request(body)
         if len(content) > MAX_REQUEST_BYTES:
             raise RequestTooLargeError(
                 f"the request body is {len(content):,} bytes, over the API's limit of "
@@ -219,16 +221,15 @@ class Messages:
         request = client._request(body, dict(extra_headers or {}), stream=False)
 
         async def send() -> Message:
-            response = await send_request(client._http, request, stream=False)
+            response = await send_request(client._http, request, stream=True)
             request_id = response.headers.get("request-id")
-            if response.status_code != 200:
-                raise status_error(response.status_code, response.headers, response.content)
+            content = await read_response_body(response)
             try:
-                return Message.model_validate_json(response.content)
+                return Message.model_validate_json(content)
             except ValidationError as exc:
                 raise ProtocolError(
                     f"the response is not a Message: {exc.errors()[0]['msg']}",
-                    data=response.content,
+                    data=content,
                     request_id=request_id,
                 ) from exc
 

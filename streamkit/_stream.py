@@ -31,10 +31,10 @@ from ._errors import (
     StallError,
     StreamkitError,
     StreamTimeoutError,
-    status_error,
     stream_error,
 )
 from ._events import StreamEvent, parse_event
+from ._limits import read_capped, read_status_error
 from ._message import Message
 from ._resume import ResumeInfo, ResumePlan, ResumePlanner
 from ._retry import RetryInfo, RetryPolicy
@@ -435,15 +435,10 @@ async def open_stream_response(http: httpx.AsyncClient, request: httpx.Request) 
     response = await send_request(http, request, stream=True)
     try:
         if response.status_code != 200:
-            content = await response.aread()
-            raise status_error(response.status_code, response.headers, content)
+            raise await read_status_error(response)
         content_type = response.headers.get("content-type", "")
         if content_type.partition(";")[0].strip().lower() != "text/event-stream":
-            content = b""
-            async for piece in response.aiter_bytes():
-                content += piece
-                if len(content) >= 500:
-                    break
+            content, _ = await read_capped(response, 500)
             raise ProtocolError(
                 f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
                 data=content,

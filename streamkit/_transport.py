@@ -167,9 +167,13 @@ def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.A
 
 
 async def send_request(http: httpx.AsyncClient, request: httpx.Request, *, stream: bool) -> httpx.Response:
-    """Send one request; a failure before the API answered becomes a retryable streamkit error."""
+    """Send one request; a failure before the API answered becomes a retryable streamkit error.
+
+    Redirects are never followed, whatever the client was configured with: httpx would send
+    the ``x-api-key`` header on to another host (it strips only ``Authorization``).
+    """
     try:
-        return await http.send(request, stream=stream)
+        return await http.send(request, stream=stream, follow_redirects=False)
     except httpx.TimeoutException as exc:
         raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
     except httpx.HTTPError as exc:
