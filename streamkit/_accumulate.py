@@ -4,18 +4,25 @@ Feed it each event (the decoded JSON object, or a typed event) and read ``messag
 The cost is linear in the stream: a delta is appended to a list, and text is joined and
 tool JSON parsed only when the snapshot is read (and once more at ``content_block_stop``
 for tool input).  Reading the snapshot after every delta therefore costs what the
-caller asks for, never a re-concatenation behind their back.
+caller asks for, never a re-concatenation behind their back.  Citations and unknown
+deltas are appended the same way, each checked alone, not with the whole block.
+
+Every event is checked when fed, so that reading ``message`` never fails, and the reply is
+capped (``max_reply_bytes`` of content, ``max_blocks`` blocks) as it grows: a server that
+sends without end is refused at the cap instead of exhausting memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from ._errors import ProtocolError
+from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import (
     ContentBlock,
     Message,
@@ -43,14 +50,16 @@ APPEND_FIELD = {  # delta type -> the field whose string it appends to the block
 class _Block:
     """One content block while it streams: appended parts, materialised on demand."""
 
-    __slots__ = ("closed", "extras", "fields", "model", "parts")
+    __slots__ = ("closed", "extras", "fields", "model", "parts", "size", "tails")
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], size: int) -> None:
         self.fields = fields
-        self.parts: list[str] = []
+        self.parts: list[str] = []  # text, thinking or tool JSON
+        self.tails: dict[str, list[Any]] = {}  # appended to a field: strings to a string, citations to a list
         self.extras = 0  # deltas that set or add a field instead of appending (signature, citations ...)
         self.closed = False
         self.model: ContentBlock | None = None
+        self.size = size  # bytes counted against the reply's cap
 
     @property
     def type(self) -> str:
@@ -65,6 +74,9 @@ class _Block:
         if self.model is not None:
             return self.model
         fields = dict(self.fields)
+        for key, tail in self.tails.items():
+            base = fields.get(key)
+            fields[key] = base + "".join(tail) if isinstance(base, str) else [*(base or ()), *tail]
         kind = self.type
         raw = self.joined()
         if kind == "text":
@@ -81,15 +93,44 @@ class _Block:
         return block
 
 
+def _model_of(kind: object) -> type[BaseModel]:
+    return _BLOCK_MODELS.get(kind, UnknownBlock) if isinstance(kind, str) else UnknownBlock
+
+
+@cache
+def _required(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name, field in model.model_fields.items() if field.is_required())
+
+
 def _checked_block(block: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a content block, if they make a valid block; else ValueError."""
     if not isinstance(block, Mapping):
         raise TypeError(f"a content block is {type(block).__name__}, not an object")
     fields = dict(block)
-    kind = fields.get("type")
-    model = _BLOCK_MODELS.get(kind, UnknownBlock) if isinstance(kind, str) else UnknownBlock
-    model.model_validate(fields)
+    _model_of(fields.get("type")).model_validate(fields)
     return fields
+
+
+def _check_changes(fields: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``changes`` are valid values of the block's fields.
+
+    Only the changed fields (and those the model requires) are validated, so a block that
+    grows by many deltas is never validated whole again.  A string checked alone stands
+    for the longer string it extends: the models constrain types, not lengths.
+    """
+    model = _model_of(fields["type"])
+    model.model_validate({**{key: fields[key] for key in _required(model)}, "type": fields["type"], **changes})
+
+
+def _size(value: Any) -> int:
+    """Bytes ``value`` adds to a reply: its UTF-8 length, or its JSON's.
+
+    Raises ValueError for what JSON cannot hold (a lone surrogate, say): the reply could
+    neither be parsed as tool input nor sent back in the next request.
+    """
+    if value.__class__ is str:
+        return len(value) if value.isascii() else len(value.encode())
+    return len(to_json(value))
 
 
 def _check_message(fields: Mapping[str, Any], usage: Mapping[str, Any]) -> None:
@@ -109,18 +150,23 @@ def _parse_tool_input(raw: str) -> Any:
 class MessageAccumulator:
     """Reassembles one Message; reusable without any network code."""
 
-    __slots__ = ("_blocks", "_message", "_snapshot", "_usage", "finished")
+    __slots__ = ("_blocks", "_max_blocks", "_max_bytes", "_message", "_size", "_snapshot", "_usage", "finished")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_reply_bytes: int = MAX_REPLY_BYTES, max_blocks: int = MAX_BLOCKS) -> None:
         self._message: dict[str, Any] | None = None
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _Block] = {}
         self._snapshot: Message | None = None
+        self._size = 0  # bytes of content held, the sum of the blocks' sizes
+        self._max_bytes = max_reply_bytes
+        self._max_blocks = max_blocks
         self.finished = False
 
     def feed(self, event: Mapping[str, Any] | BaseModel) -> None:
-        """Apply one event.  Raises ``ProtocolError`` for an event that cannot apply."""
-        data: Mapping[str, Any] = event.model_dump() if isinstance(event, BaseModel) else event
+        """Apply one event.  Raises ``ProtocolError`` for an event that cannot apply, changing nothing."""
+        data: object = event.model_dump() if isinstance(event, BaseModel) else event
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"an event is {type(data).__name__}, not an object")
         kind = data.get("type")
         try:
             if kind == "content_block_delta":
@@ -137,70 +183,107 @@ class MessageAccumulator:
                 self.finished = True
             else:
                 return  # ping, error and unknown events change nothing here
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # ValueError: pydantic's too
+        except ProtocolError:
+            raise
+        except Exception as exc:  # whatever a malformed event breaks: nothing else may escape
             raise ProtocolError(f"cannot apply {kind} event: {type(exc).__name__}: {exc}") from exc
         self._snapshot = None
+
+    def _checked_size(self, size: int) -> int:
+        """``size`` (of the whole reply), if it is within ``max_reply_bytes``; else ProtocolError."""
+        if size > self._max_bytes:
+            cap = self._max_bytes
+            raise ProtocolError(f"the reply holds more than max_reply_bytes={cap:,} bytes of content: refused")
+        return size
+
+    def _check_count(self, blocks: int) -> None:
+        if blocks > self._max_blocks:
+            raise ProtocolError(f"the reply holds more than max_blocks={self._max_blocks:,} content blocks: refused")
 
     def _start(self, message: Mapping[str, Any]) -> None:
         fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
         usage = dict(message.get("usage") or {})
         _check_message(fields, usage)
-        blocks = {}
-        for index, block in enumerate(message.get("content") or ()):
-            blocks[index] = _Block(_checked_block(block))
-            blocks[index].closed = True
-        self._message, self._usage, self._blocks = fields, usage, blocks
+        blocks: dict[int, _Block] = {}
+        size = 0
+        for index, content_block in enumerate(message.get("content") or ()):
+            self._check_count(index + 1)
+            block = blocks[index] = _Block(_checked_block(content_block), _size(content_block))
+            block.closed = True
+            size = self._checked_size(size + block.size)
+        self._message, self._usage, self._blocks, self._size = fields, usage, blocks, size
 
     def _block_start(self, index: int, content_block: Mapping[str, Any]) -> None:
         """A new block, checked here so that building the snapshot later cannot fail."""
         if type(index) is not int:
             raise TypeError(f"index {index!r} is not an integer")
         fields = _checked_block(content_block)
+        old = self._blocks.get(index)
+        if old is None:
+            self._check_count(len(self._blocks) + 1)
+        size = _size(fields)
+        total = self._checked_size(self._size + size - (old.size if old is not None else 0))
         if fields["type"] == "fallback" and self._message is not None:
             # Another model took over the reply: the Message names the one that wrote it.
             target = fields.get("to")
             model = target.get("model") if isinstance(target, Mapping) else None
             if isinstance(model, str):
                 self._message["model"] = model
-        self._blocks[index] = _Block(fields)
+        self._blocks[index] = _Block(fields, size)
+        self._size = total
 
     def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
+        """Append or set what the delta carries; everything is checked before anything changes."""
         block = self._blocks.get(index)
         if block is None:
             raise KeyError(f"content block {index} was never started")
-        block.model = None
         kind = delta["type"]
         field = APPEND_FIELD.get(kind)
         if field is not None:
             part = delta[field]
             if part.__class__ is not str:
                 raise TypeError(f"{kind}.{field} is {type(part).__name__}, not a string")
+            size = _size(part)
+            self._size = self._checked_size(self._size + size)
             block.parts.append(part)
-            return
-        block.extras += 1
-        fields = dict(block.fields)
-        if kind == "signature_delta":
-            fields["signature"] = delta["signature"]
         elif kind == "citations_delta":
-            fields["citations"] = [*(fields.get("citations") or ()), delta["citation"]]
+            citation = delta["citation"]
+            base = block.fields.get("citations")
+            if base is not None and not isinstance(base, list):
+                raise TypeError(f"the block's citations are {type(base).__name__}, not a list")
+            _check_changes(block.fields, {"citations": [citation]})
+            size = _size(citation)
+            self._size = self._checked_size(self._size + size)
+            block.tails.setdefault("citations", []).append(citation)
         else:
-            # Unknown delta: strings extend the block's field of the same name, as every
-            # known delta does; other values replace it.
-            for key, value in delta.items():
-                old = fields.get(key)
-                if key != "type":
-                    fields[key] = old + value if isinstance(old, str) and isinstance(value, str) else value
-        block.fields = _checked_block(fields)
+            # signature_delta sets the signature.  An unknown delta's strings extend the block's
+            # string field of the same name, as every known delta does; other values replace it.
+            if kind == "signature_delta":
+                changes = {"signature": delta["signature"]}
+            else:
+                changes = {key: value for key, value in delta.items() if key != "type"}
+            _check_changes(block.fields, changes)
+            size = sum(map(_size, changes.values()))
+            self._size = self._checked_size(self._size + size)
+            for key, value in changes.items():
+                if kind != "signature_delta" and isinstance(value, str) and isinstance(block.fields.get(key), str):
+                    block.tails.setdefault(key, []).append(value)
+                else:
+                    block.fields[key] = value
+                    block.tails.pop(key, None)
+        block.size += size
+        block.extras += field is None
+        block.model = None
 
     def _stop(self, index: int) -> None:
         block = self._blocks[index]
-        block.closed = True
         if block.type in _TOOL_TYPES and (raw := block.joined()):  # a tool without arguments sends ""
             try:
                 block.fields["input"] = from_json(raw)
             except ValueError as exc:
                 raise ProtocolError(f"tool input of block {index} is not valid JSON: {exc}", data=raw.encode()) from exc
             block.model = None
+        block.closed = True
 
     def _message_delta(self, data: Mapping[str, Any]) -> None:
         """Merge ``delta`` and every other top-level field (``context_management`` ...).
@@ -260,5 +343,5 @@ class MessageAccumulator:
     def truncate(self, count: int) -> None:
         """Drop every block from index ``count`` on (a block that cannot be resumed)."""
         for index in [i for i in self._blocks if i >= count]:
-            del self._blocks[index]
+            self._size -= self._blocks.pop(index).size
         self._snapshot = None

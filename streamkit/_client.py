@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 import httpx
 
+from ._accumulate import MessageAccumulator
 from ._errors import StreamingRequiredError, StreamkitError
 from ._hooks import Hook, Hooks
+from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
 from ._request import Requester, stream_opener, with_retries
 from ._resume import ResumePlanner, ResumeStrategy
@@ -52,6 +54,8 @@ class AsyncClient:
         resume: ResumeStrategy | Literal[False] = "auto",
         stall_timeout: float | None = 120.0,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        max_blocks: int = MAX_BLOCKS,
         retry_initial_delay: float = 0.5,
         retry_max_delay: float = 8.0,
     ) -> None:
@@ -66,9 +70,14 @@ class AsyncClient:
         self.resume: ResumeStrategy | Literal[False] = resume
         self.stall_timeout = stall_timeout
         self.drain_timeout = drain_timeout
+        self.max_reply_bytes = max_reply_bytes
+        self.max_blocks = max_blocks
         self._requester = Requester(self._http, self.base_url, self.api_key)
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
+
+    def __repr__(self) -> str:  # never shows the API key
+        return f"AsyncClient(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -135,6 +144,7 @@ class Messages:
             resume=planner,
             stall_timeout=client.stall_timeout if stall_timeout is NOT_GIVEN else stall_timeout,
             drain_timeout=client.drain_timeout,
+            accumulator=MessageAccumulator(max_reply_bytes=client.max_reply_bytes, max_blocks=client.max_blocks),
         )
 
     async def create(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-import re
+import string
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,6 +55,7 @@ class APIError(StreamkitError):
         retry_after: float | None = None,
         should_retry: bool | None = None,
         partial_message: Message | None = None,
+        truncated: bool = False,
     ) -> None:
         super().__init__(message, request_id=request_id, partial_message=partial_message)
         self.should_retry = should_retry  # the server's x-should-retry verdict, if it gave one
@@ -63,6 +64,7 @@ class APIError(StreamkitError):
         self.body = body
         self.text = text
         self.retry_after = retry_after
+        self.truncated = truncated  # the body was longer than the part read into ``text``
 
     def __str__(self) -> str:
         facts = [
@@ -213,6 +215,10 @@ class StreamingRequiredError(StreamkitError, ValueError):
     """A non-streaming request that may run past 10 minutes: use ``messages.stream()``."""
 
 
+class RequestBodyError(StreamkitError, ValueError):
+    """The request cannot be encoded as JSON (nested too deeply, a lone surrogate ...); nothing was sent."""
+
+
 # -- building errors from what the server sent --------------------------------------
 
 
@@ -238,11 +244,43 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+HTML_PREFIX = 64 * 1024
+"""Characters of a non-JSON error body searched for its gist: a title or text is near the top."""
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_CONTROLS = dict.fromkeys([*range(32), 127], " ")  # binary garbage must not reach a log line
+
+
 def _readable(text: str) -> str:
-    """A one-line gist of a non-JSON body (an HTML page from a proxy, say)."""
-    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    gist = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    """A one-line gist of a non-JSON body (an HTML page from a proxy, say).
+
+    Linear in the bounded prefix, whatever the page holds: the body is untrusted, and a
+    backtracking regex over it can stall the event loop.
+    """
+    text = text[:HTML_PREFIX].translate(_CONTROLS)
+    lower = text.translate(_ASCII_LOWER)  # keeps every index, unlike str.lower()
+    start = lower.find("<title>")
+    end = lower.find("</title>", start + 7) if start >= 0 else -1
+    gist = text[start + 7 : end] if end >= 0 else _strip_tags(text)
     return " ".join(gist.split())[:200]
+
+
+def _strip_tags(text: str) -> str:
+    """``text`` with each ``<...>`` tag (one character or more inside) replaced by a space."""
+    parts: list[str] = []
+    done = 0  # text before this index is in parts
+    search = 0
+    while (start := text.find("<", search)) >= 0:
+        end = text.find(">", start + 1)
+        if end < 0:
+            break  # no tag closes after this point: the rest is text
+        if end == start + 1:
+            search = end  # "<>" is text, not a tag
+            continue
+        parts += (text[done:start], " ")
+        done = search = end + 1
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def _error_detail(body: object) -> tuple[str | None, str | None]:
@@ -257,20 +295,30 @@ def _error_detail(body: object) -> tuple[str | None, str | None]:
     )
 
 
-def status_error(status: int, headers: Mapping[str, str], content: bytes) -> APIStatusError:
-    """The error for a non-200 response, whatever its body looks like."""
+def status_error(status: int, headers: Mapping[str, str], content: bytes, *, truncated: bool = False) -> APIStatusError:
+    """The error for a non-200 response, whatever its body looks like.
+
+    ``content`` is the body, or its first part when ``truncated``.  A redirect is reported,
+    never followed: the API key goes only to the host it was configured for.
+    """
     text = content.decode("utf-8", "replace")
     body: object | None
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         body = None
     body_type, message = _error_detail(body)
     error_type = body_type or _TYPE_BY_STATUS.get(status)
-    if not message:
+    if 300 <= status < 400:
+        location = headers.get("location", "")[:200]
+        error_type = None
+        message = f"the API answered {status} with a redirect to {location!r}: streamkit does not follow redirects"
+    elif not message:
         gist = _readable(text)
         message = f"HTTP {status}" + (f": {gist}" if gist else "")
-        if body is None and text:
+        if truncated:
+            message += f" (the body was cut at {len(content):,} bytes)"
+        elif body is None and text:
             message += " (the body is not JSON: it likely came from a proxy or CDN in front of the API)"
     request_id = headers.get("request-id")
     if request_id is None and isinstance(body, dict) and isinstance(body.get("request_id"), str):
@@ -285,6 +333,7 @@ def status_error(status: int, headers: Mapping[str, str], content: bytes) -> API
         text=text,
         retry_after=retry_after(headers),
         should_retry={"true": True, "false": False}.get(headers.get("x-should-retry", "").lower()),
+        truncated=truncated,
     )
 
 

@@ -71,7 +71,7 @@ Next = dict[str, Any] | Rewind | Restart | _Signal
 class ReplyMachine:
     """One reply across its attempts; see the module docstring for the protocol."""
 
-    def __init__(self, body: dict[str, Any], planner: ResumePlanner) -> None:
+    def __init__(self, body: dict[str, Any], planner: ResumePlanner, accumulator: MessageAccumulator) -> None:
         self.state = ReplyState.WAITING
         self.error: StreamkitError | None = None
         self.request_id: str | None = None
@@ -80,7 +80,7 @@ class ReplyMachine:
         self.retries = 0  # plain retries after a 200 (before any content); pre-stream ones are the requester's
         self._body = body
         self._planner = planner
-        self._accumulator = MessageAccumulator()
+        self._accumulator = accumulator  # fresh, with the reply's caps
         self._decoder = SSEDecoder()
         self._queue: deque[dict[str, Any]] = deque()  # decoded (and spliced) events, not yet applied
         self._ready: deque[dict[str, Any] | Rewind] = deque()  # applied, to hand out

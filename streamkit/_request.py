@@ -7,7 +7,6 @@ stream's body: that is the stream shell's job, once the API has answered 200.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -21,9 +20,9 @@ from ._errors import (
     APITimeoutError,
     ProtocolError,
     RequestTooLargeError,
-    status_error,
 )
 from ._hooks import Hook, call_hook
+from ._limits import encode_request, read_capped, read_response_body, read_status_error
 from ._message import Message
 from ._retry import RetryInfo, RetryPolicy
 
@@ -44,7 +43,7 @@ class Requester:
         self, path: str, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool
     ) -> httpx.Request:
         """The request, refused locally if its body is over the API's size limit."""
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = encode_request(body)
         if len(content) > MAX_REQUEST_BYTES:
             raise RequestTooLargeError(
                 f"the request body is {len(content):,} bytes, over the API's limit of "
@@ -62,9 +61,13 @@ class Requester:
         return self.http.build_request("POST", f"{self.base_url}{path}", content=content, headers=all_headers)
 
     async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
-        """Send once; a failure before the API answered becomes a retryable streamkit error."""
+        """Send once; a failure before the API answered becomes a retryable streamkit error.
+
+        Redirects are never followed, whatever the client was configured with: httpx would send
+        the ``x-api-key`` header on to another host (it strips only ``Authorization``).
+        """
         try:
-            return await self.http.send(request, stream=stream)
+            return await self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.TimeoutException as exc:
             raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
         except httpx.HTTPError as exc:
@@ -75,15 +78,10 @@ class Requester:
         response = await self.send(request, stream=True)
         try:
             if response.status_code != 200:
-                content = await response.aread()
-                raise status_error(response.status_code, response.headers, content)
+                raise await read_status_error(response)
             content_type = response.headers.get("content-type", "")
             if content_type.partition(";")[0].strip().lower() != "text/event-stream":
-                content = b""
-                async for piece in response.aiter_bytes():
-                    content += piece
-                    if len(content) >= 500:
-                        break
+                content, _ = await read_capped(response, 500)
                 raise ProtocolError(
                     f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
                     data=content,
@@ -95,18 +93,16 @@ class Requester:
         return response
 
     async def send_message(self, request: httpx.Request) -> Message:
-        """Send one non-streaming Messages request and parse the whole reply."""
-        response = await self.send(request, stream=False)
-        request_id = response.headers.get("request-id")
-        if response.status_code != 200:
-            raise status_error(response.status_code, response.headers, response.content)
+        """Send one non-streaming Messages request and parse the whole reply, read up to its cap."""
+        response = await self.send(request, stream=True)
+        content = await read_response_body(response)
         try:
-            return Message.model_validate_json(response.content)
+            return Message.model_validate_json(content)
         except ValidationError as exc:
             raise ProtocolError(
                 f"the response is not a Message: {exc.errors()[0]['msg']}",
-                data=response.content,
-                request_id=request_id,
+                data=content,
+                request_id=response.headers.get("request-id"),
             ) from exc
 
 

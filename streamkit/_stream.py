@@ -18,6 +18,7 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
+from ._accumulate import MessageAccumulator
 from ._errors import ProtocolError, StreamkitError
 from ._events import RewindEvent, StreamEvent, parse_event
 from ._hooks import Hooks, call_hook
@@ -46,10 +47,11 @@ class MessageStream:
         resume: ResumePlanner,
         stall_timeout: float | None,
         drain_timeout: float,
+        accumulator: MessageAccumulator,
     ) -> None:
         self._open = open_attempt
         self._body = body
-        self._machine = ReplyMachine(body, resume)
+        self._machine = ReplyMachine(body, resume, accumulator)
         self._hooks = hooks
         self._per_event_hooks = hooks.per_event
         self._stall_timeout = stall_timeout

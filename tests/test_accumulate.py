@@ -579,3 +579,141 @@ def test_fifty_thousand_tool_input_fragments_are_linear() -> None:
     assert block.input == document
     assert block.input_json == raw
     assert elapsed < 10.0
+
+
+def test_fifty_thousand_citations_and_unknown_deltas_are_linear() -> None:
+    """Each is checked alone: the block they grow is never validated whole again."""
+    citations = [{"type": "char_location", "cited_text": f"c{i}"} for i in range(20_000)]
+    events = [message_start(), block_start(0, type="text", text="")]
+    events += [delta(0, type="citations_delta", citation=citation) for citation in citations]
+    events += [block_stop(0), block_start(1, type="compaction", content="")]
+    events += [delta(1, type="compaction_delta", content=f"w{i % 10} ") for i in range(30_000)]
+    events += [block_stop(1), message_delta(output_tokens=50_000), STOP]
+    elapsed, message = timed(events)
+    print(f"\n20,000 citations and 30,000 unknown deltas accumulated in {elapsed * 1000:.1f} ms")
+    text, compaction = message.content
+    assert text == streamkit.TextBlock(text="", citations=citations)
+    assert compaction == streamkit.UnknownBlock(
+        type="compaction", content="".join(f"w{i % 10} " for i in range(30_000))
+    )
+    assert elapsed < 2.0
+
+
+# -- caps and checks: feed refuses, message never fails --------------------------------
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_lone_surrogate_in_tool_json_is_refused_when_fed() -> None:
+    accumulator = fed(message_start(), tool_block(0), delta(0, type="input_json_delta", partial_json='{"q": "a'))
+    before = snapshot(accumulator)
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(delta(0, type="input_json_delta", partial_json="\ud800"))
+    assert caught.value.message == (
+        "cannot apply content_block_delta event: UnicodeEncodeError: "
+        "'utf-8' codec can't encode character '\\ud800' in position 0: surrogates not allowed"
+    )
+    assert snapshot(accumulator) is before
+    for event in (delta(0, type="input_json_delta", partial_json='"}'), block_stop(0)):
+        accumulator.feed(event)
+    block = snapshot(accumulator).content[0]
+    assert isinstance(block, streamkit.ToolUseBlock) and block.input == {"q": "a"}
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (delta(0, type="citations_delta", citation={"deep": nested(1_000)}), "PydanticSerializationError"),
+        (delta(0, type="signature_delta", signature="\udfff"), "UnicodeEncodeError"),
+        (delta(0, type="mystery_delta", extra=object()), "PydanticSerializationError"),
+    ],
+)
+def test_a_value_json_cannot_hold_is_refused_when_fed(event: dict[str, Any], reason: str) -> None:
+    """Nothing that could not be sent back in the next request is taken in."""
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="ok"))
+    before = snapshot(accumulator)
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(event)
+    assert caught.value.message.startswith(f"cannot apply content_block_delta event: {reason}: ")
+    assert snapshot(accumulator) is before
+
+
+def test_citations_after_a_field_that_is_not_a_list_are_refused() -> None:
+    accumulator = fed(message_start(), block_start(0, type="compaction", citations="none"))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(delta(0, type="citations_delta", citation={"a": 1}))
+    assert (
+        caught.value.message
+        == "cannot apply content_block_delta event: TypeError: the block's citations are str, not a list"
+    )
+    assert snapshot(accumulator).content == [streamkit.UnknownBlock(type="compaction", citations="none")]
+
+
+def test_an_event_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        MessageAccumulator().feed(["content_block_delta"])  # type: ignore[arg-type]
+    assert caught.value.message == "an event is list, not an object"
+
+
+TEXT_BLOCK_JSON = len('{"type":"text","text":""}')
+
+
+@pytest.mark.parametrize(
+    "growth",
+    [
+        delta(0, type="text_delta", text="é" * 6),  # 12 bytes in UTF-8
+        delta(0, type="thinking_delta", thinking="x" * 12),
+        delta(0, type="signature_delta", signature="x" * 12),
+        delta(0, type="citations_delta", citation={"a": "bcd"}),  # {"a":"bcd"}: 11 bytes
+        delta(0, type="mystery_delta", text="x" * 12),
+    ],
+    ids=["text", "thinking", "signature", "citation", "unknown"],
+)
+def test_the_reply_is_capped_in_bytes_as_it_grows(growth: dict[str, Any]) -> None:
+    cap = TEXT_BLOCK_JSON + 20
+    accumulator = MessageAccumulator(max_reply_bytes=cap)
+    for event in (message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="x" * 10)):
+        accumulator.feed(event)
+    before = snapshot(accumulator)
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(growth)
+    assert type(caught.value) is streamkit.ProtocolError
+    assert caught.value.message == f"the reply holds more than max_reply_bytes={cap} bytes of content: refused"
+    assert snapshot(accumulator) is before
+    accumulator.feed(delta(0, type="text_delta", text="y" * 10))  # exactly at the cap: fine
+    assert snapshot(accumulator).text == "x" * 10 + "y" * 10
+
+
+def test_a_large_block_counts_when_it_starts_and_a_dropped_one_no_more() -> None:
+    result = {"type": "web_fetch_tool_result", "content": "z" * 1000}
+    size = len(json.dumps(result, separators=(",", ":")))
+    accumulator = MessageAccumulator(max_reply_bytes=size + TEXT_BLOCK_JSON)
+    for event in (message_start(), block_start(0, **result), block_stop(0), block_start(1, type="text", text="")):
+        accumulator.feed(event)
+    with pytest.raises(streamkit.ProtocolError):
+        accumulator.feed(delta(1, type="text_delta", text="x"))
+    accumulator.truncate(1)  # a resume drops block 1: its bytes no longer count
+    accumulator.feed(block_start(1, type="text", text=""))
+    with pytest.raises(streamkit.ProtocolError):
+        accumulator.feed(block_start(2, **result))
+
+
+def test_the_reply_is_capped_in_blocks() -> None:
+    accumulator = MessageAccumulator(max_blocks=2)
+    accumulator.feed(message_start())
+    for index in range(2):
+        accumulator.feed(block_start(index, type="text", text=""))
+    accumulator.feed(block_start(1, type="text", text="again"))  # the same index replaces: still two
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        accumulator.feed(block_start(2, type="text", text=""))
+    assert caught.value.message == "the reply holds more than max_blocks=2 content blocks: refused"
+    assert snapshot(accumulator).content == [streamkit.TextBlock(text=""), streamkit.TextBlock(text="again")]
+    with pytest.raises(streamkit.ProtocolError):
+        MessageAccumulator(max_blocks=2).feed(
+            {"type": "message_start", "message": {**MESSAGE, "content": [{"type": "text", "text": ""}] * 3}}
+        )

@@ -268,7 +268,7 @@ def drive(attempts: list[list[bytes]], resume: bool = True) -> streamkit.Message
     as in the shell) and the snapshot read after it.  Any exception but a StreamkitError escapes.
     """
     planner = ResumePlanner("auto" if resume else False, 3, RetryPolicy(3, 0.0, 0.0))
-    machine = ReplyMachine(dict(REQUEST), planner)
+    machine = ReplyMachine(dict(REQUEST), planner, MessageAccumulator())
     queued = [deque(chunks) for chunks in attempts]
     chunks = queued.pop(0)
     machine.start("req_0")

@@ -69,7 +69,8 @@ def sse(events: Iterable[dict[str, Any]]) -> bytes:
 
 
 def machine(body: dict[str, Any] = BODY, resume: Any = "auto", max_resumes: int = 3) -> ReplyMachine:
-    return ReplyMachine(dict(body), ResumePlanner(resume, max_resumes, RetryPolicy(2, 0.0, 0.0), set()))
+    planner = ResumePlanner(resume, max_resumes, RetryPolicy(2, 0.0, 0.0), set())
+    return ReplyMachine(dict(body), planner, streamkit.MessageAccumulator())
 
 
 @dataclass

@@ -15,7 +15,8 @@ path gets a 404 ``not_found_error``.
 
 How a reply is sent, first rule that applies:
 
-1. ``body`` set: that body as-is, with ``status`` and ``content_type``.
+1. ``body`` (text) or ``raw_body`` (bytes) set: that body as-is, with ``status`` and
+   ``content_type``.
 2. ``status`` != 200: the API's JSON error body (``error_type``/``error_message``,
    defaulted from the status).
 3. A prefill the API would refuse (``reject_prefill``, trailing whitespace, or

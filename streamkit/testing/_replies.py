@@ -193,6 +193,9 @@ class Fault(_Model):
 class Reply(_Model):
     """One answer of the mock server; see the package docstring for precedence rules."""
 
+    # raw_body travels as base64 in the override header.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
     status: int = Field(default=200, ge=100, le=599)
     headers: dict[str, str] = Field(default_factory=dict)
     request_id: str | None = None
@@ -202,6 +205,7 @@ class Reply(_Model):
     error_message: str | None = None
 
     body: str | None = None
+    raw_body: bytes | None = None  # a body that is not UTF-8 text (compressed, say), sent as-is
     content_type: str | None = None
 
     blocks: list[Block] = Field(default_factory=list)
@@ -243,6 +247,12 @@ class Reply(_Model):
         if name is not None:
             fixture_filename(name)
         return name
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Self:
+        if self.body is not None and self.raw_body is not None:
+            raise ValueError("set body or raw_body, not both")
+        return self
 
     @classmethod
     def text(cls, text: str, *, chunk_size: int = 8, **fields: Any) -> Self:

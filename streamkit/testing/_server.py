@@ -313,9 +313,9 @@ def _reason(status: int) -> str:
         return _REASONS.get(status, "Unknown")
 
 
-async def _send_parts(stream: SocketStream, parts: Iterable[bytes]) -> None:
+async def _send_parts(stream: SocketStream, parts: Iterable[bytes | memoryview]) -> None:
     """Send many small byte strings as few large writes."""
-    batch: list[bytes] = []
+    batch: list[bytes | memoryview] = []
     size = 0
     for part in parts:
         batch.append(part)
@@ -592,14 +592,12 @@ class MockServer:
         # None: send no request-id header.
         header_id = request_id if reply.request_id_header else None
 
-        if reply.body is not None:
+        content = reply.raw_body if reply.body is None else reply.body.encode()
+        if content is not None:
             content_type = reply.content_type or "text/plain; charset=utf-8"
-            head = _head(
-                reply.status,
-                _base_headers(content_type, header_id, keep_alive, len(reply.body.encode())),
-                reply.headers,
-            )
-            await stream.send(head + reply.body.encode())
+            head = _head(reply.status, _base_headers(content_type, header_id, keep_alive, len(content)), reply.headers)
+            view = memoryview(content)  # slices of a large body are sent without copying it whole
+            await _send_parts(stream, [head, *(view[i : i + _WRITE_SIZE] for i in range(0, len(view), _WRITE_SIZE))])
             return keep_alive
         if reply.status != 200:
             error_type = reply.error_type or default_error_type(reply.status)
