@@ -16,7 +16,7 @@ import pytest
 import streamkit
 from streamkit import ResumeInfo, RetryPolicy
 from streamkit._reply import END, NEED_DATA, ReplyMachine, ReplyState, Restart
-from streamkit._resume import CONTINUE_PROMPT, ResumePlanner
+from streamkit._resume import CONTINUE_PROMPT, PREFILL_REJECTED, ResumePlanner
 
 USER = [{"role": "user", "content": "Tell me about Paris."}]
 BODY: dict[str, Any] = {"model": "m", "max_tokens": 500, "messages": USER, "stream": True}
@@ -247,3 +247,162 @@ def test_a_regenerated_tool_call_and_text_at_every_cut(server: bool) -> None:
         assert starts == [0, 1, 2], where
         assert drive.rewinds == [], where
     assert cuts > len(wire) // 2
+
+
+def started(body: dict[str, Any] = BODY, resume: Any = "auto", **options: Any) -> ReplyMachine:
+    """A machine whose first attempt delivered the start of TEXT (four deltas)."""
+    m = machine(body, resume, **options)
+    m.start("req_1")
+    m.feed(sse(reply(text_block(TEXT))[:6]))
+    while m.next_event() is not NEED_DATA:
+        pass
+    return m
+
+
+FAILURES: list[tuple[str, streamkit.StreamkitError]] = [
+    ("cut", streamkit.ConnectionLostError("connection reset")),
+    ("stall", streamkit.StallError("no progress for 0.1 s")),
+    ("timeout", streamkit.StreamTimeoutError("read timeout")),
+]
+
+
+@pytest.mark.parametrize(("name", "error"), FAILURES, ids=[name for name, _ in FAILURES])
+def test_every_broken_connection_resumes_or_with_resume_off_ends_with_the_partial_reply(
+    name: str, error: streamkit.StreamkitError
+) -> None:
+    m = started()
+    m.fail(error)
+    restart = m.next_event()
+    assert isinstance(restart, Restart) and restart.cause is error and restart.strategy == "prefill"
+    assert m.state is ReplyState.WAITING
+    off = started(resume=False)
+    off.fail(error)
+    with pytest.raises(type(error)) as caught:
+        off.next_event()
+    assert caught.value is error
+    assert caught.value.partial_message is not None and caught.value.partial_message.text == TEXT[:24]
+    assert caught.value.request_id == "req_1"
+    assert off.state is ReplyState.FAILED and off.error is error
+    assert off.next_event() is END
+
+
+def test_a_truncated_body_is_an_incomplete_reply_that_resumes() -> None:
+    m = started()
+    m.feed(b"event: content_block_delta\ndata: {\"type\"")  # half an event, then the body ends
+    m.feed_eof()
+    restart = m.next_event()
+    assert isinstance(restart, Restart)
+    assert type(restart.cause) is streamkit.IncompleteStreamError
+    assert restart.cause.message == (
+        "the stream ended without message_stop (40 bytes of an unfinished event): the reply is incomplete"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error_type", "resumes"),
+    [("overloaded_error", True), ("api_error", True), ("rate_limit_error", True), ("invalid_request_error", False)],
+)
+def test_an_error_event_after_content(error_type: str, resumes: bool) -> None:
+    m = started()
+    m.feed(sse([{"type": "error", "error": {"type": error_type, "message": "boom"}}]))
+    if resumes:
+        restart = m.next_event()
+        assert isinstance(restart, Restart) and isinstance(restart.cause, streamkit.StreamError)
+        assert restart.cause.error_type == error_type
+        return
+    with pytest.raises(streamkit.InvalidRequestError) as caught:
+        m.next_event()
+    assert isinstance(caught.value, streamkit.StreamError)
+    assert (caught.value.message, caught.value.request_id) == ("boom", "req_1")
+    assert caught.value.partial_message is not None and caught.value.partial_message.text == TEXT[:24]
+
+
+def test_events_before_a_failure_in_the_same_chunk_are_handed_out_first() -> None:
+    m = machine()
+    m.start("req_1")
+    events = reply(text_block("Hello"))[:3]
+    m.feed(sse(events) + b"event: content_block_delta\ndata: {not json}\n\n")
+    assert [m.next_event()["type"] for _ in range(3)] == [  # type: ignore[index]
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+    ]
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        m.next_event()
+    assert caught.value.message == "the data of a 'content_block_delta' event is not valid JSON"
+    assert caught.value.data == b"{not json}"
+    assert caught.value.partial_message is not None and caught.value.partial_message.text == "Hello"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "content_block_delta", "index": None, "delta": {"type": "text_delta", "text": "x"}},
+        {"type": "content_block_delta", "index": {"a": 1}, "delta": {"type": "text_delta", "text": "x"}},
+        {"type": "content_block_delta", "index": 0, "delta": ["text_delta"]},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 7}},
+        {"type": "content_block_start", "index": 0, "content_block": "text"},
+        {"type": "message_start", "message": []},
+        {"type": "message_delta", "delta": {}, "usage": [1]},
+    ],
+)
+def test_a_malformed_event_on_a_resumed_attempt_is_a_protocol_error(bad: dict[str, Any]) -> None:
+    m = started()
+    m.fail(streamkit.ConnectionLostError("reset"))
+    assert isinstance(m.next_event(), Restart)
+    m.start("req_2")
+    m.feed(sse([bad]))
+    with pytest.raises(streamkit.ProtocolError) as caught:
+        m.next_event()
+    assert caught.value.message.startswith(f"cannot continue the reply with a malformed {bad['type']} event: ")
+    assert caught.value.partial_message is not None and caught.value.partial_message.text == TEXT[:24]
+    assert m.state is ReplyState.FAILED
+
+
+def test_a_refused_prefill_switches_to_continue_once() -> None:
+    m = started()
+    cause = streamkit.ConnectionLostError("reset")
+    m.fail(cause)
+    first = m.next_event()
+    assert isinstance(first, Restart) and first.strategy == "prefill"
+    refusal = streamkit.InvalidRequestError(f"This model {PREFILL_REJECTED}.", status_code=400)
+    again = m.refused(refusal)
+    assert (again.strategy, again.delay, again.cause) == ("continue", 0.0, cause)
+    assert again.body["messages"][-1] == {"role": "user", "content": CONTINUE_PROMPT}
+    with pytest.raises(streamkit.InvalidRequestError) as caught:
+        m.refused(refusal)
+    assert caught.value is refusal and caught.value.partial_message is not None
+
+
+def test_resumes_stop_at_max_resumes() -> None:
+    m = started(max_resumes=1)
+    m.fail(streamkit.ConnectionLostError("first"))
+    assert isinstance(m.next_event(), Restart)
+    m.start("req_2")
+    m.fail(second := streamkit.ConnectionLostError("second"))
+    with pytest.raises(streamkit.ConnectionLostError) as caught:
+        m.next_event()
+    assert caught.value is second and len(m.resumes) == 1
+
+
+def test_closed_before_the_end_the_final_message_is_incomplete() -> None:
+    m = started()
+    m.close()
+    assert m.state is ReplyState.CLOSED and m.next_event() is END
+    with pytest.raises(streamkit.IncompleteStreamError) as caught:
+        m.final_message()
+    assert caught.value.message == "the stream was closed before message_stop: the reply is incomplete"
+    assert caught.value.partial_message is not None and caught.value.partial_message.text == TEXT[:24]
+
+
+def test_no_content_yet_is_a_plain_retry_that_keeps_the_usage() -> None:
+    m = machine()
+    m.start("req_1")
+    m.feed(sse(reply(text_block(TEXT))[:2]))
+    m.fail(streamkit.ConnectionLostError("reset"))
+    kinds = []
+    while not isinstance(item := m.next_event(), Restart):
+        kinds.append(item["type"])  # type: ignore[index]
+    assert kinds == ["message_start", "content_block_start"]
+    assert (item.strategy, item.body) == ("retry", m._body)
+    assert m.retries == 1 and m.resumes == []
