@@ -32,10 +32,17 @@ GZIP = {"content-encoding": "gzip"}
 
 @pytest.fixture(scope="session")
 def gzip_bomb() -> bytes:
-    """1 GiB of zeros, gzipped (about 1 MB): compressed a MiB at a time, never held inflated."""
+    """1 GiB of zeros, gzipped (about 1 MB), never held inflated.
+
+    One MiB of zeros is compressed once and closed with a full flush, which resets the
+    compressor: the same bytes then stand for every following MiB.  (The trailer's CRC is
+    not that of 1 GiB; no reader gets that far.)
+    """
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zeros = bytes(MB)
-    return b"".join([*(compressor.compress(zeros) for _ in range(1024)), compressor.flush()])
+    head = compressor.compress(bytes(MB)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = again.compress(bytes(MB)) + again.flush(zlib.Z_FULL_FLUSH)
+    return head + block * 1023 + again.flush()
 
 
 @contextmanager

@@ -213,7 +213,7 @@ def continuation_for(restart: Restart, whole: list[list[dict[str, Any]]]) -> lis
 
 @pytest.mark.parametrize("server", [False, True], ids=["tool_use", "server_tool_use"])
 def test_a_regenerated_tool_call_and_text_at_every_cut(server: bool) -> None:
-    """Cut at every byte: the text, the tool input and the events are handed out exactly once."""
+    """Cut at every event boundary and inside every event (twice): each piece is handed out once."""
     name = "web_search" if server else "get_weather"
     tool = tool_block(name, "srvtoolu_1" if server else "toolu_1")
     if server:
@@ -222,7 +222,9 @@ def test_a_regenerated_tool_call_and_text_at_every_cut(server: bool) -> None:
     wire = sse(reply(*whole, stop_reason="tool_use"))
     run(uncut := machine(), [wire])
     cuts = 0
-    for at in range(1, len(wire)):
+    ends = [i + 2 for i in range(len(wire)) if wire.startswith(b"\n\n", i)]
+    positions = sorted({*ends, *(a + (b - a) * k // 3 for a, b in zip([0, *ends], ends, strict=False) for k in (1, 2))})
+    for at in positions[:-1]:
         m = machine()
         drive = Drive()
         m.start("req_1")
@@ -246,7 +248,7 @@ def test_a_regenerated_tool_call_and_text_at_every_cut(server: bool) -> None:
         starts = [e["index"] for e in drive.events if e["type"] == "content_block_start"]
         assert starts == [0, 1, 2], where
         assert drive.rewinds == [], where
-    assert cuts > len(wire) // 2
+    assert cuts == len(positions) - 1  # every cut before the end of message_stop restarts
 
 
 def started(body: dict[str, Any] = BODY, resume: Any = "auto", **options: Any) -> ReplyMachine:

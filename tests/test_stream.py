@@ -596,7 +596,7 @@ async def test_tool_with_only_an_empty_input_fragment() -> None:
 async def test_trouble_after_message_stop_keeps_the_finished_reply(kind: FaultKind) -> None:
     """message_stop arrived: the reply is whole.  A broken or idle connection after it changes nothing."""
     reply = Reply.text(HELLO, chunk_size=5, fault=Fault(kind, after=8, ping_interval=0.02))  # all 8 events first
-    async with serve(reply, stall_timeout=0.3, timeout=0.5) as (_, client):
+    async with serve(reply, stall_timeout=0.3, timeout=0.5, drain_timeout=0.05) as (_, client):
         with anyio.fail_after(3):
             async with client.messages.stream(**REQUEST) as stream:
                 final = await stream.get_final_message()
