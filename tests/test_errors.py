@@ -11,6 +11,7 @@ import re
 from typing import Any, Literal
 
 import pytest
+from conftest import one_attempt_client
 
 import streamkit
 from streamkit.testing import Fault, MockServer, Reply, lorem
@@ -43,16 +44,11 @@ def faulty(kind: FaultKind, after: int, **fault: Any) -> Reply:
     return Reply.text(TEXT, chunk_size=CHUNK, request_id=RID, fault=Fault(kind, after, **fault))
 
 
-def client_for(server: MockServer, **options: Any) -> streamkit.AsyncClient:
-    settings: dict[str, Any] = {"max_retries": 0, "resume": False, **options}
-    return streamkit.AsyncClient(api_key="test-key", base_url=server.base_url, **settings)
-
-
 async def fail(reply: Reply, **options: Any) -> tuple[streamkit.StreamkitError, list[Any]]:
     """Stream ``reply`` to the end with get_final_message(); return the error and what on_error saw."""
     seen: list[Any] = []
     async with MockServer(reply) as server:
-        async with client_for(server, **options) as client:
+        async with one_attempt_client(server, **options) as client:
             with pytest.raises(streamkit.StreamkitError) as caught:
                 async with client.messages.stream(**REQUEST, on_error=seen.append) as stream:
                     await stream.get_final_message()
@@ -293,7 +289,7 @@ async def test_error_event_after_n_events(
 
 async def test_error_event_is_not_caught_as_a_status_error() -> None:
     async with MockServer(faulty("error", 6)) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.StreamError) as caught:
                 try:
                     async with client.messages.stream(**REQUEST) as stream:
@@ -318,7 +314,7 @@ async def test_error_event_seen_by_the_event_iterator() -> None:
     """The iterator yields every event before the error, then raises it: never a silent end."""
     types: list[type] = []
     async with MockServer(faulty("error", 5)) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.StreamError) as caught:
                 async with client.messages.stream(**REQUEST) as stream:
                     async for event in stream:
@@ -339,7 +335,7 @@ async def test_error_event_seen_by_the_event_iterator() -> None:
 async def test_error_event_seen_by_text_stream() -> None:
     pieces: list[str] = []
     async with MockServer(faulty("error", 8, error_type="api_error", message="boom")) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.InternalServerError) as caught:
                 async with client.messages.stream(**REQUEST) as stream:
                     async for piece in stream.text_stream:
@@ -391,7 +387,7 @@ async def test_truncated_after_message_delta_is_still_incomplete() -> None:
 @pytest.mark.parametrize("consumer", ["iterator", "text_stream", "get_final_text"])
 async def test_truncation_raises_for_every_consumer(consumer: str) -> None:
     async with MockServer(faulty("truncate", 6)) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.IncompleteStreamError) as caught:
                 async with client.messages.stream(**REQUEST) as stream:
                     if consumer == "iterator":
@@ -456,7 +452,7 @@ async def test_a_200_that_is_not_an_event_stream() -> None:
     seen: list[Any] = []
     reply = Reply(body="<html>hi</html>", content_type="text/html", request_id=RID)
     async with MockServer(reply) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.ProtocolError) as caught:
                 async with client.messages.stream(**REQUEST, on_error=seen.append):
                     pytest.fail("entered a stream that is not an event stream")  # raised on entering
@@ -495,7 +491,7 @@ async def test_async_on_error_hook_gets_the_raised_object() -> None:
         seen.append(error)
 
     async with MockServer(faulty("cut", 5)) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.ConnectionLostError) as caught:
                 async with client.messages.stream(**REQUEST, on_error=on_error) as stream:
                     await stream.get_final_message()
@@ -515,7 +511,7 @@ async def test_async_on_error_hook_gets_the_raised_object() -> None:
 async def test_create_maps_status_errors(status: int, error_type: str, kind: type[streamkit.APIError]) -> None:
     reply = Reply.error(status, message=f"no {status}", request_id=RID, headers={"retry-after": "2"})
     async with MockServer(reply) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.APIStatusError) as caught:
                 await client.messages.create(**REQUEST)
         assert server.requests[0].json == REQUEST
@@ -534,7 +530,7 @@ async def test_create_maps_status_errors(status: int, error_type: str, kind: typ
 
 async def test_create_unknown_error_type() -> None:
     async with MockServer(Reply.error(400, error_type="brand_new_error", message="new")) as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.APIStatusError) as caught:
                 await client.messages.create(**REQUEST)
     assert type(caught.value) is streamkit.APIStatusError

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import one_attempt_client
 
 import streamkit
 from streamkit._errors import _readable
@@ -58,13 +59,8 @@ def bounded(what: str, *, seconds: float, megabytes: int = 200) -> Iterator[None
     assert growth < megabytes
 
 
-def client_for(server: MockServer, **options: Any) -> streamkit.AsyncClient:
-    settings: dict[str, Any] = {"max_retries": 0, "resume": False, **options}
-    return streamkit.AsyncClient(api_key="test-key", base_url=server.base_url, **settings)
-
-
 async def stream_error(server: MockServer, **options: Any) -> streamkit.StreamkitError:
-    async with client_for(server, **options) as client:
+    async with one_attempt_client(server, **options) as client:
         with pytest.raises(streamkit.StreamkitError) as caught:
             async with client.messages.stream(**REQUEST) as stream:
                 await stream.get_final_message()
@@ -72,7 +68,7 @@ async def stream_error(server: MockServer, **options: Any) -> streamkit.Streamki
 
 
 async def create_error(server: MockServer, **options: Any) -> streamkit.StreamkitError:
-    async with client_for(server, **options) as client:
+    async with one_attempt_client(server, **options) as client:
         with pytest.raises(streamkit.StreamkitError) as caught:
             await client.messages.create(**REQUEST)
     return caught.value
@@ -255,7 +251,7 @@ def nested(depth: int) -> list[Any]:
 )
 async def test_a_request_json_cannot_hold_is_refused_before_sending(content: Any, reason: str) -> None:
     async with MockServer() as server:
-        async with client_for(server) as client:
+        async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.RequestBodyError) as caught:
                 await client.messages.create(**{**REQUEST, "messages": [{"role": "user", "content": content}]})
     assert isinstance(caught.value, ValueError)

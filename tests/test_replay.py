@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import client_for
 
 import streamkit
 from streamkit.testing import Fault, MockServer, RawBlock, Reply, TextBlock, ToolUseBlock
@@ -51,10 +52,6 @@ class Seen:
     tool_input: list[str] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     rewinds: list[streamkit.Rewind] = field(default_factory=list)
-
-
-def client_for(server: MockServer) -> streamkit.AsyncClient:
-    return streamkit.AsyncClient(api_key="k", base_url=server.base_url, retry_initial_delay=0.0, retry_max_delay=0.0)
 
 
 async def watch(
@@ -96,7 +93,7 @@ def starts_by_index(events: list[Any]) -> dict[int, int]:
 @pytest.mark.parametrize("kind", ["client", "server", "server+result"])
 async def test_every_cut_position_hands_out_each_piece_once(kind: str) -> None:
     whole = Reply(blocks=blocks(kind), stop_reason="end_turn")
-    async with MockServer() as server, client_for(server) as client:
+    async with MockServer() as server, client_for(server, retry_initial_delay=0.0, retry_max_delay=0.0) as client:
         seen, _, expected = await watch(client, server, whole)
         total = len(seen.events)
         assert total == event_count(kind)
@@ -136,7 +133,7 @@ async def test_a_regeneration_that_departs_from_what_was_shown_rewinds() -> None
     after = 1 + 2 + -(-len(FIRST) // 8) + 2 + -(-len(json.dumps(INPUT)) // 8) + 1 + shown_deltas
     cut = Reply(blocks=blocks("client"), fault=Fault("cut", after=after), request_id="req_1")
     again = Reply(blocks=blocks("client", other), request_id="req_2")
-    async with MockServer() as server, client_for(server) as client:
+    async with MockServer() as server, client_for(server, retry_initial_delay=0.0, retry_max_delay=0.0) as client:
         seen, stream, message = await watch(client, server, cut, again)
     shown = SECOND[: shown_deltas * 5]
     same = len("The weather in Paris is ")

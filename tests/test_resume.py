@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from conftest import client_for
 
 import streamkit
 from streamkit import ResumeInfo, RetryInfo
@@ -29,7 +30,6 @@ TEXT = lorem(3000, seed=5)
 CHUNK = 7
 N_DELTAS = math.ceil(len(TEXT) / CHUNK)  # events: message_start, block start, deltas, block stop, delta, stop
 USER = [{"role": "user", "content": "Write a long story."}]
-FAST = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 CLEAN = Reply.text(TEXT, chunk_size=CHUNK, request_id="req_second")
 PREFILL_REJECTED = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
@@ -44,10 +44,6 @@ def kept(after: int) -> str:
 def faulty(kind: str, after: int, *, fault: dict[str, Any] | None = None, **reply: Any) -> Reply:
     reply.setdefault("request_id", "req_first")
     return Reply.text(TEXT, chunk_size=CHUNK, fault=Fault(kind, after=after, **(fault or {})), **reply)  # type: ignore[arg-type]
-
-
-def client_for(server: MockServer, **options: Any) -> streamkit.AsyncClient:
-    return streamkit.AsyncClient(api_key="test-key", base_url=server.base_url, **{**FAST, **options})
 
 
 def continuation_tokens(start: int) -> int:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import email.utils
 import json
-import socket
 import time
 from typing import Any
 
 import anyio
 import pytest
+from conftest import client_for, closed_port
 
 import streamkit
 from streamkit import RetryInfo
@@ -24,20 +24,7 @@ pytestmark = pytest.mark.anyio
 USER = [{"role": "user", "content": "Hello"}]
 TEXT = lorem(400, seed=3)
 OK = Reply.text(TEXT, chunk_size=7)
-FAST = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 LIMIT = 32 * 1024 * 1024
-
-
-def client_for(server: MockServer | str, **options: Any) -> streamkit.AsyncClient:
-    base_url = server if isinstance(server, str) else server.base_url
-    return streamkit.AsyncClient(api_key="test-key", base_url=base_url, **{**FAST, **options})
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on: connecting to it is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def stream_text(sk: streamkit.AsyncClient, **call: Any) -> tuple[streamkit.MessageStream, str]:

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import client_for, closed_port
 
 import streamkit
 from streamkit import ResumeInfo
@@ -30,18 +31,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TC
 
 TEXT = lorem(1500, seed=9)
 USER = [{"role": "user", "content": "Hi"}]
-FAST = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def client_for(base_url: str, **options: Any) -> streamkit.AsyncClient:
-    return streamkit.AsyncClient(api_key="test-key", base_url=base_url, **{**FAST, **options})
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def keepalive_of(sock: Any) -> dict[str, int]:
