@@ -213,6 +213,7 @@ class ReplyMachine:
             replan = self._plan_for(cause)
             if replan is None:
                 raise self._final(cause)
+            self._plan = replan
             return Restart(replan.body, 0.0, replan.strategy, cause)
         raise self._final(refusal)
 
@@ -274,9 +275,7 @@ class ReplyMachine:
         return Restart(plan.body, plan.delay, plan.strategy, error)
 
     def _plan_for(self, error: StreamkitError) -> ResumePlan | None:
-        plan = self._planner.plan(error, self._accumulator, self._body, len(self.resumes), self.retries)
-        self._plan = plan
-        return plan
+        return self._planner.plan(error, self._accumulator, self._body, len(self.resumes), self.retries)
 
     def _rewound(self, rewind: Rewind) -> None:
         self.rewinds.append(rewind)
