@@ -1,6 +1,6 @@
 """``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback, run by pyperf.
 
-    python -m benchmarks                 # the default run (about 12 minutes)
+    python -m benchmarks                 # the default run (10 to 12 minutes)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
     python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
