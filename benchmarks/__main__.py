@@ -1,145 +1,141 @@
-"""``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback.
+"""``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback, run by pyperf.
 
-    python -m benchmarks                 # the default run (about 12 minutes)
-    python -m benchmarks --quick         # small sizes, 1 repeat: a CI smoke run
-    python -m benchmarks --full          # the official SDK at every size too (many minutes)
-    python -m benchmarks accumulator     # MessageAccumulator alone, events per second
-    python -m benchmarks chart           # the chart from results/latest.json
+    python -m benchmarks                 # the default run (10 to 12 minutes)
+    python -m benchmarks --quick         # small sizes, one process each: a smoke run
+    python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
+    python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
+    python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
 
-Results: a table on stdout (progress on stderr), JSON in benchmarks/results/latest.json
-(or ``--out``), the chart in benchmarks/results/cpu_per_event.png and, after a default or
-``--full`` run, its committed copy benchmarks/cpu_per_event.png.
+pyperf's options apply too (-p processes per round, -n values per process, -w warm-up values, -v).
+Results: a table on stdout; rows, ratios and targets in benchmarks/results/latest.json (--out); pyperf's
+file beside it (``python -m pyperf compare_to old.pyperf.json new.pyperf.json``); and the chart.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from . import _run
+from ._scenarios import CONTENDERS, QUICK, Plan, in_rounds, warmup_reply
 
-
-def _sizes(text: str) -> tuple[int, ...]:
-    sizes = tuple(sorted({int(part.replace("k", "000")) for part in text.split(",") if part.strip()}))
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("sizes are positive integers, e.g. 1k,10k,100k")
-    return sizes
+# Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
+PLAN_OPTIONS = ("repeat", "repeat_large", "sizes", "contenders", "streams", "stream_deltas", "mixed_size", "ttft_runs")
+WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
 
-def _contenders(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = set(names) - set(_run.ALL_CONTENDERS)
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"contenders are some of {', '.join(_run.ALL_CONTENDERS)}")
-    return names
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.prog, parser.description = "python -m benchmarks", __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--quick", action="store_true", help="small sizes, one process each (a smoke run)")
+    parser.add_argument("--full", action="store_true", help="the SDK and the UI over tool input at every size (slow)")
+    parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
+    parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 3)")
+    parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")
+    parser.add_argument("--contenders", help=f"a subset of {','.join(CONTENDERS)} (default all)")
+    parser.add_argument("--streams", type=int, help="concurrent paced streams (default 10000; --quick 100)")
+    parser.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
+    parser.add_argument("--mixed-size", type=int, help="deltas of the thinking+text+tool stream (default 30000)")
+    parser.add_argument("--ttft-runs", type=int, help="values per time-to-first-text figure (default 15)")
+    out = Path(__file__).parent / "results" / "latest.json"
+    parser.add_argument("--out", type=Path, default=out, help="JSON results (default %(default)s)")
+    parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    for name in WORKER_OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", help=argparse.SUPPRESS)
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    main.add_argument("--quick", action="store_true", help="small sizes only, 1 repeat (CI smoke)")
-    main.add_argument("--full", action="store_true", help="run the official SDK at every size (slow: it is quadratic)")
-    main.add_argument("--repeat", type=int, help="runs per figure below 100k deltas (default 5; --quick 1)")
-    main.add_argument("--repeat-large", type=int, help="runs per figure from 100k deltas (default 3; --quick 1)")
-    main.add_argument("--sizes", type=_sizes, help="text and tool sizes in deltas (default 1k,20k,100k)")
-    main.add_argument(
-        "--contenders", type=_contenders, help=f"a subset of {','.join(_run.ALL_CONTENDERS)} (default all)"
-    )
-    main.add_argument("--streams", type=int, help="concurrent paced streams (default 10000; --quick 100)")
-    main.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
-    main.add_argument("--mixed-size", type=int, help="deltas of the mixed thinking+text+tool stream (default 30000)")
-    main.add_argument("--ttft-runs", type=int, help="runs per time-to-first-text figure (default 15)")
-    main.add_argument("--out", type=Path, default=_run.DEFAULT_OUT, help="JSON results (default %(default)s)")
-    main.add_argument("--no-chart", action="store_true", help="do not draw the chart")
-    main.add_argument("--timeout", type=float, help="seconds per worker process (default 900, --full 3600)")
-    commands = main.add_subparsers(dest="command")
-    accumulator = commands.add_parser("accumulator", help="MessageAccumulator alone, fed decoded event dicts")
-    accumulator.add_argument("--repeat", type=int, default=5)
-    accumulator.add_argument("--sizes", type=_sizes, default=(1_000, 10_000, 100_000))
-    accumulator.add_argument("--out", type=Path, help="also write the figures as JSON")
-    chart = commands.add_parser("chart", help="draw the chart from a results JSON")
-    chart.add_argument("--in", dest="source", type=Path, default=_run.DEFAULT_OUT)
-    chart.add_argument("--out", type=Path, default=_run.CHART)
-    chart.add_argument("--no-copy", action="store_true", help=f"do not also write {_run.COMMITTED_CHART.name}")
-    profile = commands.add_parser("profile", help="pyinstrument over streamkit consuming a stream")
-    profile.add_argument("--kind", default="text,tool", help="text, tool, mixed (comma-separated)")
-    profile.add_argument("--framing", choices=("chunk", "bulk"), default="chunk", help="one event per chunk, or bulk")
-    profile.add_argument(
-        "--contender", choices=_run.ALL_CONTENDERS, default="streamkit", help="who consumes (default streamkit)"
-    )
-    profile.add_argument("--size", type=_sizes, default=(100_000,))
-    profile.add_argument("--repeat", type=int, default=3)
-    profile.add_argument("--out-dir", type=Path, default=_run.RESULTS)
-    return main
+def pass_options(cmd: list[str], args: argparse.Namespace) -> None:
+    """pyperf's add_cmdline_args: a worker's command line gets our options."""
+    cmd += [f"--{flag}" for flag in ("quick", "full") if getattr(args, flag)]
+    for name in PLAN_OPTIONS + WORKER_OPTIONS:
+        if getattr(args, name) is not None:
+            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    base: dict[str, Any] = {"quick": args.quick, "full": args.full}
+    if args.quick:
+        base |= QUICK | {"ttft_runs": 3}
+    changes = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
+    if "sizes" in changes:
+        changes["sizes"] = tuple(sorted({int(part.replace("k", "000")) for part in changes["sizes"].split(",")}))
+    if "contenders" in changes:
+        changes["contenders"] = tuple(changes["contenders"].split(","))
+        if unknown := set(changes["contenders"]) - set(CONTENDERS):
+            raise SystemExit(f"unknown contenders {sorted(unknown)}: choose from {','.join(CONTENDERS)}")
+    return Plan(**(base | changes))
+
+
+def run_suite(argv: list[str]) -> int:
+    """The manager: every benchmark in rounds through pyperf, then the report; in a worker, the one benchmark."""
+    import pyperf  # type: ignore[import-untyped]
+
+    from . import _report
+    from ._scenarios import write_reply
+    from ._server import mock_server, prepare_environment, prewarm
+    from ._worker import TimeFunc
+
+    runner = pyperf.Runner(1, 1, loops=1, warmups=0, program_args=("-m", "benchmarks"), add_cmdline_args=pass_options)
+    add_options(runner.argparser)
+    args = runner.parse_args(argv)
+    options = plan(args)
+    schedule = in_rounds(options.jobs())
+    if args.worker:  # pyperf runs the one benchmark of --worker-task and skips the others
+        for turn, job in schedule:
+            time_func = TimeFunc(job, args.base_url, args.workdir, int(args.server_pid))
+            runner.bench_time_func(f"{job.name} #{turn + 1}", time_func)
+        return 0
+    prepare_environment(max(4096, 2 * options.streams + 512))
+    benches: dict[str, Any] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="streamkit-bench-") as workdir, mock_server() as (base_url, server_pid):
+        args.base_url, args.workdir, args.server_pid = base_url, workdir, server_pid
+        print(f"mock server at {base_url}; {len(schedule)} pyperf benchmarks", file=sys.stderr)
+        warmed: set[str] = set()
+        for number, (turn, job) in enumerate(schedule, 1):
+            for reply in (job.reply, warmup_reply(job)):
+                if (header := write_reply(workdir, reply)) not in warmed:
+                    prewarm(base_url, header)
+                    warmed.add(header)
+            args.values, t0 = job.values, time.perf_counter()
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # our own progress below
+                bench = runner.bench_time_func(f"{job.name} #{turn + 1}", TimeFunc(job, base_url, workdir, server_pid))
+            bench.update_metadata({"name": job.name})  # the rounds' runs merged into one pyperf benchmark
+            if benches.setdefault(job.name, bench) is not bench:
+                benches[job.name].add_runs(bench)
+            value = f"{bench.median() * 1e3:.3f} ms" if job.kind == "ttft" else f"{bench.median():.4f} s"
+            took = f"{time.perf_counter() - t0:6.1f}s"
+            print(f"[{number}/{len(schedule)}] {job.name:<38} #{turn + 1} {took}  {value}", file=sys.stderr, flush=True)
+        checks = [json.loads(line) for line in (Path(workdir) / "checks.jsonl").read_text().splitlines()]
+    jobs = {job.name: job for _, job in schedule}  # the rows in the order of the plan
+    report = _report.build(options, [(jobs[name], bench) for name, bench in benches.items()], checks)
+    report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    print(_report.table(report), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    pyperf.BenchmarkSuite(list(benches.values())).dump(str(args.out.with_suffix(".pyperf.json")), replace=True)
+    print(f"\nJSON: {args.out}\npyperf: {args.out.with_suffix('.pyperf.json')}")
+    if not args.no_chart:  # the committed chart only from a run at the default sizes
+        default = not args.quick and options.sizes == Plan().sizes
+        paths = [args.out.parent / _report.CHART.name] + [_report.CHART] * default
+        print("\n".join(f"chart: {path}" for path in _report.write_chart(report, paths)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.command == "accumulator":
-        from . import _accumulator
-
-        result = _accumulator.main(args.repeat, args.sizes)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=1) + "\n")
-        return 0
-    if args.command == "chart":
-        report = json.loads(args.source.read_text())
-        paths = [args.out] if args.no_copy else [args.out, _run.COMMITTED_CHART]
-        written = _run.write_chart(report, paths)
-        if not written:
-            print("matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
-            return 1
-        print("\n".join(str(path) for path in written))
-        return 0
-    if args.command == "profile":
-        from . import _profile
-
-        _profile.main(args.kind, args.size[0], args.repeat, args.out_dir, args.framing, args.contender)
-        return 0
-
-    changes = {
-        key: value
-        for key, value in {
-            "repeat": args.repeat,
-            "repeat_large": args.repeat_large,
-            "sizes": args.sizes,
-            "contenders": args.contenders,
-            "streams": args.streams,
-            "stream_deltas": args.stream_deltas,
-            "mixed_size": args.mixed_size,
-            "ttft_runs": args.ttft_runs,
-            "timeout": args.timeout,
-        }.items()
-        if value is not None
-    }
-    if args.full:
-        changes.setdefault("timeout", 3600.0)
-    options = _run.Options.quick_mode(**changes) if args.quick else _run.Options(**changes)
-    options.full = args.full
-    options.out = args.out
-    options.chart = not args.no_chart
-    try:
-        report = _run.run_all(options)
-    except KeyboardInterrupt:
-        print("interrupted: the mock server and workers were stopped", file=sys.stderr)
-        return 130
-    print(_run.table(report), flush=True)
-    _run.save(report, options.out)
-    print(f"\nJSON: {options.out}")
-    if options.chart:
-        # The committed chart only from a run at the default sizes (not a smoke run).
-        default_sizes = not options.quick and options.sizes == _run.SIZES
-        paths = [options.out.parent / _run.CHART.name]
-        if default_sizes:
-            paths.append(_run.COMMITTED_CHART)
-        for path in _run.write_chart(report, paths):
-            print(f"chart: {path}")
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    if module := {"accumulator": "_accumulator", "profile": "_profile", "chart": "_report"}.get(command):
+        return int(importlib.import_module(f".{module}", __package__).main(argv[1:]))
+    return run_suite(argv)
 
 
 if __name__ == "__main__":

@@ -1,154 +1,71 @@
-"""``python -m benchmarks accumulator``: streamkit.MessageAccumulator alone, fed pre-decoded event dicts.
+"""``python -m benchmarks accumulator [SIZES]``: streamkit.MessageAccumulator alone, fed decoded events, by pyperf.
 
-No network, no JSON decoding: the events are built once as dicts, then fed to a fresh
-accumulator per run and the final ``message`` read (that builds the pydantic Message).
-The floor is the least any accumulator does: dispatch on type, append the delta's
-string to a list, join at the end (and ``json.loads`` tool input).  Plain timing loop,
-``time.perf_counter``, median of runs; well under a minute.
+No network, no JSON decoding on the clock: a worker fetches the main benchmark's reply once from an
+in-process mock server, then feeds a fresh accumulator per loop and reads the final ``message`` (the
+pydantic Message).  The floor is the least any accumulator does (``_worker.Floor``).  pyperf calibrates
+the loops, runs 5 worker processes per benchmark, and its options apply (``-p 10 -o acc.json 1k,100k``).
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import json
-import statistics
-import time
-from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from streamkit import MessageAccumulator
-from streamkit.testing import lorem
-
-from ._scenarios import CHARS_PER_DELTA, human
-from ._worker import Outcome, _apply, _finish
-
-SIZES = (1_000, 10_000, 100_000)
+from ._scenarios import BODY, build, human
+from ._worker import Floor, check, from_message
 
 
-def _pieces(text: str, n: int) -> list[str]:
-    return [text[k * len(text) // n : (k + 1) * len(text) // n] for k in range(n)]
-
-
+@cache
 def events(kind: str, size: int) -> list[dict[str, Any]]:
-    """A whole stream as decoded JSON objects: message_start ... message_stop."""
-    out: list[dict[str, Any]] = [
-        {
-            "type": "message_start",
-            "message": {
-                "id": "msg_benchmark",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-mock-1",
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 10, "output_tokens": 1},
-            },
-        }
-    ]
-    blocks: list[tuple[dict[str, Any], str, list[str]]] = []
-    third = max(1, size // 3)
-    if kind in ("thinking", "mixed"):
-        n = third if kind == "mixed" else size
-        blocks.append(
-            (
-                {"type": "thinking", "thinking": "", "signature": ""},
-                "thinking_delta",
-                _pieces(lorem(CHARS_PER_DELTA * n, seed=2), n),
-            )
-        )
-    if kind in ("text", "mixed"):
-        n = third if kind == "mixed" else size
-        blocks.append(({"type": "text", "text": ""}, "text_delta", _pieces(lorem(CHARS_PER_DELTA * n), n)))
-    if kind in ("tool", "mixed"):
-        n = third if kind == "mixed" else size
-        raw = json.dumps({"path": "notes/draft.md", "content": lorem(CHARS_PER_DELTA * n, seed=1)})
-        start = {"type": "tool_use", "id": "toolu_benchmark", "name": "write_file", "input": {}}
-        blocks.append((start, "input_json_delta", _pieces(raw, n)))
-    field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
-    for index, (start, delta_type, pieces) in enumerate(blocks):
-        out.append({"type": "content_block_start", "index": index, "content_block": start})
-        out.extend(
-            {"type": "content_block_delta", "index": index, "delta": {"type": delta_type, field[delta_type]: piece}}
-            for piece in pieces
-        )
-        if delta_type == "thinking_delta":
-            out.append(
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "signature_delta", "signature": "sig"},
-                }
-            )
-        out.append({"type": "content_block_stop", "index": index})
-    out.append(
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": size},
-        }
-    )
-    out.append({"type": "message_stop"})
-    return out
+    """A whole stream (the main benchmark's reply, bulk framing) as decoded JSON objects."""
+    import httpx
+
+    from streamkit.testing import MockServer
+
+    async def fetch() -> str:
+        async with MockServer(build(kind, size, "bulk")[0]) as server, httpx.AsyncClient(timeout=60) as client:
+            return (await client.post(f"{server.base_url}/v1/messages", json=BODY)).text
+
+    return [json.loads(line[6:]) for line in asyncio.run(fetch()).splitlines() if line.startswith("data: ")]
 
 
-def streamkit_run(stream: list[dict[str, Any]]) -> Any:
+def streamkit_run(kind: str, size: int) -> Any:
+    from streamkit import MessageAccumulator
+
     accumulator = MessageAccumulator()
     feed = accumulator.feed
-    for event in stream:
+    for event in events(kind, size):
         feed(event)
     return accumulator.message
 
 
-def floor_run(stream: list[dict[str, Any]]) -> Any:
-    parts: list[list[str]] = []
-    kinds: list[str] = []
-    outcome = Outcome()
-    for event in stream:
-        _apply(event, parts, kinds, outcome)
-    _finish(parts, kinds, outcome)
-    return outcome
+def floor_run(kind: str, size: int) -> Any:
+    floor = Floor()
+    for event in events(kind, size):
+        floor.apply(event)
+    return floor.finish()
 
 
-def measure(run: Callable[[list[dict[str, Any]]], Any], stream: list[dict[str, Any]], repeat: int) -> float:
-    times = []
-    run(stream)  # warm-up
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        run(stream)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def main(argv: list[str]) -> int:
+    import pyperf  # type: ignore[import-untyped]
 
-
-def main(repeat: int = 5, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
-    rows = []
-    print(
-        f"{'stream':<12} {'events':>8} {'streamkit ev/s':>15} {'us/event':>9}"
-        f" {'floor ev/s':>12} {'us/event':>9} {'ratio':>6}"
-    )
+    program = ("-m", "benchmarks", "accumulator")
+    runner = pyperf.Runner(5, 3, program_args=program, add_cmdline_args=lambda cmd, args: cmd.append(args.sizes))
+    runner.argparser.add_argument("sizes", nargs="?", default="1000,10000,100000", help="stream sizes in deltas")
+    args = runner.parse_args(argv)
     for kind in ("text", "tool", "mixed"):
-        for size in sizes:
-            stream = events(kind, size)
-            message = streamkit_run(stream)
-            if kind == "text":
-                assert message.text == lorem(CHARS_PER_DELTA * size), "accumulated text differs"
-            sk = measure(streamkit_run, stream, repeat)
-            floor = measure(floor_run, stream, repeat)
-            row = {
-                "stream": f"{kind}-{human(size)}",
-                "events": len(stream),
-                "streamkit_s": sk,
-                "streamkit_events_per_s": len(stream) / sk,
-                "floor_s": floor,
-                "floor_events_per_s": len(stream) / floor,
-                "ratio": sk / floor,
-            }
-            rows.append(row)
-            print(
-                f"{row['stream']:<12} {len(stream):>8} {row['streamkit_events_per_s']:>15,.0f}"
-                f" {sk / len(stream) * 1e6:>9.3f}"
-                f" {row['floor_events_per_s']:>12,.0f} {floor / len(stream) * 1e6:>9.3f} {row['ratio']:>6.2f}",
-                flush=True,
-            )
-    return {"repeat": repeat, "rows": rows}
+        for size in (int(part.replace("k", "000")) for part in args.sizes.split(",")):
+            if not args.worker:  # checked once, in the manager: the same text and tool input as the floor's
+                expected = build(kind, size, "bulk")[1]
+                for run in (streamkit_run, floor_run):
+                    got = run(kind, size)
+                    assert check(got if run is floor_run else from_message(got), expected) is None, (kind, run)
+            for name, run in (("streamkit", streamkit_run), ("floor", floor_run)):
+                # The events are fetched at the first call (pyperf's warm-up value), then cached.
+                bench = runner.bench_func(f"accumulator {kind}-{human(size)} {name}", run, kind, size)
+                if bench is not None and not args.worker:
+                    count = len(events(kind, size))
+                    print(f"  {count / bench.median():,.0f} events/s, {bench.median() / count * 1e6:.3f} us/event")
+    return 0

@@ -1,60 +1,40 @@
-"""``python -m benchmarks profile``: pyinstrument over a contender consuming one stream (after a warm-up)."""
+"""``python -m benchmarks profile``: pyinstrument over a contender consuming streams, after a warm-up."""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from ._scenarios import FRAMINGS, reply_file
-from ._server import mock_server
-from ._spec import load_reply
-from ._worker import check, contender
+from ._scenarios import CONTENDERS, Job, warmup_reply, write_reply
+from ._server import mock_server, prepare_environment
+from ._worker import TimeFunc
 
 
-async def _profiled(base_url: str, path: str, name: str, repeat: int, interval: float) -> tuple[Any, str | None]:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks profile")
+    parser.add_argument("--kind", default="text,tool", help="text, tool, mixed (comma-separated)")
+    parser.add_argument("--framing", choices=("chunk", "bulk"), default="chunk", help="one event per chunk, or bulk")
+    parser.add_argument("--contender", choices=CONTENDERS, default="streamkit", help="who consumes (default streamkit)")
+    parser.add_argument("--size", default="100k", help="deltas (default 100k)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
     from pyinstrument import Profiler
 
-    value, expected = load_reply(path)
-    impl = contender(name)
-    client = await impl.setup(base_url)
-    try:
-        problem = check(await impl.consume(client, value), expected)  # warm-up
-        profiler = Profiler(interval=interval, async_mode="disabled")
-        profiler.start()
-        for _ in range(repeat):
-            outcome = await impl.consume(client, value)
-        profiler.stop()
-        problem = problem or check(outcome, expected)
-    finally:
-        await impl.aclose(client)
-    return profiler, problem
-
-
-def main(
-    kind: str,
-    size: int,
-    repeat: int,
-    out_dir: Path,
-    framing: str = "chunk",
-    name: str = "streamkit",
-    interval: float = 0.0002,
-) -> list[Path]:
-    """Profile contender ``name`` (a streamkit consumer by default) on each kind of stream in ``framing``."""
-    written = []
-    with tempfile.TemporaryDirectory(prefix="streamkit-profile-") as directory, mock_server() as base_url:
-        for one in kind.split(","):
-            path, _ = reply_file(directory, one, size, *FRAMINGS[framing])
-            profiler, problem = asyncio.run(_profiled(base_url, path, name, repeat, interval))
-            if problem:
-                print(f"warning: {one}: {problem}")
-            text = profiler.output_text(unicode=True, color=False, show_all=False)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            stem = f"profile-{name}-{framing}-{one}-{size}"
-            target = out_dir / f"{stem}.txt"
-            target.write_text(text)
-            (out_dir / f"{stem}.html").write_text(profiler.output_html())
-            print(text)
-            written.append(target)
-    return written
+    prepare_environment()
+    with tempfile.TemporaryDirectory(prefix="streamkit-profile-") as workdir, mock_server() as (base_url, pid):
+        for kind in args.kind.split(","):
+            job = Job("profile", "stream", args.contender, (kind, int(args.size.replace("k", "000")), args.framing))
+            for reply in (job.reply, warmup_reply(job)):
+                write_reply(workdir, reply)
+            time_func = TimeFunc(job, base_url, workdir, pid)
+            time_func(1)  # set up, warm up, one checked stream
+            with Profiler(interval=0.0002, async_mode="disabled") as profiler:
+                time_func(args.repeat)
+            problems = (Path(workdir) / "checks.jsonl").read_text().count('"problem": "')
+            print(f"{kind}: {problems} streams with a problem" if problems else f"{kind}: every stream checked whole")
+            path = Path(__file__).resolve().parent / "results" / f"profile-{args.contender}-{args.framing}-{kind}.html"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(profiler.output_html())
+            print(profiler.output_text(unicode=True, color=False, show_all=False), f"\nHTML: {path}")
+    return 0

@@ -1,86 +1,165 @@
-"""The mock replies: which one each scenario streams and what a client must end up with.
+"""The scenarios: which mock reply each one streams, what a client must end up with, and the plan.
 
-Built once by the orchestrator and written to a JSON file per reply, so every
-contender sends the same header and receives the same bytes (fixed message and
-request ids), and each worker checks the header's SHA-256.
+The manager builds each reply once (``streamkit.testing``, imported only there: the SDK's workers
+must not pay for streamkit) and writes its header and expected outcome to a file that the workers
+read, so every contender sends the same header and receives the same bytes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from dataclasses import asdict
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from streamkit.testing import Reply, TextBlock, ThinkingBlock, ToolUseBlock, lorem
-
-from ._spec import Expected, sha
-
-CHARS_PER_DELTA = 4
-TOOL_NAME = "write_file"
-PACE_HZ = 50  # events per second per stream in the paced framing, as a live generation flushes tokens
-
+HEADER = "x-streamkit-mock-reply"
+MODEL, MAX_TOKENS = "claude-mock-1", 1024
+MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Write it all."}]
+BODY = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": MESSAGES, "stream": True}  # what every contender sends
+CHARS_PER_DELTA, TOOL_NAME, PACE_HZ = 4, "write_file", 50
 # How the server frames a stream: (seconds between events, one HTTP chunk and socket write per event).
-# "chunk" is what the real API does minus the pacing, so it isolates the client's per-chunk cost;
-# "paced" adds the real API's pace; "bulk" packs events into 64 KiB writes (many events per read).
-FRAMINGS: dict[str, tuple[float, bool]] = {
-    "chunk": (0.0, True),
-    "paced": (1 / PACE_HZ, True),
-    "bulk": (0.0, False),
-}
+FRAMINGS = {"chunk": (0.0, True), "paced": (1 / PACE_HZ, True), "bulk": (0.0, False), "paced-1ms": (0.001, True)}
+CONTENDERS = ("transport", "parser", "anthropic", "streamkit", "streamkit-text", "streamkit-events", "streamkit-ui")
+BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # bulk framing and the mixed stream
+BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
+SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
+QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
+QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input so far are quadratic: no more
+WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
+PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
 
-def _tool_input(pieces: int) -> dict[str, Any]:
-    # About CHARS_PER_DELTA characters of JSON per piece, like the text scenarios.
-    return {"path": "notes/draft.md", "content": lorem(CHARS_PER_DELTA * pieces, seed=1)}
+@dataclass
+class Outcome:
+    """What a client ended up with (or must): the blocks' contents, content_block_delta events, stop reason."""
+
+    thinking: str | None = None
+    text: str | None = None
+    tool_input: Any = None
+    deltas: int = 0
+    stop_reason: str | None = None
 
 
-def build(kind: str, size: int, delay: float = 0.0, per_event: bool = False) -> tuple[Reply, Expected]:
-    """The reply for a stream shape (text, tool or mixed) of ``size`` deltas, and its outcome."""
-    common: dict[str, Any] = {
-        "message_id": "msg_benchmark",
-        "request_id": "req_benchmark",
-        "delay": delay,
-        "chunk_per_event": per_event,
-    }
-    if kind == "text":
-        text = lorem(CHARS_PER_DELTA * size)
-        reply = Reply(blocks=[TextBlock(text, chunk_size=CHARS_PER_DELTA)], **common)
-        return reply, Expected(None, text, None, size, "end_turn")
-    if kind == "tool":
-        data = _tool_input(size)
-        reply = Reply(blocks=[ToolUseBlock(TOOL_NAME, data, pieces=size)], stop_reason="tool_use", **common)
-        return reply, Expected(None, None, data, size, "tool_use")
-    if kind == "mixed":
-        third = max(1, size // 3)
-        thinking = lorem(CHARS_PER_DELTA * third, seed=2)
-        text = lorem(CHARS_PER_DELTA * third, seed=3)
-        data = _tool_input(third)
-        reply = Reply(
-            blocks=[
-                ThinkingBlock(thinking, chunk_size=CHARS_PER_DELTA),
-                TextBlock(text, chunk_size=CHARS_PER_DELTA),
-                ToolUseBlock(TOOL_NAME, data, pieces=third),
-            ],
-            stop_reason="tool_use",
-            **common,
-        )
-        # + 1: the thinking block's signature_delta
-        return reply, Expected(thinking, text, data, 3 * third + 1, "tool_use")
-    raise ValueError(f"unknown stream kind {kind!r}")
+@dataclass(frozen=True)
+class Job:
+    """One pyperf benchmark: a contender on a scenario, ``runs`` worker processes of ``values`` values."""
 
+    scenario: str  # e.g. "chunk-text-1k"
+    kind: str  # stream | ttft | concurrent | resume
+    contender: str
+    reply: tuple[str, int, str]  # (stream kind, deltas, framing)
+    runs: int = 1
+    values: int = 1
+    streams: int = 0
 
-@lru_cache(maxsize=64)
-def reply_file(directory: str, kind: str, size: int, delay: float = 0.0, per_event: bool = False) -> tuple[str, str]:
-    """Write the reply's header and expected outcome to a file; its path and the header's SHA-256."""
-    reply, expected = build(kind, size, delay, per_event)
-    value = reply.header_value()
-    path = Path(directory) / f"{kind}-{size}-{delay:g}-{'event' if per_event else 'bulk'}.json"
-    path.write_text(json.dumps({"header": value, "expected": asdict(expected)}))
-    return str(path), sha(value)
+    @property
+    def name(self) -> str:
+        return f"{self.scenario} {self.contender}"
 
 
 def human(size: int) -> str:
-    """1000 -> "1k", 100000 -> "100k", 1500 -> "1500"."""
     return f"{size // 1000}k" if size >= 1000 and size % 1000 == 0 else str(size)
+
+
+def build(kind: str, size: int, framing: str) -> tuple[Any, Outcome]:
+    """The ``streamkit.testing.Reply`` of a stream shape (text, tool or mixed) and its outcome."""
+    from streamkit.testing import Reply, TextBlock, ThinkingBlock, ToolUseBlock, lorem
+
+    n = max(1, size // 3) if kind == "mixed" else size
+    names = ("thinking", "text", "tool") if kind == "mixed" else (kind,)
+    thinking = lorem(CHARS_PER_DELTA * n, seed=2) if "thinking" in names else None
+    text = lorem(CHARS_PER_DELTA * n, seed=3 if kind == "mixed" else 0) if "text" in names else None
+    data = {"path": "notes/draft.md", "content": lorem(CHARS_PER_DELTA * n, seed=1)} if "tool" in names else None
+    blocks: list[Any] = [ThinkingBlock(thinking, chunk_size=CHARS_PER_DELTA)] if thinking else []
+    blocks += [TextBlock(text, chunk_size=CHARS_PER_DELTA)] if text else []
+    blocks += [ToolUseBlock(TOOL_NAME, data, pieces=n)] if data else []
+    stop, (delay, per_event) = "tool_use" if data else "end_turn", FRAMINGS[framing]
+    ids = {"message_id": "msg_bench", "request_id": "req_bench"}  # fixed: the same bytes every time
+    reply = Reply(blocks=blocks, stop_reason=stop, delay=delay, chunk_per_event=per_event, **ids)  # type: ignore[arg-type]
+    return reply, Outcome(thinking, text, data, n * len(blocks) + bool(thinking), stop)  # + the signature_delta
+
+
+def write_reply(workdir: str, reply: tuple[str, int, str]) -> str:
+    """(The manager) write the reply's header and expected outcome to a file for the workers; the header."""
+    path = Path(workdir) / "{}-{}-{}.json".format(*reply)
+    if not path.exists():
+        value, expected = build(*reply)
+        path.write_text(json.dumps({"header": value.header_value(), "expected": asdict(expected)}))
+    return load_reply(workdir, reply)[0]
+
+
+def load_reply(workdir: str, reply: tuple[str, int, str]) -> tuple[str, Outcome]:
+    data = json.loads((Path(workdir) / "{}-{}-{}.json".format(*reply)).read_text())
+    return data["header"], Outcome(**data["expected"])
+
+
+def warmup_reply(job: Job) -> tuple[str, int, str]:
+    kind, size, framing = job.reply
+    return kind, min(size, WARMUP_MAX), framing
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool = False
+    full: bool = False
+    repeat: int = 5
+    repeat_large: int = 3
+    sizes: tuple[int, ...] = SIZES
+    contenders: tuple[str, ...] = CONTENDERS
+    streams: int = 10_000
+    stream_deltas: int = 20
+    mixed_size: int = 30_000
+    ttft_runs: int = 15
+
+    def jobs(self) -> list[Job]:
+        """Every benchmark, scenario by scenario (the server's reply cache stays warm)."""
+        jobs: list[Job] = []
+        have = [c for c in self.contenders if c != "anthropic" or importlib.util.find_spec("anthropic")]
+
+        def streams(framing: str, kind: str, sizes: tuple[int, ...], names: tuple[str, ...]) -> None:
+            for size in sizes:
+                for name in (c for c in have if c in names):
+                    quadratic = name == "anthropic" or (name, kind) == ("streamkit-ui", "tool")
+                    if quadratic and size > QUADRATIC_MAX and not self.full:
+                        continue
+                    runs = 1 if name == "anthropic" else self.repeat_large if size >= LARGE else self.repeat
+                    jobs.append(Job(f"{framing}-{kind}-{human(size)}", "stream", name, (kind, size, framing), runs))
+
+        for kind in ("text", "tool"):  # the headline: one event per chunk, every contender
+            streams("chunk", kind, self.sizes, CONTENDERS)
+        streams("chunk", "mixed", (self.mixed_size,), BULK)
+        for kind in ("text",) if self.quick else ("text", "tool"):
+            streams("bulk", kind, self.sizes, BULK)
+        # Time to first text: the whole reply in one write, one event per chunk, and paced 1 ms per event.
+        ttft = (("ttft-bulk-1k", 1000, "bulk"), ("ttft-chunk-1k", 1000, "chunk"), ("ttft-paced", 50, "paced-1ms"))
+        for scenario, size, framing in ttft[1:2] if self.quick else ttft:
+            for name in (c for c in have if c in BASE):
+                jobs.append(Job(scenario, "ttft", name, ("text", size, framing), values=self.ttft_runs))
+        # Concurrency: paced streams on one client in one process; 10,000 streams with the floors only with --full.
+        peer = min(PEER_STREAMS, self.streams)
+        big: tuple[str, ...] = ("transport", "parser", "streamkit") if self.full else ("streamkit",)
+        rows = [(self.streams, big)]
+        rows = [*rows, (peer, ("parser", "streamkit", "anthropic"))] if peer < self.streams else [(peer, BASE)]
+        for count, names in rows:
+            for name in (c for c in have if c in names):
+                reply = ("text", self.stream_deltas, "paced")
+                jobs.append(Job(f"paced-{count}x{self.stream_deltas}", "concurrent", name, reply, streams=count))
+        if "streamkit" in have:  # resume="auto" against resume=False, no fault
+            size, runs = min(max(self.sizes), RESUME_MAX_SIZE), 1 if self.quick else max(self.repeat, 3)
+            for kind in ("text", "tool"):
+                for name in ("streamkit", "streamkit-resume-off"):
+                    jobs.append(Job(f"resume-chunk-{kind}-{human(size)}", "resume", name, (kind, size, "chunk"), runs))
+        return jobs
+
+
+def in_rounds(jobs: list[Job]) -> list[tuple[int, Job]]:
+    """The jobs of a scenario in rounds, the contenders taking turns: one worker process of every contender
+    with runs > r in round r, in reverse order on odd rounds (see benchmarks/__init__.py)."""
+    schedule: list[tuple[int, Job]] = []
+    for scenario in dict.fromkeys(job.scenario for job in jobs):
+        group = [job for job in jobs if job.scenario == scenario]
+        for turn in range(max(job.runs for job in group)):
+            order = group if turn % 2 == 0 else group[::-1]
+            schedule.extend((turn, job) for job in order if turn < job.runs)
+    return schedule
