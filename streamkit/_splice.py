@@ -151,12 +151,20 @@ def _checked(event: dict[str, Any]) -> Any:
                 problem = "its text is not a string"
     elif kind == "message_start":
         message = event.get("message")
-        problem = None if isinstance(message, dict) and isinstance(message.get("usage") or {}, dict) else "bad message"
+        if not isinstance(message, dict):
+            problem = "its message is not an object"
+        else:
+            problem = _usage_problem(message.get("usage"))
     elif kind == "message_delta":
-        problem = None if isinstance(event.get("usage") or {}, dict) else "its usage is not an object"
+        problem = _usage_problem(event.get("usage"))
     else:
         return kind
     if problem is not None:
         message = f"cannot continue the reply with a malformed {kind} event: {problem}"
         raise ProtocolError(message, data=repr(event).encode())
     return kind
+
+
+def _usage_problem(usage: Any) -> str | None:
+    """Usage is an object, or null (as the accumulator takes it on a first attempt)."""
+    return None if usage is None or isinstance(usage, dict) else "its usage is not an object"

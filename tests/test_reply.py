@@ -346,6 +346,10 @@ def test_events_before_a_failure_in_the_same_chunk_are_handed_out_first() -> Non
         {"type": "content_block_start", "index": 0, "content_block": "text"},
         {"type": "message_start", "message": []},
         {"type": "message_delta", "delta": {}, "usage": [1]},
+        {"type": "message_delta", "delta": {}, "usage": 0},
+        {"type": "message_delta", "delta": {}, "usage": ""},
+        {"type": "message_start", "message": {**reply()[0]["message"], "usage": 0}},
+        {"type": "message_start", "message": {**reply()[0]["message"], "usage": False}},
     ],
 )
 def test_a_malformed_event_on_a_resumed_attempt_is_a_protocol_error(bad: dict[str, Any]) -> None:
