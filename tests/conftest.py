@@ -25,6 +25,9 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+STALL = 0.15
+"""A stall timeout for tests: short, yet many times the mock server's gap between events."""
+
 FAST: dict[str, Any] = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 """Backoff for tests: real retries, tiny waits."""
 

@@ -11,7 +11,7 @@ import re
 from typing import Any, Literal
 
 import pytest
-from conftest import one_attempt_client
+from conftest import STALL, one_attempt_client
 
 import streamkit
 from streamkit.testing import Fault, MockServer, Reply, lorem
@@ -407,7 +407,7 @@ async def test_truncation_raises_for_every_consumer(consumer: str) -> None:
 
 
 async def test_read_timeout_after_the_stream_started() -> None:
-    error, seen = await fail(faulty("hang", 6), timeout=0.3, stall_timeout=None)
+    error, seen = await fail(faulty("hang", 6), timeout=STALL, stall_timeout=None)
     assert type(error) is streamkit.StreamTimeoutError
     assert isinstance(error, streamkit.IncompleteStreamError)
     assert error.message.startswith("the connection failed after the stream started: ReadTimeout(")
@@ -417,22 +417,22 @@ async def test_read_timeout_after_the_stream_started() -> None:
 
 
 async def test_a_read_timeout_shorter_than_the_stall_timeout_wins() -> None:
-    error, _ = await fail(faulty("hang", 6), timeout=0.3, stall_timeout=5.0)
+    error, _ = await fail(faulty("hang", 6), timeout=STALL, stall_timeout=5.0)
     assert type(error) is streamkit.StreamTimeoutError
     assert error.message.startswith("the connection failed after the stream started: ReadTimeout(")
 
 
 async def test_silence_longer_than_the_stall_timeout() -> None:
-    error, _ = await fail(faulty("hang", 6), stall_timeout=0.3)
+    error, _ = await fail(faulty("hang", 6), stall_timeout=STALL)
     assert type(error) is streamkit.StallError
-    assert error.message == "no progress for 0.3 s (only pings or silence): the stream stalled"
+    assert error.message == f"no progress for {STALL} s (only pings or silence): the stream stalled"
     assert error.partial_message is not None and error.partial_message.text == sent_text(6)
 
 
 async def test_stall_of_pings() -> None:
-    error, _ = await fail(faulty("stall", 7, ping_interval=0.02), stall_timeout=0.3)
+    error, _ = await fail(faulty("stall", 7, ping_interval=0.02), stall_timeout=STALL)
     assert type(error) is streamkit.StallError
-    assert error.message == "no progress for 0.3 s (only pings or silence): the stream stalled"
+    assert error.message == f"no progress for {STALL} s (only pings or silence): the stream stalled"
     assert error.partial_message is not None and error.partial_message.text == sent_text(7)
 
 

@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
-from conftest import client_for
+from conftest import STALL, client_for
 
 import streamkit
 from streamkit import ResumeInfo, RetryInfo
@@ -109,7 +109,7 @@ def assert_whole(result: Run, text: str = TEXT) -> None:
 async def test_resumed_reply_equals_the_uninterrupted_one(
     kind: str, fault: dict[str, Any], cause: type[streamkit.StreamkitError]
 ) -> None:
-    result = await run(faulty(kind, 40, fault=fault), CLEAN, stall_timeout=0.3)
+    result = await run(faulty(kind, 40, fault=fault), CLEAN, stall_timeout=STALL)
     assert_whole(result)
     stream, server = result.stream, result.server
     [info] = stream.resumes
@@ -701,7 +701,7 @@ async def test_max_resumes_zero() -> None:
 async def test_resume_disabled_raises_the_raw_error(kind: str, error: type[streamkit.StreamkitError]) -> None:
     async with MockServer(faulty(kind, 30), CLEAN) as server, client_for(server, resume=False) as sk:
         with pytest.raises(error) as caught:
-            async with sk.messages.stream(model="m", max_tokens=99, messages=USER, stall_timeout=0.3) as stream:
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER, stall_timeout=STALL) as stream:
                 await stream.get_final_message()
         assert len(server.requests) == 1
     if kind == "error":
@@ -742,7 +742,7 @@ async def test_malformed_events_are_not_resumed() -> None:
 
 
 async def test_stall_timeout_per_call_overrides_the_client() -> None:
-    result = await run(faulty("stall", 25), CLEAN, client={"stall_timeout": 120.0}, stall_timeout=0.3)
+    result = await run(faulty("stall", 25), CLEAN, client={"stall_timeout": 120.0}, stall_timeout=STALL)
     assert_whole(result)
     [info] = result.stream.resumes
     assert type(info.cause) is streamkit.StallError and info.kept_chars == len(kept(25))
@@ -768,12 +768,12 @@ async def test_stalls_are_caught_on_any_transport(kind: str) -> None:
     """Without httpcore's read timeout to rely on, a cancel scope watches every read."""
     async with MockServer(faulty(kind, 25), CLEAN) as server:
         async with httpx.AsyncClient(transport=_HiddenStreamTransport()) as http:
-            async with client_for(server, http_client=http, stall_timeout=0.3) as sk:
+            async with client_for(server, http_client=http, stall_timeout=STALL) as sk:
                 async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
                     assert await stream.get_final_text() == TEXT
     [info] = stream.resumes
     assert type(info.cause) is streamkit.StallError
-    assert info.cause.message == "no progress for 0.3 s (only pings or silence): the stream stalled"
+    assert info.cause.message == f"no progress for {STALL} s (only pings or silence): the stream stalled"
     assert info.kept_chars == len(kept(25))
 
 
@@ -796,7 +796,7 @@ async def test_a_slow_consumer_is_not_a_stall() -> None:
             slow_once.append(piece)
             await anyio.sleep(0.5)
 
-    async with MockServer(reply, reply) as server, client_for(server, stall_timeout=0.3) as sk:
+    async with MockServer(reply, reply) as server, client_for(server, stall_timeout=STALL) as sk:
         async with sk.messages.stream(model="m", max_tokens=99, messages=USER, on_text=on_text) as stream:
             assert await stream.get_final_text() == text
         assert len(server.requests) == 1
@@ -810,7 +810,7 @@ async def test_a_slow_consumer_is_not_a_stall() -> None:
 async def test_a_resumed_stream_leaks_no_connection(kind: str) -> None:
     async with MockServer(faulty(kind, 30), faulty("error", 20), CLEAN) as server:
         async with httpx.AsyncClient() as http:
-            async with client_for(server, http_client=http, stall_timeout=0.3) as sk:
+            async with client_for(server, http_client=http, stall_timeout=STALL) as sk:
                 async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
                     assert await stream.get_final_text() == TEXT
                 assert len(stream.resumes) == 2
@@ -840,7 +840,7 @@ async def test_leaving_a_resumed_stream_early_leaks_no_connection() -> None:
 
 async def test_the_default_client_closes_everything() -> None:
     async with MockServer(faulty("cut", 30), faulty("stall", 30), CLEAN) as server:
-        async with client_for(server, stall_timeout=0.3) as sk:
+        async with client_for(server, stall_timeout=STALL) as sk:
             async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
                 assert await stream.get_final_text() == TEXT
             assert len(stream.resumes) == 2
