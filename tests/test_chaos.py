@@ -32,6 +32,7 @@ stays open.  Retries are fast (tiny backoff, tiny retry-after, 0.15 s stall time
 
 Short by default (``GENERATIONS`` per kind and backend).  Environment:
 
+- ``pytest -m slow``: ``LONG_GENERATIONS`` per kind and backend (CI runs it).
 - ``STREAMKIT_SOAK=N``: N generations per kind and backend; ``STREAMKIT_SOAK=60s``: as
   many as fit in 60 seconds per kind and backend.
 - ``STREAMKIT_SEED=S``: the base seed (fixed by default, so runs repeat).  A failure
@@ -104,12 +105,15 @@ ALPHABETS = [
 ]
 
 
-def soak_plan() -> tuple[int, float | None]:
+LONG_GENERATIONS = 50  # the run behind the ``slow`` marker: 300 generations in all
+
+
+def soak_plan(default: int) -> tuple[int, float | None]:
     """How many generations, or for how many seconds, each test runs."""
     value = os.environ.get("STREAMKIT_SOAK", "")
     if value.endswith("s"):
         return 10**9, float(value[:-1])
-    return (int(value) if value else GENERATIONS), None
+    return (int(value) if value else default), None
 
 
 def words(rng: random.Random, count: int) -> str:
@@ -459,9 +463,12 @@ async def wait_closed(server: MockServer) -> bool:
     return True
 
 
+@pytest.mark.parametrize(
+    "length", [GENERATIONS, pytest.param(LONG_GENERATIONS, marks=pytest.mark.slow)], ids=["short", "long"]
+)
 @pytest.mark.parametrize("kind", KINDS)
-async def test_chaos_soak(kind: str, anyio_backend: str, tmp_path: Path) -> None:
-    count, seconds = soak_plan()
+async def test_chaos_soak(kind: str, length: int, anyio_backend: str, tmp_path: Path) -> None:
+    count, seconds = soak_plan(length)
     only = os.environ.get("STREAMKIT_SOAK_GEN")
     numbers = [int(only)] if only else range(count)
     deadline = time.monotonic() + seconds if seconds is not None else None

@@ -52,6 +52,7 @@ STREAM_CASES = 50
 SEED = int(os.environ.get("STREAMKIT_SEED", "4242"))
 N_CASES = int(os.environ.get("STREAMKIT_FUZZ", str(CASES)))
 N_STREAM_CASES = max(STREAM_CASES, N_CASES // 50)
+LONG_CASES = 20_000  # sans-I/O cases of each long run
 REQUEST: dict[str, Any] = {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 TOKENS = [b"\n", b"\n\n", b"\r", b"\r\n", b":", b"data: ", b"event: ", b"{", b"}", b'"', b"\\", b"\xef\xbb\xbf"]
 TOKENS += [b"\x00", b"event:", b"data:{}"]
@@ -320,11 +321,15 @@ def wrong_result(
     return []
 
 
-def test_fuzz_sans_io() -> None:
+LONG = pytest.mark.slow  # the long runs, which CI runs with ``-m slow``
+
+
+@pytest.mark.parametrize("cases", [N_CASES, pytest.param(LONG_CASES, marks=LONG)], ids=["short", "long"])
+def test_fuzz_sans_io(cases: int) -> None:
     counts: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
-    for number in range(N_CASES):
+    for number in range(cases):
         seed, name, mutation, wire = make_case(number, "sansio")
         counts[mutation] += 1
         rng = random.Random(seed + ":chunks")
@@ -335,16 +340,17 @@ def test_fuzz_sans_io() -> None:
             continue
         outcomes[type(result).__name__] += 1
         failures += wrong_result(f"case {seed!r} ({name}, {mutation})", name, mutation, result)
-    print(f"\nfuzz sans-I/O, seed {SEED}: {N_CASES} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
-    assert not failures, f"{len(failures)} of {N_CASES} cases failed:\n" + "\n".join(failures[:30])
+    print(f"\nfuzz sans-I/O, seed {SEED}: {cases} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
+    assert not failures, f"{len(failures)} of {cases} cases failed:\n" + "\n".join(failures[:30])
 
 
-def test_fuzz_resumed_attempts() -> None:
+@pytest.mark.parametrize("cases", [N_CASES // 2, pytest.param(LONG_CASES, marks=LONG)], ids=["short", "long"])
+def test_fuzz_resumed_attempts(cases: int) -> None:
     """A first attempt cut inside the reply, then one or two mutated attempts the machine splices in."""
     counts: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
-    for number in range(N_CASES // 2):
+    for number in range(cases):
         seed, name, mutation, wire = make_case(number, "resumed")
         counts[mutation] += 1
         rng = random.Random(seed + ":attempts")
@@ -359,7 +365,7 @@ def test_fuzz_resumed_attempts() -> None:
             failures.append(f"case {seed!r} ({name}, {mutation}): {type(exc).__name__}: {exc!r}"[:2000])
             continue
         outcomes[type(result).__name__] += 1
-    print(f"\nfuzz resumed, seed {SEED}: {N_CASES // 2} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
+    print(f"\nfuzz resumed, seed {SEED}: {cases} cases; mutations {dict(counts)}; outcomes {dict(outcomes)}")
     assert not failures, f"{len(failures)} cases failed:\n" + "\n".join(failures[:30])
     assert outcomes["Message"] > 0 and outcomes["ProtocolError"] > 0
 
@@ -378,11 +384,12 @@ def junk_events(rng: random.Random) -> list[Any]:
     return values
 
 
-def test_fuzz_the_accumulator_with_json_values() -> None:
+@pytest.mark.parametrize("cases", [N_CASES, pytest.param(LONG_CASES, marks=LONG)], ids=["short", "long"])
+def test_fuzz_the_accumulator_with_json_values(cases: int) -> None:
     """Fed values, not bytes: every event applies or raises ProtocolError, and the snapshot always builds."""
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
-    for number in range(N_CASES):
+    for number in range(cases):
         seed = f"{SEED}:values:{number}"
         accumulator = MessageAccumulator()
         try:
@@ -394,7 +401,7 @@ def test_fuzz_the_accumulator_with_json_values() -> None:
                 accumulator.message  # noqa: B018 - never raises, whatever was fed
         except Exception as exc:  # the point of the fuzz: report it with its seed
             failures.append(f"case {seed!r}: {type(exc).__name__}: {exc!r}"[:2000])
-    print(f"\nfuzz accumulator values, seed {SEED}: {N_CASES} cases; {dict(outcomes)}")
+    print(f"\nfuzz accumulator values, seed {SEED}: {cases} cases; {dict(outcomes)}")
     assert not failures, f"{len(failures)} cases failed:\n" + "\n".join(failures[:30])
 
 
