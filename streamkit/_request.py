@@ -1,12 +1,15 @@
 """The request layer: build a request, send it, map transport failures, retry before the stream.
 
 Every endpoint goes through ``Requester``: ``Messages.stream()`` opens each attempt with
-``open_stream`` and ``Messages.create()`` sends with ``send_json``.  Nothing here reads a
-stream's body: that is the stream shell's job, once the API has answered 200.
+``open_stream`` and ``Messages.create()`` sends with ``send_message``.  A body read whole
+(an error, a ``create()`` reply) is read through ``read_capped``, which counts bytes after
+decompression: a small gzip body can inflate a thousandfold.  A stream's body is not read
+here: that is the stream shell's job, once the API has answered 200.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -19,16 +22,74 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     ProtocolError,
+    RequestBodyError,
     RequestTooLargeError,
+    status_error,
 )
 from ._hooks import Hook, call_hook
-from ._limits import encode_request, read_capped, read_response_body, read_status_error
+from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
 from ._retry import RetryInfo, RetryPolicy
 
 API_VERSION = "2023-06-01"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
 _T = TypeVar("_T")
+
+
+async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """The first ``cap`` bytes of the decoded body, and whether there was more.
+
+    Reading stops as soon as the cap is passed and the response is closed, so the rest of
+    the body (however large once inflated) is never read.  A broken connection or a timeout
+    becomes a retryable streamkit error, a body that does not decompress a ``ProtocolError``.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return b"".join(parts)[:cap], True
+    except httpx.TimeoutException as exc:
+        raise APITimeoutError(f"the response body did not arrive in time: {exc!r}") from exc
+    except httpx.DecodingError as exc:
+        encoding = response.headers.get("content-encoding")
+        raise ProtocolError(f"the response body is not valid {encoding}: {exc!r}") from exc
+    except httpx.HTTPError as exc:
+        raise APIConnectionError(f"the connection failed while reading the response body: {exc!r}") from exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+    return b"".join(parts), False
+
+
+async def read_status_error(response: httpx.Response) -> APIStatusError:
+    """The error for a non-200 response, from at most ``MAX_ERROR_BODY`` bytes of its body."""
+    content, truncated = await read_capped(response, MAX_ERROR_BODY)
+    return status_error(response.status_code, response.headers, content, truncated=truncated)
+
+
+async def read_response_body(response: httpx.Response) -> bytes:
+    """The body of a whole (non-streaming) reply; ``ProtocolError`` past ``MAX_RESPONSE_BODY``."""
+    if response.status_code != 200:
+        raise await read_status_error(response)
+    content, truncated = await read_capped(response, MAX_RESPONSE_BODY)
+    if truncated:
+        raise ProtocolError(
+            f"the response body is over {MAX_RESPONSE_BODY:,} bytes: refused, no real reply is that large",
+            data=content,
+            request_id=response.headers.get("request-id"),
+        )
+    return content
+
+
+def encode_request(body: Mapping[str, Any]) -> bytes:
+    """The request body as compact UTF-8 JSON; ``RequestBodyError`` when JSON cannot hold it."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError: a lone surrogate
+        raise RequestBodyError(f"the request body cannot be sent as JSON: {type(exc).__name__}: {exc}") from exc
 
 
 class Requester:
