@@ -164,9 +164,11 @@ class MessageAccumulator:
 
     def feed(self, event: Mapping[str, Any] | BaseModel) -> None:
         """Apply one event.  Raises ``ProtocolError`` for an event that cannot apply, changing nothing."""
-        data: object = event.model_dump() if isinstance(event, BaseModel) else event
-        if not isinstance(data, Mapping):
-            raise ProtocolError(f"an event is {type(data).__name__}, not an object")
+        data: object = event
+        if data.__class__ is not dict:  # decoded JSON is a dict: the checks below are for the rest
+            data = event.model_dump() if isinstance(event, BaseModel) else event
+            if not isinstance(data, Mapping):
+                raise ProtocolError(f"an event is {type(data).__name__}, not an object")
         kind = data.get("type")
         try:
             if kind == "content_block_delta":
@@ -239,14 +241,20 @@ class MessageAccumulator:
             raise KeyError(f"content block {index} was never started")
         kind = delta["type"]
         field = APPEND_FIELD.get(kind)
-        if field is not None:
+        if field is not None:  # the hot path: a piece of text, thinking or tool input
             part = delta[field]
             if part.__class__ is not str:
                 raise TypeError(f"{kind}.{field} is {type(part).__name__}, not a string")
-            size = _size(part)
-            self._size = self._checked_size(self._size + size)
+            size = len(part) if part.isascii() else len(part.encode())  # raises for a lone surrogate
+            total = self._size + size
+            if total > self._max_bytes:
+                self._checked_size(total)
+            self._size = total
             block.parts.append(part)
-        elif kind == "citations_delta":
+            block.size += size
+            block.model = None
+            return
+        if kind == "citations_delta":
             citation = delta["citation"]
             base = block.fields.get("citations")
             if base is not None and not isinstance(base, list):
@@ -272,7 +280,7 @@ class MessageAccumulator:
                     block.fields[key] = value
                     block.tails.pop(key, None)
         block.size += size
-        block.extras += field is None
+        block.extras += 1
         block.model = None
 
     def _stop(self, index: int) -> None:

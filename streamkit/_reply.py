@@ -46,6 +46,9 @@ class ReplyState(enum.Enum):
     CLOSED = "closed"  # its reader closed it before the end
 
 
+_STREAMING, _DRAINING = ReplyState.STREAMING, ReplyState.DRAINING  # read on every event and chunk
+
+
 class _Signal(enum.Enum):
     NEED_DATA = "need data"
     END = "end"
@@ -147,15 +150,16 @@ class ReplyMachine:
         if self._pending is not None:
             return True
         splicer = self._splicer
-        batch: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] | deque[dict[str, Any]] = self._queue if splicer is None else []
         progress = False
         try:
             events = self._decoder.feed(chunk)
         except ProtocolError as exc:
             self._pending = exc
             return True
+        draining = self.state is _DRAINING
         for name, data in events:
-            if self.state is ReplyState.DRAINING:
+            if draining:
                 break  # the reply is whole: what follows only drains the body
             try:
                 event = from_json(data)
@@ -172,14 +176,13 @@ class ReplyMachine:
                     self._pending = stream_error(event, request_id=self.request_id, partial_message=None)
                     break
                 if kind == "message_stop":
-                    self.state = ReplyState.DRAINING
+                    self.state = _DRAINING
+                    draining = True
             batch.append(event)
-        if splicer is None:
-            self._queue.extend(batch)
-        else:
+        if splicer is not None:
             out: list[dict[str, Any]] = []
             try:
-                splicer.splice(batch, out)
+                splicer.splice(batch, out)  # type: ignore[arg-type]
             except ProtocolError as exc:
                 self._pending = exc
             self._queue.extend(out)
@@ -233,12 +236,10 @@ class ReplyMachine:
     def next_event(self) -> Next:
         """The next thing to do; see the module docstring.  Raises the reply's final failure."""
         ready = self._ready
+        if ready:
+            return ready.popleft()
         queue = self._queue
-        while True:
-            if ready:
-                return ready.popleft()
-            if not queue:
-                break
+        while queue:
             data = queue.popleft()
             try:
                 self._accumulator.feed(data)
@@ -254,11 +255,13 @@ class ReplyMachine:
                 ready.append(item)
             if not replay.active:
                 self._replay = None
+            if ready:
+                return ready.popleft()
         if (error := self._pending) is not None:
             self._pending = None
             return self._failed(error)
         state = self.state
-        if state is ReplyState.STREAMING or state is ReplyState.DRAINING:
+        if state is _STREAMING or state is _DRAINING:
             return NEED_DATA
         if state is ReplyState.WAITING:
             raise StreamkitError("no attempt has started: use the stream inside its `with` block")
