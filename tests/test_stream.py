@@ -449,17 +449,22 @@ async def test_cancelling_a_hanging_stream_closes_the_connection() -> None:
 async def test_cancelling_from_another_task() -> None:
     reply = Reply.text("abcdefgh", chunk_size=2, fault=Fault("hang", after=3))
     pieces_seen: list[str] = []
+    first_piece = anyio.Event()
+
+    def on_text(piece: str) -> None:
+        pieces_seen.append(piece)
+        first_piece.set()
+
     async with serve(reply) as (server, client):
         async with anyio.create_task_group() as group:
 
             async def consume() -> None:
-                async with client.messages.stream(**REQUEST, on_text=pieces_seen.append) as stream:
+                async with client.messages.stream(**REQUEST, on_text=on_text) as stream:
                     await stream.get_final_message()
 
             group.start_soon(consume)
             with anyio.fail_after(3):
-                while not pieces_seen:
-                    await anyio.sleep(0.01)
+                await first_piece.wait()
             group.cancel_scope.cancel()
         await wait_closed(server)
     assert pieces_seen == ["ab"]

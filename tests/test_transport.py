@@ -221,7 +221,7 @@ async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_e
                 async with anyio.create_task_group() as group:
                     async with held(sk) as one:
                         group.start_soon(third_stream)
-                        while slots.statistics().tasks_waiting != 1:
+                        while slots.statistics().tasks_waiting != 1:  # noqa: ASYNC110 - a semaphore has no such event
                             await anyio.sleep(0.01)
                         assert slots.value == 0
                         assert len(transport._shards[0]._pool._requests) == 2  # nothing queued inside httpcore
