@@ -66,6 +66,19 @@ class Replay:
     def active(self) -> bool:
         return bool(self._shown)
 
+    def carry_into(self, shown: dict[int, _Shown], keep: int) -> dict[int, _Shown]:
+        """The blocks a further resume must not show again, when it breaks in during this replay.
+
+        The accumulator holds only the part of a block that was regenerated (and hidden) so
+        far; what this replay still holds is what the reader was shown, so it wins.
+        """
+        for index, record in self._shown.items():
+            if index >= keep:
+                record.matched = record.extras_matched = 0
+                record.started = False
+                shown[index] = record
+        return dict(sorted(shown.items()))
+
     def filter(self, event: dict[str, Any]) -> list[dict[str, Any] | Rewind]:
         """What to hand out for ``event``, which the accumulator has already applied."""
         kind = event["type"]

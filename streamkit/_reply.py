@@ -123,6 +123,8 @@ class ReplyMachine:
             return None
         accumulator = self._accumulator
         shown = shown_blocks(accumulator, plan.keep_blocks)
+        if self._replay is not None:
+            shown = self._replay.carry_into(shown, plan.keep_blocks)
         accumulator.truncate(plan.keep_blocks)
         self._replay = Replay(shown, accumulator) if shown else None
         self._splicer = plan.splicer

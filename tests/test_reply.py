@@ -412,3 +412,22 @@ def test_no_content_yet_is_a_plain_retry_that_keeps_the_usage() -> None:
     assert kinds == ["message_start", "content_block_start"]
     assert (item.strategy, item.body) == ("retry", m._body)
     assert m.retries == 1 and m.resumes == []
+
+
+def test_a_second_cut_during_a_regeneration_still_shows_each_piece_once() -> None:
+    """Cut in the second text; the regeneration is cut again while it repeats the tool call."""
+    whole = [text_block(FIRST), tool_block(), text_block(SECOND, 4)]
+    events = reply(*whole, stop_reason="tool_use")
+    n_first = 2 + len(pieces(FIRST, 6)) + 1  # message_start and the first text block
+    n_tool = 2 + len(pieces(json.dumps(INPUT), 7))
+    first = sse(events[: n_first + n_tool + 4])  # the second text's start and three pieces
+    again = reply(*whole[1:], stop_reason="tool_use")
+    second = sse(again[:4])  # message_start, the tool's start and two pieces: all hidden repeats
+    m = machine()
+    drive = run(m, [first], [second], [sse(again)])
+    assert [r.strategy for r in drive.restarts] == ["prefill", "prefill"]
+    assert drive.texts() == FIRST + SECOND
+    assert drive.texts("input_json_delta", "partial_json") == json.dumps(INPUT)
+    assert [e["index"] for e in drive.events if e["type"] == "content_block_start"] == [0, 1, 2]
+    assert drive.rewinds == []
+    assert m.final_message().text == FIRST + SECOND
