@@ -90,6 +90,7 @@ class ReplyMachine:
         self._pending: StreamkitError | None = None  # a failure to report once the events before it are out
         self._splicer: Splicer | None = None
         self._replay: Replay | None = None
+        self._shown_message: Message | None = None  # what the reader was shown, while a replay hides a repeat
         self._plan: ResumePlan | None = None  # the plan of the Restart being carried out
         self._cause: StreamkitError | None = None
 
@@ -97,7 +98,13 @@ class ReplyMachine:
 
     @property
     def message(self) -> Message | None:
-        """The reply reassembled so far (as far as it was handed out); None before ``message_start``."""
+        """The reply as far as it was handed out; None before ``message_start``.
+
+        While a regeneration is still being hidden, that is the reply as it stood before the
+        resume: the accumulator holds only the part regenerated so far.
+        """
+        if self._replay is not None:
+            return self._shown_message
         return self._accumulator.message
 
     def final_message(self) -> Message:
@@ -125,6 +132,8 @@ class ReplyMachine:
         shown = shown_blocks(accumulator, plan.keep_blocks)
         if self._replay is not None:
             shown = self._replay.carry_into(shown, plan.keep_blocks)
+        else:
+            self._shown_message = accumulator.message
         accumulator.truncate(plan.keep_blocks)
         self._replay = Replay(shown, accumulator) if shown else None
         self._splicer = plan.splicer
@@ -289,7 +298,7 @@ class ReplyMachine:
 
     def _attach(self, error: StreamkitError) -> StreamkitError:
         """Attach what was received to an error about to be raised."""
-        error.partial_message = self._accumulator.message
+        error.partial_message = self.message
         error.request_id = error.request_id or self.request_id
         return error
 

@@ -1,7 +1,8 @@
 """Chaos soak: generations broken at random on every attempt must still end byte-identical.
 
 Each generation is one streamed reply from the loopback MockServer: text with 1- to
-4-byte UTF-8 characters (ASCII, accents, Greek, CJK, emoji), text then a tool_use, or
+4-byte UTF-8 characters (ASCII, accents, Greek, CJK, emoji), text then a tool_use, text then
+a server tool call then more text (regenerated on a resume, and never shown twice), or
 thinking then text with extended thinking enabled in the request.  Before its clean
 answer the server serves 0 to 4 failed attempts, each drawn at random: an overloaded
 ``error`` event, a cut at a random byte offset (mid-event, mid-line, inside a UTF-8
@@ -77,7 +78,7 @@ CLIENT = {
 }
 USER = [{"role": "user", "content": "Tell me something."}]
 THINKING = {"type": "enabled", "budget_tokens": 1024}
-KINDS = ["text", "tool_use", "thinking"]
+KINDS = ["text", "tool_use", "tool_text", "thinking"]
 FAULTS = ["error", "cut", "truncate", "stall", "429", "529", "malformed_resume"]
 # The malformed events of a malformed_resume attempt.
 MALFORMED = [
@@ -178,11 +179,14 @@ def make_generation(kind: str, number: int, backend: str) -> Generation:
     stop_reason = "end_turn"
     if kind == "text":
         blocks: list[Any] = [TextBlock(text, chunk_size=chunk)]
-    elif kind == "tool_use":
+    elif kind in ("tool_use", "tool_text"):
         tool_input = {"query": words(rng, rng.randint(1, 8)), "n": rng.randint(0, 10**6), "tags": ["ü", "😀"]}
-        tool = ToolUseBlock("lookup", tool_input, chunk_size=rng.randint(1, 9))
+        tool = ToolUseBlock("lookup", tool_input, chunk_size=rng.randint(1, 9), server=kind == "tool_text")
         blocks = [TextBlock(text, chunk_size=chunk), tool]
         stop_reason = "tool_use"
+        if kind == "tool_text":  # text after a tool call: regenerated on resume, never shown twice
+            blocks.append(TextBlock(words(rng, rng.randint(4, 30)), chunk_size=chunk))
+            stop_reason = "end_turn"
     else:
         blocks = [ThinkingBlock(words(rng, rng.randint(4, 30)), chunk_size=chunk), TextBlock(text, chunk_size=chunk)]
         params["thinking"] = THINKING
