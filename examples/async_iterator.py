@@ -33,7 +33,7 @@ async def summarise(client: streamkit.AsyncClient, model: str) -> str:
 async def main() -> str:
     if os.environ.get("ANTHROPIC_API_KEY"):
         async with streamkit.AsyncClient() as client:
-            return await summarise(client, "claude-sonnet-4-5")
+            return await summarise(client, os.environ.get("STREAMKIT_MODEL", streamkit.DEFAULT_MODEL))
     reply = Reply.text("The Nile flows north. The Amazon carries the most water. The Danube crosses ten countries.")
     async with MockServer(reply) as server, streamkit.AsyncClient(api_key="demo", base_url=server.base_url) as client:
         return await summarise(client, "claude-mock-1")

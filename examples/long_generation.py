@@ -35,7 +35,7 @@ async def generate(client: streamkit.AsyncClient, model: str) -> streamkit.Messa
 async def main() -> streamkit.MessageStream:
     if os.environ.get("ANTHROPIC_API_KEY"):
         async with streamkit.AsyncClient() as client:
-            return await generate(client, "claude-sonnet-4-5")
+            return await generate(client, os.environ.get("STREAMKIT_MODEL", streamkit.DEFAULT_MODEL))
     story = lorem(4000, seed=3)
     replies = [
         Reply.text(story, fault=Fault(kind="error", after=100)),

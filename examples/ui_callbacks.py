@@ -56,7 +56,7 @@ async def main() -> ChatWidget:
     widget = ChatWidget()
     if os.environ.get("ANTHROPIC_API_KEY"):
         async with streamkit.AsyncClient() as client:
-            await chat(client, "claude-sonnet-4-5", widget)
+            await chat(client, os.environ.get("STREAMKIT_MODEL", streamkit.DEFAULT_MODEL), widget)
         return widget
     reply = Reply(blocks=[ThinkingBlock("A greeting, keep it short."), streamkit.testing.TextBlock("Hello, river!")])
     async with MockServer(reply) as server, streamkit.AsyncClient(api_key="demo", base_url=server.base_url) as client:

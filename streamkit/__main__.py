@@ -14,7 +14,7 @@ import sys
 
 import anyio
 
-from . import AsyncClient, ResumeInfo, RetryInfo, StreamkitError
+from . import DEFAULT_MODEL, AsyncClient, ResumeInfo, RetryInfo, StreamkitError
 from .testing import Fault, MockServer, Reply, lorem
 
 PROMPT = "Write a long, calm essay about how rivers shape the land."
@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("demo", help="stream a long reply with live output")
     run.add_argument("--mock", action="store_true", help="use the mock server even if ANTHROPIC_API_KEY is set")
-    run.add_argument("--model", default=os.environ.get("STREAMKIT_MODEL", "claude-sonnet-4-5"))
+    run.add_argument(
+        "--model",
+        default=os.environ.get("STREAMKIT_MODEL", DEFAULT_MODEL),
+        help=f"model for the real API (default: $STREAMKIT_MODEL, else {DEFAULT_MODEL})",
+    )
     run.add_argument("--max-tokens", type=int, default=4096)
     run.add_argument("--length", type=int, default=6000, help="mock reply length in characters")
     run.add_argument("--delay", type=float, default=0.002, help="mock delay between events, seconds")

@@ -15,13 +15,20 @@ from ._errors import StreamingRequiredError, StreamkitError
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._request import Requester, stream_opener, with_retries
+from ._request import API_VERSION, Requester, stream_opener, with_retries
 from ._resume import ResumePlanner, ResumeStrategy
 from ._retry import RetryPolicy
 from ._stream import MessageStream
 from ._transport import DEFAULT_DRAIN_TIMEOUT, default_http_client
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MODEL = "claude-sonnet-5-5"
+"""The model the README, the examples and the demo use (``STREAMKIT_MODEL`` overrides it there).
+
+Claude Sonnet 5.5, the current Sonnet model in the models overview
+(https://platform.claude.com/docs/en/about-claude/models/overview).  ``model=`` is always
+required: streamkit never picks a model for a request.
+"""
 MESSAGES_PATH = "/v1/messages"
 NONSTREAMING_LIMIT_S = 600  # the API asks that anything longer be streamed
 
@@ -40,6 +47,8 @@ class AsyncClient:
     ``api_key`` and ``base_url`` default to ``ANTHROPIC_API_KEY`` and
     ``ANTHROPIC_BASE_URL``.  A caller's own ``http_client`` is used as given and left
     open; the default one (keep-alive sockets, long read timeout) is closed on exit.
+    Every request says ``User-Agent: streamkit/<version>`` and ``anthropic-version:
+    <api_version>`` (default ``2023-06-01``); ``extra_headers=`` on a call overrides either.
     """
 
     def __init__(
@@ -58,6 +67,7 @@ class AsyncClient:
         max_blocks: int = MAX_BLOCKS,
         retry_initial_delay: float = 0.5,
         retry_max_delay: float = 8.0,
+        api_version: str = API_VERSION,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -72,7 +82,8 @@ class AsyncClient:
         self.drain_timeout = drain_timeout
         self.max_reply_bytes = max_reply_bytes
         self.max_blocks = max_blocks
-        self._requester = Requester(self._http, self.base_url, self.api_key)
+        self.api_version = api_version
+        self._requester = Requester(self._http, self.base_url, self.api_key, api_version)
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
 
@@ -158,7 +169,10 @@ class Messages:
         extra_headers: Mapping[str, str] | None = None,
         **params: Any,
     ) -> Message:
-        """A whole reply in one response.  Refuses requests that may outlast 10 minutes."""
+        """A whole reply in one response.  Refuses requests that may outlast 10 minutes.
+
+        The message carries ``request_id``, ``headers`` and ``rate_limits`` of its response.
+        """
         if 3600 * max_tokens / 128_000 > NONSTREAMING_LIMIT_S:
             raise StreamingRequiredError(
                 f"max_tokens={max_tokens} may take longer than 10 minutes without streaming; "

@@ -2,9 +2,14 @@
 
 The *phase* says when it failed: ``APIStatusError`` (an HTTP error status, before any
 event) or ``StreamError`` (an ``event: error`` after a 200).  The *kind* says what failed
-(``OverloadedError``, ``RateLimitError`` ...).  A raised API error is an instance of both
-its phase class and its kind class, so ``except OverloadedError`` catches an overload in
-either phase while ``except StreamError`` catches only the in-stream one.
+(``OverloadedError``, ``RateLimitError`` ...).  A raised API error is an instance of a
+class named for both (``OverloadedStatusError``, ``OverloadedStreamError`` ...), defined
+here, so ``except OverloadedError`` catches an overload in either phase while
+``except StreamError`` catches only the in-stream one.
+
+The official SDK's names exist too, with its subclass relations: ``BadRequestError`` is
+``InvalidRequestError``, ``APIConnectionError`` (and so ``APITimeoutError``) is an
+``APIError``, ``OverloadedError`` is not an ``InternalServerError``.
 
 Every error raised once a stream has started carries ``partial_message``: what was
 received before the failure is never lost.
@@ -17,7 +22,9 @@ import json
 import string
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
+
+from ._ratelimits import RateLimits
 
 if TYPE_CHECKING:
     from ._message import Message
@@ -41,7 +48,13 @@ class StreamkitError(Exception):
 
 
 class APIError(StreamkitError):
-    """An error the API reported, before the stream (a status) or inside it (an event)."""
+    """An error the API reported, before the stream (a status) or inside it (an event).
+
+    Also the base of ``APIConnectionError`` (no answer came), as in the official SDK:
+    ``except APIError`` catches every failure to get an answer from the API, but never a
+    stream that broke or stalled after its 200 (``IncompleteStreamError``), a protocol
+    violation (``ProtocolError``) or a request refused locally before sending.
+    """
 
     def __init__(
         self,
@@ -56,8 +69,10 @@ class APIError(StreamkitError):
         should_retry: bool | None = None,
         partial_message: Message | None = None,
         truncated: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, request_id=request_id, partial_message=partial_message)
+        self.headers = headers  # the error response's headers (a status error's); None otherwise
         self.should_retry = should_retry  # the server's x-should-retry verdict, if it gave one
         self.status_code = status_code
         self.error_type = error_type
@@ -65,6 +80,11 @@ class APIError(StreamkitError):
         self.text = text
         self.retry_after = retry_after
         self.truncated = truncated  # the body was longer than the part read into ``text``
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The ``anthropic-ratelimit-*`` headers of the error response, parsed (all ``None`` without them)."""
+        return RateLimits.from_headers(self.headers)
 
     def __str__(self) -> str:
         facts = [
@@ -94,49 +114,156 @@ class StreamError(APIError):
 
 
 class InvalidRequestError(APIError):
-    """400: the request is malformed or not allowed; fix it, retrying will not help."""
+    """400 / invalid_request_error: the request is malformed or not allowed; retrying will not help.
+
+    ``BadRequestError`` is the same class, under the official SDK's name.
+    """
 
 
 class AuthenticationError(APIError):
-    """401: the API key is missing or wrong."""
+    """401 / authentication_error: the API key is missing or wrong."""
 
 
 class PermissionDeniedError(APIError):
-    """403: the key may not use this resource."""
+    """403 / permission_error: the key may not use this resource."""
 
 
 class NotFoundError(APIError):
-    """404: wrong path or model name."""
+    """404 / not_found_error: wrong path or model name."""
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the state of a resource (the API gives no ``error.type`` for it)."""
 
 
 class RequestTooLargeError(APIError):
-    """413: the request body is over the size limit (32 MB for Messages)."""
+    """413 / request_too_large: the request body is over the size limit (32 MB for Messages).
+
+    Also raised locally, before sending, for a body over 32 MB: then it is neither phase.
+    """
+
+
+class UnprocessableEntityError(APIError):
+    """422: the request is well formed but cannot be processed (the API gives no ``error.type`` for it)."""
 
 
 class RateLimitError(APIError):
-    """429: slow down; ``retry_after`` says for how long when the API tells."""
+    """429 / rate_limit_error: slow down; ``retry_after`` says for how long when the API tells."""
 
 
 class InternalServerError(APIError):
-    """500 / api_error: unexpected failure inside the API; retrying usually works."""
+    """500 / api_error, or any other 5xx but 529: a failure inside the API or in front of it; retrying usually works."""
 
 
 class OverloadedError(APIError):
-    """529 / overloaded_error: the API is under load; retry with backoff."""
+    """529 / overloaded_error: the API is under load; retry with backoff.
+
+    As in the official SDK, it is not an ``InternalServerError``.
+    """
 
 
-_P = TypeVar("_P", bound=APIError)
+BadRequestError = InvalidRequestError
+"""The official SDK's name for ``InvalidRequestError`` (the same class)."""
 
-_KIND_BY_TYPE: dict[str, type[APIError]] = {
-    "invalid_request_error": InvalidRequestError,
-    "authentication_error": AuthenticationError,
-    "permission_error": PermissionDeniedError,
-    "not_found_error": NotFoundError,
-    "request_too_large": RequestTooLargeError,
-    "rate_limit_error": RateLimitError,
-    "api_error": InternalServerError,
-    "overloaded_error": OverloadedError,
+
+# -- phase x kind: the classes that are raised --------------------------------------
+
+
+class InvalidRequestStatusError(APIStatusError, InvalidRequestError):
+    """A 400 (or an ``invalid_request_error`` body) before the stream."""
+
+
+class InvalidRequestStreamError(StreamError, InvalidRequestError):
+    """An ``invalid_request_error`` event after a 200."""
+
+
+class AuthenticationStatusError(APIStatusError, AuthenticationError):
+    """A 401 (or an ``authentication_error`` body) before the stream."""
+
+
+class AuthenticationStreamError(StreamError, AuthenticationError):
+    """An ``authentication_error`` event after a 200."""
+
+
+class PermissionDeniedStatusError(APIStatusError, PermissionDeniedError):
+    """A 403 (or a ``permission_error`` body) before the stream."""
+
+
+class PermissionDeniedStreamError(StreamError, PermissionDeniedError):
+    """A ``permission_error`` event after a 200."""
+
+
+class NotFoundStatusError(APIStatusError, NotFoundError):
+    """A 404 (or a ``not_found_error`` body) before the stream."""
+
+
+class NotFoundStreamError(StreamError, NotFoundError):
+    """A ``not_found_error`` event after a 200."""
+
+
+class ConflictStatusError(APIStatusError, ConflictError):
+    """A 409 before the stream (a status only: there is no in-stream counterpart)."""
+
+
+class RequestTooLargeStatusError(APIStatusError, RequestTooLargeError):
+    """A 413 (or a ``request_too_large`` body) before the stream."""
+
+
+class RequestTooLargeStreamError(StreamError, RequestTooLargeError):
+    """A ``request_too_large`` event after a 200."""
+
+
+class UnprocessableEntityStatusError(APIStatusError, UnprocessableEntityError):
+    """A 422 before the stream (a status only: there is no in-stream counterpart)."""
+
+
+class RateLimitStatusError(APIStatusError, RateLimitError):
+    """A 429 (or a ``rate_limit_error`` body) before the stream."""
+
+
+class RateLimitStreamError(StreamError, RateLimitError):
+    """A ``rate_limit_error`` event after a 200."""
+
+
+class InternalServerStatusError(APIStatusError, InternalServerError):
+    """A 500 (or an ``api_error`` body), or another 5xx but 529, before the stream."""
+
+
+class InternalServerStreamError(StreamError, InternalServerError):
+    """An ``api_error`` event after a 200."""
+
+
+class OverloadedStatusError(APIStatusError, OverloadedError):
+    """A 529 (or an ``overloaded_error`` body) before the stream."""
+
+
+class OverloadedStreamError(StreamError, OverloadedError):
+    """An ``overloaded_error`` event after a 200."""
+
+
+_STATUS_CLASSES: dict[str, type[APIStatusError]] = {
+    "invalid_request_error": InvalidRequestStatusError,
+    "authentication_error": AuthenticationStatusError,
+    "permission_error": PermissionDeniedStatusError,
+    "not_found_error": NotFoundStatusError,
+    "request_too_large": RequestTooLargeStatusError,
+    "rate_limit_error": RateLimitStatusError,
+    "api_error": InternalServerStatusError,
+    "overloaded_error": OverloadedStatusError,
 }
+"""The status error of each known ``error.type``."""
+
+_STREAM_CLASSES: dict[str, type[StreamError]] = {
+    "invalid_request_error": InvalidRequestStreamError,
+    "authentication_error": AuthenticationStreamError,
+    "permission_error": PermissionDeniedStreamError,
+    "not_found_error": NotFoundStreamError,
+    "request_too_large": RequestTooLargeStreamError,
+    "rate_limit_error": RateLimitStreamError,
+    "api_error": InternalServerStreamError,
+    "overloaded_error": OverloadedStreamError,
+}
+"""The in-stream error of each known ``error.type``."""
 
 _TYPE_BY_STATUS: dict[int, str] = {
     400: "invalid_request_error",
@@ -148,26 +275,38 @@ _TYPE_BY_STATUS: dict[int, str] = {
     500: "api_error",
     529: "overloaded_error",
 }
+"""The ``error.type`` the API uses for a status (kept as ``error_type`` when the body has none)."""
 
-
-def _combine(phase: type[_P], kind: type[APIError], suffix: str) -> type[_P]:
-    name = kind.__name__.removesuffix("Error") + suffix
-    cls = type(name, (phase, kind), {"__doc__": kind.__doc__, "__module__": __name__})
-    cls.__qualname__ = name
-    return cls
-
-
-_STATUS_CLASSES = {
-    error_type: _combine(APIStatusError, kind, "StatusError") for error_type, kind in _KIND_BY_TYPE.items()
+_STATUS_CLASS_BY_STATUS: dict[int, type[APIStatusError]] = {
+    **{status: _STATUS_CLASSES[error_type] for status, error_type in _TYPE_BY_STATUS.items()},
+    409: ConflictStatusError,
+    422: UnprocessableEntityStatusError,
 }
-_STREAM_CLASSES = {error_type: _combine(StreamError, kind, "StreamError") for error_type, kind in _KIND_BY_TYPE.items()}
+"""The status error of each status the official SDK maps (any other 5xx: internal)."""
+
+
+def _status_class(status: int, error_type: str | None) -> type[APIStatusError]:
+    """As the official SDK maps it, the status decides the kind: 400 ... 529, and any other 5xx
+    is internal.  Only a status it does not map (a 402, a 418) takes the kind of a known
+    ``error.type`` in the body; else the error is a plain ``APIStatusError``.
+    """
+    if status in _STATUS_CLASS_BY_STATUS:
+        return _STATUS_CLASS_BY_STATUS[status]
+    if 500 <= status < 600:
+        return InternalServerStatusError
+    return _STATUS_CLASSES.get(error_type or "", APIStatusError)
 
 
 # -- failures that are not API errors -----------------------------------------------
 
 
-class APIConnectionError(StreamkitError):
-    """No response arrived: the connection could not be made or broke before the headers."""
+class APIConnectionError(APIError):
+    """No response arrived: the connection could not be made or broke before the headers.
+
+    An ``APIError`` as in the official SDK (with no status, type or body).  A connection
+    that breaks after the stream started is a ``ConnectionLostError`` instead, which is
+    not an ``APIError``: it comes with the partial reply.
+    """
 
 
 class APITimeoutError(APIConnectionError):
@@ -323,7 +462,7 @@ def status_error(status: int, headers: Mapping[str, str], content: bytes, *, tru
     request_id = headers.get("request-id")
     if request_id is None and isinstance(body, dict) and isinstance(body.get("request_id"), str):
         request_id = body["request_id"]
-    cls = _STATUS_CLASSES.get(error_type or "", APIStatusError)
+    cls = APIStatusError if 300 <= status < 400 else _status_class(status, error_type)
     return cls(
         message,
         status_code=status,
@@ -334,6 +473,7 @@ def status_error(status: int, headers: Mapping[str, str], content: bytes, *, tru
         retry_after=retry_after(headers),
         should_retry={"true": True, "false": False}.get(headers.get("x-should-retry", "").lower()),
         truncated=truncated,
+        headers=headers,
     )
 
 

@@ -30,8 +30,11 @@ from ._hooks import Hook, call_hook
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
 from ._retry import RetryInfo, RetryPolicy
+from ._version import __version__
 
 API_VERSION = "2023-06-01"
+"""The default ``anthropic-version`` header (``AsyncClient(api_version=...)`` changes it)."""
+USER_AGENT = f"streamkit/{__version__}"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
 _T = TypeVar("_T")
 
@@ -45,6 +48,7 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     """
     parts: list[bytes] = []
     size = 0
+    request_id = response.headers.get("request-id")
     try:
         async for chunk in response.aiter_bytes():
             parts.append(chunk)
@@ -52,12 +56,16 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
             if size > cap:
                 return b"".join(parts)[:cap], True
     except httpx.TimeoutException as exc:
-        raise APITimeoutError(f"the response body did not arrive in time: {exc!r}") from exc
+        raise APITimeoutError(
+            f"the response body did not arrive in time: {exc!r}", request_id=request_id
+        ) from exc
     except httpx.DecodingError as exc:
         encoding = response.headers.get("content-encoding")
-        raise ProtocolError(f"the response body is not valid {encoding}: {exc!r}") from exc
+        raise ProtocolError(f"the response body is not valid {encoding}: {exc!r}", request_id=request_id) from exc
     except httpx.HTTPError as exc:
-        raise APIConnectionError(f"the connection failed while reading the response body: {exc!r}") from exc
+        raise APIConnectionError(
+            f"the connection failed while reading the response body: {exc!r}", request_id=request_id
+        ) from exc
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
@@ -95,10 +103,13 @@ def encode_request(body: Mapping[str, Any]) -> bytes:
 class Requester:
     """Sends requests to one API host with one key; owns nothing (the client owns the pool)."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, api_key: str | None, api_version: str = API_VERSION
+    ) -> None:
         self.http = http
         self.base_url = base_url
         self._api_key = api_key
+        self.api_version = api_version
 
     def build(
         self, path: str, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool
@@ -112,7 +123,8 @@ class Requester:
                 error_type="request_too_large",
             )
         all_headers = {
-            "anthropic-version": API_VERSION,
+            "user-agent": USER_AGENT,
+            "anthropic-version": self.api_version,
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
@@ -158,13 +170,14 @@ class Requester:
         response = await self.send(request, stream=True)
         content = await read_response_body(response)
         try:
-            return Message.model_validate_json(content)
+            message = Message.model_validate_json(content)
         except ValidationError as exc:
             raise ProtocolError(
                 f"the response is not a Message: {exc.errors()[0]['msg']}",
                 data=content,
                 request_id=response.headers.get("request-id"),
             ) from exc
+        return message._received(response.headers.get("request-id"), response.headers)
 
 
 async def with_retries(

@@ -10,7 +10,7 @@ Typed events are only built for the consumers that ask for them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -23,6 +23,7 @@ from ._errors import ProtocolError, StreamkitError
 from ._events import RewindEvent, StreamEvent, parse_event
 from ._hooks import Hooks, call_hook
 from ._message import Message
+from ._ratelimits import RateLimits
 from ._replay import Rewind
 from ._reply import END, NEED_DATA, ReplyMachine, ReplyState, Restart
 from ._request import OpenAttempt
@@ -57,6 +58,7 @@ class MessageStream:
         self._stall_timeout = stall_timeout
         self._drain_timeout = drain_timeout
         self._reader: BodyReader | None = None
+        self._headers: Mapping[str, str] | None = None
         self._closed = False
         self.retries: list[RetryInfo] = []
         """Every retry: of a request before its stream, and of a stream that failed before any content."""
@@ -67,6 +69,16 @@ class MessageStream:
     def request_id(self) -> str | None:
         """The ``request-id`` of the attempt being read (the last one)."""
         return self._machine.request_id
+
+    @property
+    def headers(self) -> Mapping[str, str] | None:
+        """The response headers of the attempt being read (the last one); None before entering."""
+        return self._headers
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The ``anthropic-ratelimit-*`` headers of that attempt, parsed."""
+        return RateLimits.from_headers(self._headers)
 
     @property
     def resumes(self) -> list[ResumeInfo]:
@@ -111,6 +123,7 @@ class MessageStream:
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
         self._reader = BodyReader(response, self._stall_timeout, self._drain_timeout)
+        self._headers = response.headers
         return self._machine.start(response.headers.get("request-id"))
 
     # -- what users read --------------------------------------------------------------
@@ -142,11 +155,15 @@ class MessageStream:
     async def get_final_message(self) -> Message:
         """Consume the rest of the stream and return the whole reply.
 
-        Raises the stream's failure instead of returning a reply that did not finish.
+        Raises the stream's failure instead of returning a reply that did not finish.  The
+        message carries the ``request_id``, ``headers`` and ``rate_limits`` of the last attempt.
         """
         while await self._next() is not None:
             pass
-        return self._machine.final_message()
+        return self._received(self._machine.final_message())
+
+    def _received(self, message: Message) -> Message:
+        return message._received(self._machine.request_id, self._headers)
 
     async def get_final_text(self) -> str:
         """Consume the rest of the stream and return the reply's text blocks joined."""
@@ -226,6 +243,8 @@ class MessageStream:
 
     async def _report(self, error: StreamkitError) -> NoReturn:
         """End the stream with ``error``: reported to ``on_error``, raised."""
+        if error.partial_message is not None:
+            self._received(error.partial_message)
         await call_hook(self._hooks.on_error, error)
         raise error
 
@@ -243,5 +262,5 @@ class MessageStream:
                 await call_hook(hooks.on_thinking, delta["thinking"])
             elif delta_type == "input_json_delta":
                 await call_hook(hooks.on_tool_input, delta["partial_json"])
-        elif kind == "message_stop":
-            await call_hook(hooks.on_message, self._machine.message)
+        elif kind == "message_stop" and (message := self._machine.message) is not None:
+            await call_hook(hooks.on_message, self._received(message))

@@ -149,9 +149,10 @@ async def test_x_should_retry_header(value: str, expected: bool | None) -> None:
     assert error.should_retry is expected
 
 
-async def test_unknown_error_type_is_a_plain_status_error() -> None:
+async def test_unknown_error_type_takes_its_kind_from_the_status() -> None:
+    """As in the official SDK, a 400 is a BadRequestError whatever type its body names."""
     error, _ = await fail(Reply.error(400, error_type="brand_new_error", message="something new", request_id=RID))
-    assert type(error) is streamkit.APIStatusError
+    assert type(error) is streamkit.InvalidRequestStatusError
     assert (error.status_code, error.error_type, error.message, error.request_id) == (
         400,
         "brand_new_error",
@@ -187,7 +188,7 @@ async def test_html_502_without_json_body() -> None:
         "<body><center><h1>502 Bad Gateway</h1></center></body>\n</html>"
     )
     error, _ = await fail(Reply.html(502, html))
-    assert type(error) is streamkit.APIStatusError
+    assert type(error) is streamkit.InternalServerStatusError  # any 5xx, as in the official SDK
     assert (error.status_code, error.error_type, error.request_id, error.body) == (502, None, None, None)
     assert error.text == html
     assert error.message == "HTTP 502: 502 Bad Gateway" + NOT_JSON
@@ -197,13 +198,13 @@ async def test_html_502_without_json_body() -> None:
 async def test_html_without_title_gives_its_text() -> None:
     html = "<html><body><h1>Bad   Gateway</h1>\n<hr><p>nginx</p></body></html>"
     error, _ = await fail(Reply.html(502, html))
-    assert type(error) is streamkit.APIStatusError
+    assert type(error) is streamkit.InternalServerStatusError
     assert error.message == "HTTP 502: Bad Gateway nginx" + NOT_JSON
 
 
 async def test_empty_502_body() -> None:
     error, _ = await fail(Reply(status=502, body="", request_id=RID))
-    assert type(error) is streamkit.APIStatusError
+    assert type(error) is streamkit.InternalServerStatusError
     assert (error.status_code, error.error_type, error.message, error.body, error.text) == (
         502,
         None,
@@ -533,5 +534,5 @@ async def test_create_unknown_error_type() -> None:
         async with one_attempt_client(server) as client:
             with pytest.raises(streamkit.APIStatusError) as caught:
                 await client.messages.create(**REQUEST)
-    assert type(caught.value) is streamkit.APIStatusError
+    assert type(caught.value) is streamkit.InvalidRequestStatusError
     assert caught.value.error_type == "brand_new_error"

@@ -172,7 +172,7 @@ async def test_a_hostile_error_page_over_the_socket(page: str, gist: str) -> Non
     async with MockServer(Reply.html(502, page)) as server:
         with bounded("hostile 502 page", seconds=2):
             error = await stream_error(server)
-    assert type(error) is streamkit.APIStatusError
+    assert type(error) is streamkit.InternalServerStatusError
     assert (error.status_code, error.text, error.truncated) == (502, page, False)
     assert error.message == f"HTTP 502: {gist}{NOT_JSON}"
 
