@@ -5,7 +5,7 @@ derives from ``StreamkitError``.
 """
 
 from ._accumulate import MessageAccumulator
-from ._client import DEFAULT_MODEL, AsyncClient, Messages
+from ._client import DEFAULT_MODEL, AsyncClient, ClientOptions, Messages
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -70,6 +70,7 @@ from ._events import (
     UnknownEvent,
     parse_event,
 )
+from ._hooks import Hook
 from ._message import (
     ContentBlock,
     Message,
@@ -81,6 +82,7 @@ from ._message import (
     UnknownBlock,
     Usage,
 )
+from ._params import NOT_GIVEN, MessageParams, NotGiven
 from ._ratelimits import RateLimit, RateLimits
 from ._replay import Rewind
 from ._resume import ResumeInfo
@@ -92,6 +94,7 @@ from ._version import __version__
 __all__ = [
     "DEFAULT_MODEL",
     "MAX_EVENT_SIZE",
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -102,6 +105,7 @@ __all__ = [
     "AuthenticationStreamError",
     "BadRequestError",
     "CitationsDelta",
+    "ClientOptions",
     "ConflictError",
     "ConflictStatusError",
     "ConnectionLostError",
@@ -110,6 +114,7 @@ __all__ = [
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
     "ErrorEvent",
+    "Hook",
     "IncompleteStreamError",
     "InputJSONDelta",
     "InternalServerError",
@@ -121,11 +126,13 @@ __all__ = [
     "Message",
     "MessageAccumulator",
     "MessageDeltaEvent",
+    "MessageParams",
     "MessageStartEvent",
     "MessageStopEvent",
     "MessageStream",
     "Messages",
     "NotFoundError",
+    "NotGiven",
     "NotFoundStatusError",
     "NotFoundStreamError",
     "OverloadedError",

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
 
 from ._accumulate import MessageAccumulator
 from ._errors import StreamingRequiredError, StreamkitError
+from ._events import StreamEvent
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._request import API_VERSION, Requester, stream_opener, with_retries
-from ._resume import ResumePlanner, ResumeStrategy
-from ._retry import RetryPolicy
+from ._params import NOT_GIVEN, MessageParams, NotGiven, Query, message_body
+from ._replay import Rewind
+from ._request import API_VERSION, Requester, RequestOptions, Timeout, stream_opener, with_retries
+from ._resume import ResumeInfo, ResumePlanner, ResumeStrategy
+from ._retry import RetryInfo, RetryPolicy
 from ._stream import MessageStream
 from ._transport import DEFAULT_DRAIN_TIMEOUT, default_http_client
 
@@ -33,12 +36,24 @@ MESSAGES_PATH = "/v1/messages"
 NONSTREAMING_LIMIT_S = 600  # the API asks that anything longer be streamed
 
 
-class _NotGiven:
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
+class ClientOptions(TypedDict, total=False):
+    """What ``AsyncClient.with_options`` can change: the constructor's options but the pool."""
 
-
-NOT_GIVEN: Any = _NotGiven()
+    api_key: str | None
+    base_url: str | None
+    max_retries: int
+    max_resumes: int
+    timeout: Timeout
+    resume: ResumeStrategy | Literal[False]
+    stall_timeout: float | None
+    drain_timeout: float
+    max_reply_bytes: int
+    max_blocks: int
+    retry_initial_delay: float
+    retry_max_delay: float
+    api_version: str
+    default_headers: Mapping[str, str]
+    default_query: Query
 
 
 class AsyncClient:
@@ -48,7 +63,11 @@ class AsyncClient:
     ``ANTHROPIC_BASE_URL``.  A caller's own ``http_client`` is used as given and left
     open; the default one (keep-alive sockets, long read timeout) is closed on exit.
     Every request says ``User-Agent: streamkit/<version>`` and ``anthropic-version:
-    <api_version>`` (default ``2023-06-01``); ``extra_headers=`` on a call overrides either.
+    <api_version>`` (default ``2023-06-01``), then ``default_headers``; ``extra_headers=``
+    on a call overrides any of them.  ``timeout`` (seconds, an ``httpx.Timeout``, or None
+    for no timeout) applies to every request, also on a caller's ``http_client``; not given,
+    the pool's own (5 s to connect, 600 s between bytes on the default one).
+    ``with_options(...)`` returns a client with other defaults on the same pool.
     """
 
     def __init__(
@@ -58,7 +77,7 @@ class AsyncClient:
         *,
         max_retries: int = 2,
         max_resumes: int = 3,
-        timeout: httpx.Timeout | float | None = None,
+        timeout: Timeout = NOT_GIVEN,
         http_client: httpx.AsyncClient | None = None,
         resume: ResumeStrategy | Literal[False] = "auto",
         stall_timeout: float | None = 120.0,
@@ -68,13 +87,18 @@ class AsyncClient:
         retry_initial_delay: float = 0.5,
         retry_max_delay: float = 8.0,
         api_version: str = API_VERSION,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Query | None = None,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if self.api_key is None and self.base_url == DEFAULT_BASE_URL:
             raise StreamkitError("no API key: pass api_key=... or set ANTHROPIC_API_KEY")
         self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else default_http_client(timeout)
+        if http_client is None:
+            http_client = default_http_client(None if isinstance(timeout, NotGiven) else timeout)
+        self._http = http_client
+        self.timeout: Timeout | NotGiven = timeout
         self.retry_policy = RetryPolicy(max_retries, retry_initial_delay, retry_max_delay)
         self.max_resumes = max_resumes
         self.resume: ResumeStrategy | Literal[False] = resume
@@ -83,9 +107,50 @@ class AsyncClient:
         self.max_reply_bytes = max_reply_bytes
         self.max_blocks = max_blocks
         self.api_version = api_version
-        self._requester = Requester(self._http, self.base_url, self.api_key, api_version)
+        self.default_headers: dict[str, str] = dict(default_headers or {})
+        self.default_query: dict[str, str | int | float | bool] = dict(default_query or {})
+        self._requester = Requester(
+            self._http,
+            self.base_url,
+            self.api_key,
+            api_version,
+            timeout=timeout,
+            default_headers=self.default_headers,
+            default_query=self.default_query,
+        )
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
+
+    def with_options(self, **changes: Unpack[ClientOptions]) -> AsyncClient:
+        """A client with other defaults on the same connection pool, which it never closes.
+
+        ``default_headers`` and ``default_query`` are merged into this client's; every other
+        option replaces this client's value.  Closing the new client leaves the pool (and
+        this client) open; only the client that made the pool closes it.
+        """
+        policy = self.retry_policy
+        options: dict[str, Any] = {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "max_retries": policy.max_retries,
+            "max_resumes": self.max_resumes,
+            "timeout": self.timeout,
+            "resume": self.resume,
+            "stall_timeout": self.stall_timeout,
+            "drain_timeout": self.drain_timeout,
+            "max_reply_bytes": self.max_reply_bytes,
+            "max_blocks": self.max_blocks,
+            "retry_initial_delay": policy.initial_delay,
+            "retry_max_delay": policy.max_delay,
+            "api_version": self.api_version,
+            **changes,
+            "default_headers": {**self.default_headers, **changes.get("default_headers", {})},
+            "default_query": {**self.default_query, **changes.get("default_query", {})},
+        }
+        client = AsyncClient(http_client=self._http, **options)
+        if client.base_url == self.base_url:
+            client._prefill_rejected = self._prefill_rejected  # what a model refused, it refuses to both
+        return client
 
     def __repr__(self) -> str:  # never shows the API key
         return f"AsyncClient(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
@@ -108,8 +173,29 @@ class AsyncClient:
         return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
 
 
+def _options(
+    timeout: Timeout | NotGiven,
+    extra_headers: Mapping[str, str] | None,
+    extra_query: Query | None,
+    extra_body: Mapping[str, Any] | None,
+    betas: Sequence[str] | None,
+) -> RequestOptions:
+    if isinstance(betas, str):  # a str is a Sequence[str]: one beta, not one per character
+        betas = [betas]
+    return RequestOptions(
+        timeout, dict(extra_headers or {}), dict(extra_query or {}), dict(extra_body or {}), betas or ()
+    )
+
+
 class Messages:
-    """``client.messages``: ``stream()`` for replies as they are written, ``create()`` for whole ones."""
+    """``client.messages``: ``stream()`` for replies as they are written, ``create()`` for whole ones.
+
+    Both take the API's parameters as typed keywords (``MessageParams``: ``system``, ``tools``,
+    ``thinking``, ``temperature`` ...; a misspelled one is a type error, and a ``TypeError``
+    at run time) and the per-call options, which never go in the body: ``timeout``,
+    ``max_retries``, ``extra_headers``, ``extra_query``, ``extra_body`` (for parameters
+    newer than streamkit) and ``betas`` (the ``anthropic-beta`` header).
+    """
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -120,23 +206,27 @@ class Messages:
         model: str,
         max_tokens: int,
         messages: Iterable[Mapping[str, Any]],
-        on_text: Hook | None = None,
-        on_thinking: Hook | None = None,
-        on_tool_input: Hook | None = None,
-        on_event: Hook | None = None,
-        on_message: Hook | None = None,
-        on_error: Hook | None = None,
-        on_retry: Hook | None = None,
-        on_resume: Hook | None = None,
-        on_rewind: Hook | None = None,
+        on_text: Hook[str] | None = None,
+        on_thinking: Hook[str] | None = None,
+        on_tool_input: Hook[str] | None = None,
+        on_event: Hook[StreamEvent] | None = None,
+        on_message: Hook[Message] | None = None,
+        on_error: Hook[StreamkitError] | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        on_resume: Hook[ResumeInfo] | None = None,
+        on_rewind: Hook[Rewind] | None = None,
         max_retries: int | None = None,
         max_resumes: int | None = None,
         resume: ResumeStrategy | Literal[False] | None = None,
         stall_timeout: float | None = NOT_GIVEN,
+        timeout: Timeout = NOT_GIVEN,
         extra_headers: Mapping[str, str] | None = None,
-        **params: Any,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[MessageParams],
     ) -> MessageStream:
-        """A streamed reply; other API parameters (system, tools, thinking ...) pass through."""
+        """A streamed reply.  The options apply to every attempt, resumes included."""
         client = self._client
         retry = client._retry_policy(max_retries)
         planner = ResumePlanner(
@@ -145,9 +235,10 @@ class Messages:
             retry,
             client._prefill_rejected,
         )
-        body = {"model": model, "max_tokens": max_tokens, "messages": list(messages), **params, "stream": True}
+        body = {**message_body("stream", model, max_tokens, messages, params), "stream": True}
+        options = _options(timeout, extra_headers, extra_query, extra_body, betas)
         return MessageStream(
-            stream_opener(client._requester, MESSAGES_PATH, dict(extra_headers or {}), retry),
+            stream_opener(client._requester, MESSAGES_PATH, options, retry),
             body,
             hooks=Hooks(
                 on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume, on_rewind
@@ -165,14 +256,19 @@ class Messages:
         max_tokens: int,
         messages: Iterable[Mapping[str, Any]],
         max_retries: int | None = None,
-        on_retry: Hook | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        timeout: Timeout = NOT_GIVEN,  # noqa: ASYNC109 - the request's timeout, as in the official SDK
         extra_headers: Mapping[str, str] | None = None,
-        **params: Any,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[MessageParams],
     ) -> Message:
         """A whole reply in one response.  Refuses requests that may outlast 10 minutes.
 
         The message carries ``request_id``, ``headers`` and ``rate_limits`` of its response.
         """
+        body = message_body("create", model, max_tokens, messages, params)
         if 3600 * max_tokens / 128_000 > NONSTREAMING_LIMIT_S:
             raise StreamingRequiredError(
                 f"max_tokens={max_tokens} may take longer than 10 minutes without streaming; "
@@ -180,7 +276,7 @@ class Messages:
             )
         client = self._client
         retry = client._retry_policy(max_retries)
-        body = {"model": model, "max_tokens": max_tokens, "messages": list(messages), **params}
+        options = _options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
-        request = requester.build(MESSAGES_PATH, body, dict(extra_headers or {}), stream=False)
+        request = requester.build(MESSAGES_PATH, body, options, stream=False)
         return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)

@@ -7,34 +7,48 @@ call them the same way without importing each other.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-Hook = Callable[[Any], Awaitable[None] | None]
+from ._errors import StreamkitError
+from ._events import StreamEvent
+from ._message import Message
+from ._replay import Rewind
+from ._resume import ResumeInfo
+from ._retry import RetryInfo
+
+_T = TypeVar("_T")
+
+Hook = Callable[[_T], object]
+"""A callback of one argument: a plain function, or a coroutine function (its result is awaited).
+
+``Hook[str]`` accepts ``def f(text: str) -> None`` and ``async def f(text: str) -> None`` alike,
+and any return value (ignored); a function of another argument type is a type error.
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class Hooks:
     """Callbacks fired as events arrive; each takes one argument and may be async."""
 
-    on_text: Hook | None = None
-    on_thinking: Hook | None = None
-    on_tool_input: Hook | None = None
-    on_event: Hook | None = None
-    on_message: Hook | None = None
-    on_error: Hook | None = None
-    on_retry: Hook | None = None
-    on_resume: Hook | None = None
-    on_rewind: Hook | None = None
+    on_text: Hook[str] | None = None
+    on_thinking: Hook[str] | None = None
+    on_tool_input: Hook[str] | None = None
+    on_event: Hook[StreamEvent] | None = None
+    on_message: Hook[Message] | None = None
+    on_error: Hook[StreamkitError] | None = None
+    on_retry: Hook[RetryInfo] | None = None
+    on_resume: Hook[ResumeInfo] | None = None
+    on_rewind: Hook[Rewind] | None = None
 
     @property
     def per_event(self) -> bool:
         return any((self.on_text, self.on_thinking, self.on_tool_input, self.on_event, self.on_message))
 
 
-async def call_hook(hook: Hook | None, argument: Any) -> None:
+async def call_hook(hook: Hook[_T] | None, argument: _T) -> None:
     if hook is not None:
-        result = hook(argument)
+        result: Any = hook(argument)
         if inspect.isawaitable(result):
             await result

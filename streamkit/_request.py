@@ -10,7 +10,8 @@ here: that is the stream shell's job, once the API has answered 200.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -29,6 +30,7 @@ from ._errors import (
 from ._hooks import Hook, call_hook
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
+from ._params import NOT_GIVEN, NotGiven, Query
 from ._retry import RetryInfo, RetryPolicy
 from ._version import __version__
 
@@ -100,22 +102,73 @@ def encode_request(body: Mapping[str, Any]) -> bytes:
         raise RequestBodyError(f"the request body cannot be sent as JSON: {type(exc).__name__}: {exc}") from exc
 
 
+Timeout = float | httpx.Timeout | None
+"""A timeout: seconds for each of connect, read, write and pool, an ``httpx.Timeout``, or None for none."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What a call says about its request besides the API parameters; never sent in the body.
+
+    ``timeout`` replaces the client's for this request (``NOT_GIVEN``: the client's); ``headers``
+    are added last (they override streamkit's own); ``query`` goes on the URL; ``extra_body`` is
+    merged into the JSON body last; ``betas`` are joined into ``anthropic-beta``, after any
+    betas the headers already name.
+    """
+
+    timeout: Timeout | NotGiven = NOT_GIVEN
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Query = field(default_factory=dict)
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    betas: Sequence[str] = ()
+
+
+def _with_betas(headers: dict[str, str], betas: Sequence[str]) -> None:
+    """Join ``betas`` into the ``anthropic-beta`` header of ``headers`` (any case), without repeats."""
+    names = [name for name in headers if name.lower() == "anthropic-beta"]
+    named = [beta.strip() for name in names for beta in headers.pop(name).split(",")]
+    joined = list(dict.fromkeys(beta for beta in (*named, *betas) if beta))
+    if joined:
+        headers["anthropic-beta"] = ",".join(joined)
+
+
 class Requester:
-    """Sends requests to one API host with one key; owns nothing (the client owns the pool)."""
+    """Sends requests to one API host with one key; owns nothing (the client owns the pool).
+
+    ``default_headers`` and ``default_query`` go on every request, ``timeout`` (unless
+    ``NOT_GIVEN``: the pool's own) applies to every request a call does not time itself.
+    """
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, api_key: str | None, api_version: str = API_VERSION
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str | None,
+        api_version: str = API_VERSION,
+        *,
+        timeout: Timeout | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Query | None = None,
     ) -> None:
         self.http = http
         self.base_url = base_url
         self._api_key = api_key
         self.api_version = api_version
+        self.timeout = timeout
+        self.default_headers = dict(default_headers or {})
+        self.default_query = dict(default_query or {})
 
     def build(
-        self, path: str, body: Mapping[str, Any], headers: Mapping[str, str], *, stream: bool
+        self, path: str, body: Mapping[str, Any], options: RequestOptions, *, stream: bool
     ) -> httpx.Request:
-        """The request, refused locally if its body is over the API's size limit."""
-        content = encode_request(body)
+        """The request, with the call's options applied; refused locally if its body is over the size limit.
+
+        This is the one place where options become a request: headers (streamkit's, the
+        client's defaults, the call's, then the betas), the query string, the body (the
+        call's ``extra_body`` merged last) and the timeout (in the request's extensions,
+        where the transport and the stall watchdog read it).
+        """
+        content = encode_request({**body, **options.extra_body} if options.extra_body else body)
         if len(content) > MAX_REQUEST_BYTES:
             raise RequestTooLargeError(
                 f"the request body is {len(content):,} bytes, over the API's limit of "
@@ -130,8 +183,19 @@ class Requester:
         }
         if self._api_key is not None:
             all_headers["x-api-key"] = self._api_key
-        all_headers.update(headers)
-        return self.http.build_request("POST", f"{self.base_url}{path}", content=content, headers=all_headers)
+        all_headers.update(self.default_headers)
+        all_headers.update(options.headers)
+        _with_betas(all_headers, options.betas)
+        query = {**self.default_query, **options.query}
+        timeout = options.timeout if not isinstance(options.timeout, NotGiven) else self.timeout
+        return self.http.build_request(
+            "POST",
+            f"{self.base_url}{path}",
+            content=content,
+            headers=all_headers,
+            params=query or None,
+            timeout=httpx.USE_CLIENT_DEFAULT if isinstance(timeout, NotGiven) else timeout,
+        )
 
     async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Send once; a failure before the API answered becomes a retryable streamkit error.
@@ -184,7 +248,7 @@ async def with_retries(
     send: Callable[[], Awaitable[_T]],
     policy: RetryPolicy,
     records: list[RetryInfo],
-    on_retry: Hook | None,
+    on_retry: Hook[RetryInfo] | None,
 ) -> _T:
     """Send until it works or the policy gives up; only failures before a response body retry."""
     done = 0
@@ -202,15 +266,17 @@ async def with_retries(
             await anyio.sleep(delay)
 
 
-OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook | None], Awaitable[httpx.Response]]
+OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], Awaitable[httpx.Response]]
 """How a stream opens an attempt: the body to send, where to record pre-stream retries, the hook."""
 
 
-def stream_opener(requester: Requester, path: str, headers: Mapping[str, str], policy: RetryPolicy) -> OpenAttempt:
-    """The ``OpenAttempt`` of one ``stream()`` call: its endpoint, headers and retry policy bound."""
+def stream_opener(requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy) -> OpenAttempt:
+    """The ``OpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
 
-    async def open_attempt(body: dict[str, Any], records: list[RetryInfo], on_retry: Hook | None) -> httpx.Response:
-        request = requester.build(path, body, headers, stream=True)
+    async def open_attempt(
+        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    ) -> httpx.Response:
+        request = requester.build(path, body, options, stream=True)
         return await with_retries(lambda: requester.open_stream(request), policy, records, on_retry)
 
     return open_attempt

@@ -204,6 +204,7 @@ class MessageStream:
                 except StreamkitError as error:
                     await self._report(error)
             else:
+                assert isinstance(item, Rewind)  # the only other thing the machine hands out
                 await call_hook(self._hooks.on_rewind, item)
                 return item
 
