@@ -20,6 +20,7 @@ PACKAGES = ("httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "pyperf", "s
 # Targets (issue 8): printed as PASS/MISS, never fail the process.
 CHUNK_FINAL_MAX, CHUNK_EVENTS_MAX, BULK_RATIO_MAX, LINEAR_MAX = 1.0, 1.3, 1.25, 1.3
 TTFT_MARGIN_S, RESUME_MAX = 0.002, 1.05
+SYNC_MAX = 1.2  # the sync client's CPU over the async client's, get_final_message(), one event per chunk
 CONCURRENT_RSS_MAX_MB, PEER_RSS_MAX_MB = 1e9 / 2**20, 300  # 1 GB in MiB; up to 1,000 streams
 
 
@@ -130,6 +131,11 @@ def targets(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
             label = f"{r['scenario']}: all complete, client peak RSS < {'1 GB' if limit > 900 else f'{limit} MB'}"
             detail = f"completed streams per run: {r['completed_streams']} of {r['streams']}"
             out.append(_target(label, r["peak_rss_mb"] if whole else None, limit, "MB", detail))
+    for scenario in dict.fromkeys(r["scenario"] for r in results if r["contender"] == "streamkit-sync"):
+        sync, asyn = cpu(find(results, scenario, "streamkit-sync")), cpu(find(results, scenario, "streamkit"))
+        detail = f"sync {sync:.4f} s vs async {asyn:.4f} s" if sync and asyn else ""
+        label = f"streamkit.Client CPU / AsyncClient CPU <= {SYNC_MAX} ({scenario})"
+        out.append(_target(label, sync / asyn if sync and asyn else None, SYNC_MAX, "x", detail))
     for scenario in dict.fromkeys(r["scenario"] for r in results if r["kind"] == "resume"):
         auto, off = cpu(find(results, scenario, "streamkit")), cpu(find(results, scenario, "streamkit-resume-off"))
         detail = f"auto {auto:.4f} s vs off {off:.4f} s" if auto and off else ""

@@ -20,7 +20,17 @@ BODY = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": MESSAGES, "stream"
 CHARS_PER_DELTA, TOOL_NAME, PACE_HZ = 4, "write_file", 50
 # How the server frames a stream: (seconds between events, one HTTP chunk and socket write per event).
 FRAMINGS = {"chunk": (0.0, True), "paced": (1 / PACE_HZ, True), "bulk": (0.0, False), "paced-1ms": (0.001, True)}
-CONTENDERS = ("transport", "parser", "anthropic", "streamkit", "streamkit-text", "streamkit-events", "streamkit-ui")
+CONTENDERS = (
+    "transport",
+    "parser",
+    "anthropic",
+    "streamkit",
+    "streamkit-text",
+    "streamkit-events",
+    "streamkit-ui",
+    "streamkit-sync",
+)
+SYNC_KINDS = ("text",)  # streamkit-sync (streamkit.Client) runs on the one-event-per-chunk text streams only
 BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # bulk framing and the mixed stream
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
@@ -120,6 +130,8 @@ class Plan:
         def streams(framing: str, kind: str, sizes: tuple[int, ...], names: tuple[str, ...]) -> None:
             for size in sizes:
                 for name in (c for c in have if c in names):
+                    if name == "streamkit-sync" and kind not in SYNC_KINDS:
+                        continue
                     quadratic = name == "anthropic" or (name, kind) == ("streamkit-ui", "tool")
                     if quadratic and size > QUADRATIC_MAX and not self.full:
                         continue

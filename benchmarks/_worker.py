@@ -187,9 +187,23 @@ class Streamkit:
             return from_message(await stream.get_final_message(), deltas)
 
 
+class StreamkitSync:
+    """``streamkit.Client``, the sync client: get_final_message(), called from the worker's event loop (it blocks)."""
+
+    async def setup(self, base_url: str, concurrent: bool) -> Any:
+        import streamkit
+
+        return streamkit.Client(api_key=API_KEY, base_url=base_url)
+
+    async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
+        with client.messages.stream(**REQUEST, extra_headers={HEADER: header}) as stream:
+            return from_message(stream.get_final_message())
+
+
 CONTENDERS: dict[str, Any] = {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}
 CONTENDERS |= {f"streamkit-{way}": partial(Streamkit, way) for way in ("text", "events", "ui")}
 CONTENDERS["streamkit-resume-off"] = partial(Streamkit, resume=False)
+CONTENDERS["streamkit-sync"] = StreamkitSync
 
 
 def peak_rss_mb() -> float:

@@ -1,7 +1,8 @@
 """streamkit: a streaming client for the Messages API that never loses a generation.
 
 Start with ``AsyncClient`` and ``client.messages.stream(...)``; everything it raises
-derives from ``StreamkitError``.
+derives from ``StreamkitError``.  ``Client`` is the same client for sync code (``with
+Client() as client``, ``with client.messages.stream(...) as stream``, ``for event in stream``).
 """
 
 from ._accumulate import MessageAccumulator
@@ -89,6 +90,8 @@ from ._resume import ResumeInfo
 from ._retry import RetryInfo, RetryPolicy
 from ._sse import MAX_EVENT_SIZE, SSEDecoder
 from ._stream import MessageStream
+from ._sync_client import Client, SyncMessages
+from ._sync_stream import SyncMessageStream
 from ._version import __version__
 
 __all__ = [
@@ -100,6 +103,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncClient",
+    "Client",
     "AuthenticationError",
     "AuthenticationStatusError",
     "AuthenticationStreamError",
@@ -131,6 +135,8 @@ __all__ = [
     "MessageStopEvent",
     "MessageStream",
     "Messages",
+    "SyncMessageStream",
+    "SyncMessages",
     "NotFoundError",
     "NotGiven",
     "NotFoundStatusError",

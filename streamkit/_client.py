@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -56,7 +56,133 @@ class ClientOptions(TypedDict, total=False):
     default_query: Query
 
 
-class AsyncClient:
+class ClientConfig:
+    """The configuration both clients (``AsyncClient``, ``Client``) share, and what they derive from it."""
+
+    api_key: str | None
+    base_url: str
+    _prefill_rejected: set[str]
+
+    def _configure(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        max_retries: int,
+        max_resumes: int,
+        timeout: Timeout,
+        resume: ResumeStrategy | Literal[False],
+        stall_timeout: float | None,
+        drain_timeout: float,
+        max_reply_bytes: int,
+        max_blocks: int,
+        retry_initial_delay: float,
+        retry_max_delay: float,
+        api_version: str,
+        default_headers: Mapping[str, str] | None,
+        default_query: Query | None,
+    ) -> None:
+        self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
+        self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if self.api_key is None and self.base_url == DEFAULT_BASE_URL:
+            raise StreamkitError("no API key: pass api_key=... or set ANTHROPIC_API_KEY")
+        self.timeout: Timeout | NotGiven = timeout
+        self.retry_policy = RetryPolicy(max_retries, retry_initial_delay, retry_max_delay)
+        self.max_resumes = max_resumes
+        self.resume: ResumeStrategy | Literal[False] = resume
+        self.stall_timeout = stall_timeout
+        self.drain_timeout = drain_timeout
+        self.max_reply_bytes = max_reply_bytes
+        self.max_blocks = max_blocks
+        self.api_version = api_version
+        self.default_headers: dict[str, str] = dict(default_headers or {})
+        self.default_query: dict[str, str | int | float | bool] = dict(default_query or {})
+        self._prefill_rejected = set()  # models seen to answer prefill with a 400
+
+    def _changed(self, changes: ClientOptions) -> dict[str, Any]:
+        """The constructor's options of a client like this one but for ``changes`` (``with_options``)."""
+        policy = self.retry_policy
+        return {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "max_retries": policy.max_retries,
+            "max_resumes": self.max_resumes,
+            "timeout": self.timeout,
+            "resume": self.resume,
+            "stall_timeout": self.stall_timeout,
+            "drain_timeout": self.drain_timeout,
+            "max_reply_bytes": self.max_reply_bytes,
+            "max_blocks": self.max_blocks,
+            "retry_initial_delay": policy.initial_delay,
+            "retry_max_delay": policy.max_delay,
+            "api_version": self.api_version,
+            **changes,
+            "default_headers": {**self.default_headers, **changes.get("default_headers", {})},
+            "default_query": {**self.default_query, **changes.get("default_query", {})},
+        }
+
+    def _share_with(self, client: ClientConfig) -> None:
+        if client.base_url == self.base_url:
+            client._prefill_rejected = self._prefill_rejected  # what a model refused, it refuses to both
+
+    def _retry_policy(self, max_retries: int | None) -> RetryPolicy:
+        """The client's policy, with a per-call ``max_retries`` if one was given."""
+        return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
+
+    def _stream_parts(
+        self,
+        model: str,
+        max_tokens: int,
+        messages: Iterable[Mapping[str, Any]],
+        params: MessageParams,
+        *,
+        max_retries: int | None,
+        max_resumes: int | None,
+        resume: ResumeStrategy | Literal[False] | None,
+        stall_timeout: float | None,
+    ) -> StreamParts:
+        """Everything a ``stream()`` call decides before any I/O, for either stream shell."""
+        retry = self._retry_policy(max_retries)
+        planner = ResumePlanner(
+            self.resume if resume is None else resume,
+            self.max_resumes if max_resumes is None else max_resumes,
+            retry,
+            self._prefill_rejected,
+        )
+        return StreamParts(
+            body={**message_body("stream", model, max_tokens, messages, params), "stream": True},
+            retry=retry,
+            planner=planner,
+            stall_timeout=self.stall_timeout if stall_timeout is NOT_GIVEN else stall_timeout,
+            drain_timeout=self.drain_timeout,
+            accumulator=MessageAccumulator(max_reply_bytes=self.max_reply_bytes, max_blocks=self.max_blocks),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamParts:
+    body: dict[str, Any]
+    retry: RetryPolicy
+    planner: ResumePlanner
+    stall_timeout: float | None
+    drain_timeout: float
+    accumulator: MessageAccumulator
+
+
+def create_body(
+    model: str, max_tokens: int, messages: Iterable[Mapping[str, Any]], params: MessageParams
+) -> dict[str, Any]:
+    """The body of a ``create()`` call; refused when the reply may outlast what the API allows unstreamed."""
+    body = message_body("create", model, max_tokens, messages, params)
+    if 3600 * max_tokens / 128_000 > NONSTREAMING_LIMIT_S:
+        raise StreamingRequiredError(
+            f"max_tokens={max_tokens} may take longer than 10 minutes without streaming; "
+            "the API requires streaming for such requests: use client.messages.stream(...)"
+        )
+    return body
+
+
+class AsyncClient(ClientConfig):
     """Client for the Messages API.  Use as ``async with AsyncClient() as client``.
 
     ``api_key`` and ``base_url`` default to ``ANTHROPIC_API_KEY`` and
@@ -90,25 +216,11 @@ class AsyncClient:
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
     ) -> None:
-        self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
-        self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        if self.api_key is None and self.base_url == DEFAULT_BASE_URL:
-            raise StreamkitError("no API key: pass api_key=... or set ANTHROPIC_API_KEY")
+        self._configure(**{name: value for name, value in locals().items() if name in ClientOptions.__annotations__})
         self._owns_http = http_client is None
         if http_client is None:
             http_client = default_http_client(None if isinstance(timeout, NotGiven) else timeout)
         self._http = http_client
-        self.timeout: Timeout | NotGiven = timeout
-        self.retry_policy = RetryPolicy(max_retries, retry_initial_delay, retry_max_delay)
-        self.max_resumes = max_resumes
-        self.resume: ResumeStrategy | Literal[False] = resume
-        self.stall_timeout = stall_timeout
-        self.drain_timeout = drain_timeout
-        self.max_reply_bytes = max_reply_bytes
-        self.max_blocks = max_blocks
-        self.api_version = api_version
-        self.default_headers: dict[str, str] = dict(default_headers or {})
-        self.default_query: dict[str, str | int | float | bool] = dict(default_query or {})
         self._requester = Requester(
             self._http,
             self.base_url,
@@ -128,32 +240,12 @@ class AsyncClient:
         option replaces this client's value.  Closing the new client leaves the pool (and
         this client) open; only the client that made the pool closes it.
         """
-        policy = self.retry_policy
-        options: dict[str, Any] = {
-            "api_key": self.api_key,
-            "base_url": self.base_url,
-            "max_retries": policy.max_retries,
-            "max_resumes": self.max_resumes,
-            "timeout": self.timeout,
-            "resume": self.resume,
-            "stall_timeout": self.stall_timeout,
-            "drain_timeout": self.drain_timeout,
-            "max_reply_bytes": self.max_reply_bytes,
-            "max_blocks": self.max_blocks,
-            "retry_initial_delay": policy.initial_delay,
-            "retry_max_delay": policy.max_delay,
-            "api_version": self.api_version,
-            **changes,
-            "default_headers": {**self.default_headers, **changes.get("default_headers", {})},
-            "default_query": {**self.default_query, **changes.get("default_query", {})},
-        }
-        client = AsyncClient(http_client=self._http, **options)
-        if client.base_url == self.base_url:
-            client._prefill_rejected = self._prefill_rejected  # what a model refused, it refuses to both
+        client = AsyncClient(http_client=self._http, **self._changed(changes))
+        self._share_with(client)
         return client
 
     def __repr__(self) -> str:  # never shows the API key
-        return f"AsyncClient(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={'***' if self.api_key else None})"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -168,12 +260,8 @@ class AsyncClient:
         if self._owns_http:
             await self._http.aclose()
 
-    def _retry_policy(self, max_retries: int | None) -> RetryPolicy:
-        """The client's policy, with a per-call ``max_retries`` if one was given."""
-        return self.retry_policy if max_retries is None else replace(self.retry_policy, max_retries=max_retries)
 
-
-def _options(
+def request_options(
     timeout: Timeout | NotGiven,
     extra_headers: Mapping[str, str] | None,
     extra_query: Query | None,
@@ -228,25 +316,27 @@ class Messages:
     ) -> MessageStream:
         """A streamed reply.  The options apply to every attempt, resumes included."""
         client = self._client
-        retry = client._retry_policy(max_retries)
-        planner = ResumePlanner(
-            client.resume if resume is None else resume,
-            client.max_resumes if max_resumes is None else max_resumes,
-            retry,
-            client._prefill_rejected,
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
+        parts = client._stream_parts(
+            model,
+            max_tokens,
+            messages,
+            params,
+            max_retries=max_retries,
+            max_resumes=max_resumes,
+            resume=resume,
+            stall_timeout=stall_timeout,
         )
-        body = {**message_body("stream", model, max_tokens, messages, params), "stream": True}
-        options = _options(timeout, extra_headers, extra_query, extra_body, betas)
         return MessageStream(
-            stream_opener(client._requester, MESSAGES_PATH, options, retry),
-            body,
+            stream_opener(client._requester, MESSAGES_PATH, options, parts.retry),
+            parts.body,
             hooks=Hooks(
                 on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume, on_rewind
             ),
-            resume=planner,
-            stall_timeout=client.stall_timeout if stall_timeout is NOT_GIVEN else stall_timeout,
-            drain_timeout=client.drain_timeout,
-            accumulator=MessageAccumulator(max_reply_bytes=client.max_reply_bytes, max_blocks=client.max_blocks),
+            resume=parts.planner,
+            stall_timeout=parts.stall_timeout,
+            drain_timeout=parts.drain_timeout,
+            accumulator=parts.accumulator,
         )
 
     async def create(
@@ -268,15 +358,10 @@ class Messages:
 
         The message carries ``request_id``, ``headers`` and ``rate_limits`` of its response.
         """
-        body = message_body("create", model, max_tokens, messages, params)
-        if 3600 * max_tokens / 128_000 > NONSTREAMING_LIMIT_S:
-            raise StreamingRequiredError(
-                f"max_tokens={max_tokens} may take longer than 10 minutes without streaming; "
-                "the API requires streaming for such requests: use client.messages.stream(...)"
-            )
+        body = create_body(model, max_tokens, messages, params)
         client = self._client
         retry = client._retry_policy(max_retries)
-        options = _options(timeout, extra_headers, extra_query, extra_body, betas)
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
         return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)

@@ -1,5 +1,7 @@
 """Callback hooks: plain functions or coroutine functions, called in order as the stream goes.
 
+The sync client takes plain functions only: ``call_hook_sync`` refuses an awaitable result.
+
 Kept apart from the stream so that the request layer (``on_retry``) and the stream shell
 call them the same way without importing each other.
 """
@@ -52,3 +54,28 @@ async def call_hook(hook: Hook[_T] | None, argument: _T) -> None:
         result: Any = hook(argument)
         if inspect.isawaitable(result):
             await result
+
+
+def call_hook_sync(hook: Hook[_T] | None, argument: _T) -> None:
+    """Call a hook of the sync client; an async hook there is a ``TypeError`` (nothing would await it)."""
+    if hook is not None:
+        result: Any = hook(argument)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # no "never awaited" warning on top of the error
+            raise TypeError(
+                f"hook {getattr(hook, '__qualname__', hook)!r} returned an awaitable: streamkit.Client calls "
+                "hooks as plain functions (use streamkit.AsyncClient for async hooks)"
+            )
+
+
+def check_sync_hooks(hooks: Hooks) -> None:
+    """Refuse coroutine functions as hooks of the sync client up front, before any request."""
+    for name in Hooks.__slots__:
+        hook = getattr(hooks, name)
+        if hook is not None and inspect.iscoroutinefunction(hook):
+            raise TypeError(
+                f"{name}={hook.__qualname__} is an async function: streamkit.Client calls hooks as plain "
+                "functions (use streamkit.AsyncClient for async hooks)"
+            )

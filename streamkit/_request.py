@@ -25,6 +25,7 @@ from ._errors import (
     ProtocolError,
     RequestBodyError,
     RequestTooLargeError,
+    StreamkitError,
     status_error,
 )
 from ._hooks import Hook, call_hook
@@ -41,6 +42,72 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
 _T = TypeVar("_T")
 
 
+def body_read_error(exc: httpx.HTTPError, response: httpx.Response) -> StreamkitError:
+    """What a failure while reading a whole body becomes: retryable, or a ``ProtocolError`` if it does not decode."""
+    request_id = response.headers.get("request-id")
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"the response body did not arrive in time: {exc!r}", request_id=request_id)
+    if isinstance(exc, httpx.DecodingError):
+        encoding = response.headers.get("content-encoding")
+        return ProtocolError(f"the response body is not valid {encoding}: {exc!r}", request_id=request_id)
+    return APIConnectionError(f"the connection failed while reading the response body: {exc!r}", request_id=request_id)
+
+
+def send_error(exc: httpx.HTTPError, request: httpx.Request) -> StreamkitError:
+    """What a failure before the API answered becomes: a retryable streamkit error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"the request timed out before the API answered: {exc!r}")
+    return APIConnectionError(f"could not reach the API at {request.url}: {exc!r}")
+
+
+def not_an_event_stream(response: httpx.Response) -> bool:
+    """Whether a 200 response to a streaming request is not ``text/event-stream``."""
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.partition(";")[0].strip().lower() != "text/event-stream"
+
+
+def content_type_error(response: httpx.Response, content: bytes) -> ProtocolError:
+    """The error for a streaming request answered with another content type (``content``: its first bytes)."""
+    content_type = response.headers.get("content-type", "")
+    return ProtocolError(
+        f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
+        data=content,
+        request_id=response.headers.get("request-id"),
+    )
+
+
+def too_large_error(response: httpx.Response, content: bytes) -> ProtocolError:
+    return ProtocolError(
+        f"the response body is over {MAX_RESPONSE_BODY:,} bytes: refused, no real reply is that large",
+        data=content,
+        request_id=response.headers.get("request-id"),
+    )
+
+
+def parse_message(response: httpx.Response, content: bytes) -> Message:
+    """A whole (non-streaming) reply's body as a ``Message`` carrying its response's request id and headers."""
+    try:
+        message = Message.model_validate_json(content)
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"the response is not a Message: {exc.errors()[0]['msg']}",
+            data=content,
+            request_id=response.headers.get("request-id"),
+        ) from exc
+    return message._received(response.headers.get("request-id"), response.headers)
+
+
+def next_retry(
+    error: APIStatusError | APIConnectionError, policy: RetryPolicy, done: int, records: list[RetryInfo]
+) -> RetryInfo:
+    """One step of the pre-stream retry loop (both shells): the retry to do, recorded; else ``error`` raised."""
+    if not policy.should_retry(error, done):
+        raise error
+    info = RetryInfo(done + 1, error, policy.delay(done, error))
+    records.append(info)
+    return info
+
+
 async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     """The first ``cap`` bytes of the decoded body, and whether there was more.
 
@@ -50,24 +117,14 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
     """
     parts: list[bytes] = []
     size = 0
-    request_id = response.headers.get("request-id")
     try:
         async for chunk in response.aiter_bytes():
             parts.append(chunk)
             size += len(chunk)
             if size > cap:
                 return b"".join(parts)[:cap], True
-    except httpx.TimeoutException as exc:
-        raise APITimeoutError(
-            f"the response body did not arrive in time: {exc!r}", request_id=request_id
-        ) from exc
-    except httpx.DecodingError as exc:
-        encoding = response.headers.get("content-encoding")
-        raise ProtocolError(f"the response body is not valid {encoding}: {exc!r}", request_id=request_id) from exc
     except httpx.HTTPError as exc:
-        raise APIConnectionError(
-            f"the connection failed while reading the response body: {exc!r}", request_id=request_id
-        ) from exc
+        raise body_read_error(exc, response) from exc
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
@@ -86,11 +143,7 @@ async def read_response_body(response: httpx.Response) -> bytes:
         raise await read_status_error(response)
     content, truncated = await read_capped(response, MAX_RESPONSE_BODY)
     if truncated:
-        raise ProtocolError(
-            f"the response body is over {MAX_RESPONSE_BODY:,} bytes: refused, no real reply is that large",
-            data=content,
-            request_id=response.headers.get("request-id"),
-        )
+        raise too_large_error(response, content)
     return content
 
 
@@ -132,16 +185,17 @@ def _with_betas(headers: dict[str, str], betas: Sequence[str]) -> None:
         headers["anthropic-beta"] = ",".join(joined)
 
 
-class Requester:
-    """Sends requests to one API host with one key; owns nothing (the client owns the pool).
+class RequestBuilder:
+    """Builds requests to one API host with one key, for either shell; sends nothing.
 
     ``default_headers`` and ``default_query`` go on every request, ``timeout`` (unless
     ``NOT_GIVEN``: the pool's own) applies to every request a call does not time itself.
+    ``http`` (an ``httpx.AsyncClient`` or ``httpx.Client``) only builds the request here.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | httpx.Client,
         base_url: str,
         api_key: str | None,
         api_version: str = API_VERSION,
@@ -158,9 +212,7 @@ class Requester:
         self.default_headers = dict(default_headers or {})
         self.default_query = dict(default_query or {})
 
-    def build(
-        self, path: str, body: Mapping[str, Any], options: RequestOptions, *, stream: bool
-    ) -> httpx.Request:
+    def build(self, path: str, body: Mapping[str, Any], options: RequestOptions, *, stream: bool) -> httpx.Request:
         """The request, with the call's options applied; refused locally if its body is over the size limit.
 
         This is the one place where options become a request: headers (streamkit's, the
@@ -197,6 +249,12 @@ class Requester:
             timeout=httpx.USE_CLIENT_DEFAULT if isinstance(timeout, NotGiven) else timeout,
         )
 
+
+class Requester(RequestBuilder):
+    """Sends requests with an ``httpx.AsyncClient``; owns nothing (the client owns the pool)."""
+
+    http: httpx.AsyncClient
+
     async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Send once; a failure before the API answered becomes a retryable streamkit error.
 
@@ -205,10 +263,8 @@ class Requester:
         """
         try:
             return await self.http.send(request, stream=stream, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(f"the request timed out before the API answered: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            raise APIConnectionError(f"could not reach the API at {request.url}: {exc!r}") from exc
+            raise send_error(exc, request) from exc
 
     async def open_stream(self, request: httpx.Request) -> httpx.Response:
         """Send one streaming request; raise its pre-stream error, if any, with the response closed."""
@@ -216,14 +272,9 @@ class Requester:
         try:
             if response.status_code != 200:
                 raise await read_status_error(response)
-            content_type = response.headers.get("content-type", "")
-            if content_type.partition(";")[0].strip().lower() != "text/event-stream":
+            if not_an_event_stream(response):
                 content, _ = await read_capped(response, 500)
-                raise ProtocolError(
-                    f"expected a text/event-stream response, got {content_type or 'no content type'!r}",
-                    data=content,
-                    request_id=response.headers.get("request-id"),
-                )
+                raise content_type_error(response, content)
         except BaseException:
             await response.aclose()
             raise
@@ -232,16 +283,7 @@ class Requester:
     async def send_message(self, request: httpx.Request) -> Message:
         """Send one non-streaming Messages request and parse the whole reply, read up to its cap."""
         response = await self.send(request, stream=True)
-        content = await read_response_body(response)
-        try:
-            message = Message.model_validate_json(content)
-        except ValidationError as exc:
-            raise ProtocolError(
-                f"the response is not a Message: {exc.errors()[0]['msg']}",
-                data=content,
-                request_id=response.headers.get("request-id"),
-            ) from exc
-        return message._received(response.headers.get("request-id"), response.headers)
+        return parse_message(response, await read_response_body(response))
 
 
 async def with_retries(
@@ -256,14 +298,10 @@ async def with_retries(
         try:
             return await send()
         except (APIStatusError, APIConnectionError) as error:
-            if not policy.should_retry(error, done):
-                raise
-            delay = policy.delay(done, error)
+            info = next_retry(error, policy, done, records)
             done += 1
-            info = RetryInfo(done, error, delay)
-            records.append(info)
             await call_hook(on_retry, info)
-            await anyio.sleep(delay)
+            await anyio.sleep(info.delay)
 
 
 OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], Awaitable[httpx.Response]]

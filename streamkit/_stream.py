@@ -32,7 +32,53 @@ from ._retry import RetryInfo
 from ._transport import BodyReader
 
 
-class MessageStream:
+class StreamBase:
+    """What both stream shells (this one and ``_sync_stream``) show of a reply: nothing here does I/O."""
+
+    _machine: ReplyMachine
+    _headers: Mapping[str, str] | None
+    retries: list[RetryInfo]
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``request-id`` of the attempt being read (the last one)."""
+        return self._machine.request_id
+
+    @property
+    def headers(self) -> Mapping[str, str] | None:
+        """The response headers of the attempt being read (the last one); None before entering."""
+        return self._headers
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The ``anthropic-ratelimit-*`` headers of that attempt, parsed."""
+        return RateLimits.from_headers(self._headers)
+
+    @property
+    def resumes(self) -> list[ResumeInfo]:
+        """Every resume of this stream, in order."""
+        return self._machine.resumes
+
+    @property
+    def rewinds(self) -> list[Rewind]:
+        """Every point where a regenerated part departed from what was already handed out."""
+        return self._machine.rewinds
+
+    @property
+    def current_message(self) -> Message | None:
+        """The reply reassembled so far; None before ``message_start``."""
+        return self._machine.message
+
+    def _received(self, message: Message) -> Message:
+        return message._received(self._machine.request_id, self._headers)
+
+    def _retry_info(self, restart: Restart) -> RetryInfo:
+        info = RetryInfo(len(self.retries) + 1, restart.cause, restart.delay)
+        self.retries.append(info)
+        return info
+
+
+class MessageStream(StreamBase):
     """One streamed reply.  Use as ``async with client.messages.stream(...) as stream``.
 
     Entering sends the request (retrying as policy allows) and raises pre-stream errors;
@@ -64,31 +110,6 @@ class MessageStream:
         """Every retry: of a request before its stream, and of a stream that failed before any content."""
         self.text_stream: AsyncGenerator[str, None] = self._texts()
         self._consumers: list[AsyncGenerator[Any, None]] = [self.text_stream]
-
-    @property
-    def request_id(self) -> str | None:
-        """The ``request-id`` of the attempt being read (the last one)."""
-        return self._machine.request_id
-
-    @property
-    def headers(self) -> Mapping[str, str] | None:
-        """The response headers of the attempt being read (the last one); None before entering."""
-        return self._headers
-
-    @property
-    def rate_limits(self) -> RateLimits:
-        """The ``anthropic-ratelimit-*`` headers of that attempt, parsed."""
-        return RateLimits.from_headers(self._headers)
-
-    @property
-    def resumes(self) -> list[ResumeInfo]:
-        """Every resume of this stream, in order."""
-        return self._machine.resumes
-
-    @property
-    def rewinds(self) -> list[Rewind]:
-        """Every point where a regenerated part departed from what was already handed out."""
-        return self._machine.rewinds
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -128,11 +149,6 @@ class MessageStream:
 
     # -- what users read --------------------------------------------------------------
 
-    @property
-    def current_message(self) -> Message | None:
-        """The reply reassembled so far; None before ``message_start``."""
-        return self._machine.message
-
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         events = self._typed()
         self._consumers.append(events)
@@ -161,9 +177,6 @@ class MessageStream:
         while await self._next() is not None:
             pass
         return self._received(self._machine.final_message())
-
-    def _received(self, message: Message) -> Message:
-        return message._received(self._machine.request_id, self._headers)
 
     async def get_final_text(self) -> str:
         """Consume the rest of the stream and return the reply's text blocks joined."""
@@ -228,9 +241,7 @@ class MessageStream:
         """Close the broken response and open the one that repairs it."""
         await self._close_reader()
         if restart.strategy == "retry":
-            info = RetryInfo(len(self.retries) + 1, restart.cause, restart.delay)
-            self.retries.append(info)
-            await call_hook(self._hooks.on_retry, info)
+            await call_hook(self._hooks.on_retry, self._retry_info(restart))
         await anyio.sleep(restart.delay)
         while True:
             try:

@@ -130,16 +130,22 @@ class _Releasing(httpx.AsyncByteStream):
                 transport._leave(self._shard)
 
 
-def _proxy_mounts(transport_options: dict[str, Any]) -> dict[str, httpx.AsyncBaseTransport | None]:
+def _proxy_mounts(
+    transport_options: dict[str, Any], *, sync: bool = False
+) -> dict[str, httpx.AsyncBaseTransport | httpx.BaseTransport | None]:
     """Mounts for the proxies named by the environment (``HTTPS_PROXY``, ``NO_PROXY`` ...)."""
     proxies = urllib.request.getproxies()
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    mounts: dict[str, httpx.AsyncBaseTransport | httpx.BaseTransport | None] = {}
     for scheme in ("http", "https", "all"):
         url = proxies.get(scheme)
         if url:
             if "://" not in url:
                 url = f"http://{url}"
-            mounts[f"{scheme}://"] = ShardedTransport(proxy=url, **transport_options)
+            mounts[f"{scheme}://"] = (
+                httpx.HTTPTransport(proxy=url, **transport_options)
+                if sync
+                else ShardedTransport(proxy=url, **transport_options)
+            )
     for host in (h.strip() for h in proxies.get("no", "").split(",")):
         if host == "*":
             return {}
@@ -159,12 +165,33 @@ def _no_proxy_pattern(host: str) -> str:
     return f"all://[{address}]" if address.version == 6 else f"all://{address}"
 
 
+def default_sync_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.Client:
+    """An ``httpx.Client`` with keep-alive sockets, the environment's proxies and timeouts for long streams.
+
+    One pool: the sharding above is for many concurrent streams on one event loop.
+    """
+    options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
+    mounts: dict[str, httpx.BaseTransport | None] = {}
+    for pattern, mount in _proxy_mounts(options, sync=True).items():
+        assert mount is None or isinstance(mount, httpx.BaseTransport)
+        mounts[pattern] = mount
+    return httpx.Client(
+        transport=httpx.HTTPTransport(**options),
+        mounts=mounts,
+        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+    )
+
+
 def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` with keep-alive sockets and timeouts for long streams."""
     options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    for pattern, mount in _proxy_mounts(options).items():
+        assert mount is None or isinstance(mount, httpx.AsyncBaseTransport)
+        mounts[pattern] = mount
     return httpx.AsyncClient(
         transport=ShardedTransport(**options),
-        mounts=_proxy_mounts(options),
+        mounts=mounts,
         timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
     )
 
@@ -274,3 +301,74 @@ class BodyReader:
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+class SyncBodyReader:
+    """``BodyReader`` for the sync client: httpx's ``iter_bytes()``, with the same stall watchdog.
+
+    Silence: the read timeout, lowered to the stall timeout as above.  Pings alone: pings
+    arrive, so control comes back; after each chunk the time since the consumer last asked
+    with no progress is checked against the stall timeout.  Draining after ``message_stop``:
+    the time is checked after each chunk; a silent connection then is bounded by the read
+    timeout.  (A transport without a network stream, such as ``httpx.MockTransport``, cannot
+    be interrupted while silent: only pings are watched there.)
+    """
+
+    __slots__ = ("_asked", "_by_read_timeout", "_chunks", "_deadline", "_drain", "_draining", "_response", "_stall")
+
+    def __init__(self, response: httpx.Response, stall_timeout: float | None, drain_timeout: float) -> None:
+        self._response = response
+        self._chunks = response.iter_bytes()
+        self._stall = stall_timeout
+        self._drain = drain_timeout
+        self._deadline: float | None = None  # time.monotonic() past which a chunk is too late
+        self._draining = False
+        self._asked = 0.0
+        self._by_read_timeout = False
+        if stall_timeout is not None and "network_stream" in response.extensions:
+            timeouts = response.request.extensions.get("timeout") or {}
+            read = timeouts.get("read")
+            if read is None or stall_timeout < read:
+                response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
+                self._by_read_timeout = True
+
+    def _stalled(self) -> StallError:
+        return StallError(f"no progress for {self._stall} s (only pings or silence): the stream stalled")
+
+    def read(self) -> bytes | None:
+        """The next chunk, or None at the end of the body (or of the drain); raises as ``BodyReader.read``."""
+        self._asked = time.monotonic()
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            return None
+        except httpx.HTTPError as exc:
+            if self._draining:
+                return None
+            if self._by_read_timeout and isinstance(exc, httpx.ReadTimeout):
+                raise self._stalled() from exc
+            raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+        deadline = self._deadline
+        if deadline is not None and time.monotonic() > deadline:
+            if self._draining:
+                return None
+            raise self._stalled()
+        return chunk
+
+    def progressed(self, progress: bool) -> None:
+        """After a chunk was decoded: progress stops the no-progress clock, pings alone start it."""
+        if self._draining:
+            return
+        if progress:
+            self._deadline = None
+        elif self._deadline is None and self._stall is not None:
+            self._deadline = self._asked + self._stall
+
+    def drain(self) -> None:
+        """The reply is whole: what follows is only read, briefly, to free the connection."""
+        if not self._draining:
+            self._draining = True
+            self._deadline = time.monotonic() + self._drain
+
+    def close(self) -> None:
+        self._response.close()

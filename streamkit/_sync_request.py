@@ -1,0 +1,125 @@
+"""The request layer's sync shell: ``Requester``'s sending, on an ``httpx.Client``.
+
+Building the request, the checks of a response, the errors and the retry decision are
+``_request``'s own functions, shared with the async shell; only the sending, reading and
+sleeping are here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from ._errors import APIConnectionError, APIStatusError, status_error
+from ._hooks import Hook, call_hook_sync
+from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
+from ._message import Message
+from ._request import (
+    RequestBuilder,
+    RequestOptions,
+    body_read_error,
+    content_type_error,
+    next_retry,
+    not_an_event_stream,
+    parse_message,
+    send_error,
+    too_large_error,
+)
+from ._retry import RetryInfo, RetryPolicy
+
+_T = TypeVar("_T")
+
+
+def read_capped_sync(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """``read_capped`` for the sync client: the first ``cap`` decoded bytes, and whether there was more."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return b"".join(parts)[:cap], True
+    except httpx.HTTPError as exc:
+        raise body_read_error(exc, response) from exc
+    finally:
+        response.close()
+    return b"".join(parts), False
+
+
+def read_status_error_sync(response: httpx.Response) -> APIStatusError:
+    content, truncated = read_capped_sync(response, MAX_ERROR_BODY)
+    return status_error(response.status_code, response.headers, content, truncated=truncated)
+
+
+class SyncRequester(RequestBuilder):
+    """Sends requests with an ``httpx.Client``; owns nothing (the client owns the pool)."""
+
+    http: httpx.Client
+
+    def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send once, redirects never followed (see ``Requester.send``)."""
+        try:
+            return self.http.send(request, stream=stream, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise send_error(exc, request) from exc
+
+    def open_stream(self, request: httpx.Request) -> httpx.Response:
+        """Send one streaming request; raise its pre-stream error, if any, with the response closed."""
+        response = self.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                raise read_status_error_sync(response)
+            if not_an_event_stream(response):
+                content, _ = read_capped_sync(response, 500)
+                raise content_type_error(response, content)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def send_message(self, request: httpx.Request) -> Message:
+        """Send one non-streaming Messages request and parse the whole reply, read up to its cap."""
+        response = self.send(request, stream=True)
+        if response.status_code != 200:
+            raise read_status_error_sync(response)
+        content, truncated = read_capped_sync(response, MAX_RESPONSE_BODY)
+        if truncated:
+            raise too_large_error(response, content)
+        return parse_message(response, content)
+
+
+def with_retries_sync(
+    send: Callable[[], _T], policy: RetryPolicy, records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+) -> _T:
+    """``with_retries`` for the sync client: the same policy, ``time.sleep`` between tries."""
+    done = 0
+    while True:
+        try:
+            return send()
+        except (APIStatusError, APIConnectionError) as error:
+            info = next_retry(error, policy, done, records)
+            done += 1
+            call_hook_sync(on_retry, info)
+            time.sleep(info.delay)
+
+
+SyncOpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], httpx.Response]
+"""How a sync stream opens an attempt (``OpenAttempt`` without the await)."""
+
+
+def sync_stream_opener(
+    requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy
+) -> SyncOpenAttempt:
+    """The ``SyncOpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
+
+    def open_attempt(
+        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    ) -> httpx.Response:
+        request = requester.build(path, body, options, stream=True)
+        return with_retries_sync(lambda: requester.open_stream(request), policy, records, on_retry)
+
+    return open_attempt
