@@ -216,7 +216,23 @@ class AsyncClient(ClientConfig):
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
     ) -> None:
-        self._configure(**{name: value for name, value in locals().items() if name in ClientOptions.__annotations__})
+        self._configure(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            max_resumes=max_resumes,
+            timeout=timeout,
+            resume=resume,
+            stall_timeout=stall_timeout,
+            drain_timeout=drain_timeout,
+            max_reply_bytes=max_reply_bytes,
+            max_blocks=max_blocks,
+            retry_initial_delay=retry_initial_delay,
+            retry_max_delay=retry_max_delay,
+            api_version=api_version,
+            default_headers=default_headers,
+            default_query=default_query,
+        )
         self._owns_http = http_client is None
         if http_client is None:
             http_client = default_http_client(None if isinstance(timeout, NotGiven) else timeout)
