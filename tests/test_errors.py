@@ -11,12 +11,13 @@ import re
 from typing import Any, Literal
 
 import pytest
-from conftest import STALL, one_attempt_client
+from conftest import STALL, WORLD, in_thread, one_attempt_client, sync_client_for
 
 import streamkit
 from streamkit.testing import Fault, MockServer, Reply, lorem
 
 pytestmark = pytest.mark.anyio
+BOTH_WORLDS = ("fail",)  # tests that fail through fail() also run on the sync client (conftest.py)
 
 TEXT = lorem(300, seed=3)
 CHUNK = 7
@@ -48,6 +49,16 @@ async def fail(reply: Reply, **options: Any) -> tuple[streamkit.StreamkitError, 
     """Stream ``reply`` to the end with get_final_message(); return the error and what on_error saw."""
     seen: list[Any] = []
     async with MockServer(reply) as server:
+        if WORLD.sync:
+
+            def consume() -> streamkit.StreamkitError:
+                with sync_client_for(server, **{"max_retries": 0, "resume": False, **options}) as client:
+                    with pytest.raises(streamkit.StreamkitError) as caught:
+                        with client.messages.stream(**REQUEST, on_error=seen.append) as stream:
+                            stream.get_final_message()
+                return caught.value
+
+            return await in_thread(consume), seen
         async with one_attempt_client(server, **options) as client:
             with pytest.raises(streamkit.StreamkitError) as caught:
                 async with client.messages.stream(**REQUEST, on_error=seen.append) as stream:

@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
-from conftest import STALL, client_for
+from conftest import STALL, WORLD, client_for, in_thread, sync_client_for
 
 import streamkit
 from streamkit import ResumeInfo, RetryInfo
@@ -25,6 +25,7 @@ from streamkit._transport import ShardedTransport
 from streamkit.testing import Fault, MockServer, Reply, TextBlock, ThinkingBlock, lorem
 
 pytestmark = pytest.mark.anyio
+BOTH_WORLDS = ("run",)  # tests that stream through run() also run on the sync client (conftest.py)
 
 TEXT = lorem(3000, seed=5)
 CHUNK = 7
@@ -53,7 +54,7 @@ def continuation_tokens(start: int) -> int:
 
 @dataclass
 class Run:
-    stream: streamkit.MessageStream
+    stream: streamkit.MessageStream | streamkit.SyncMessageStream
     message: streamkit.Message
     streamed: str
     server: MockServer
@@ -67,16 +68,19 @@ async def run(*replies: Reply, client: dict[str, Any] | None = None, **call: Any
     pieces: list[str] = []
     resumes: list[ResumeInfo] = []
     retries: list[RetryInfo] = []
-    async with MockServer(*replies) as server, client_for(server, **(client or {})) as sk:
-        async with sk.messages.stream(
-            model="m",
-            max_tokens=4096,
-            messages=USER,
-            on_text=pieces.append,
-            on_resume=resumes.append,
-            on_retry=retries.append,
-            **call,
-        ) as stream:
+    hooks: dict[str, Any] = {"on_text": pieces.append, "on_resume": resumes.append, "on_retry": retries.append}
+    request: dict[str, Any] = {"model": "m", "max_tokens": 4096, "messages": USER, **hooks, **call}
+    async with MockServer(*replies) as server:
+        if WORLD.sync:
+
+            def consume() -> tuple[streamkit.SyncMessageStream, streamkit.Message, str]:
+                with sync_client_for(server, **(client or {})) as sk, sk.messages.stream(**request) as stream:
+                    streamed = "".join(stream.text_stream)
+                    return stream, stream.get_final_message(), streamed
+
+            sync_stream, message, streamed = await in_thread(consume)
+            return Run(sync_stream, message, streamed, server, pieces, resumes, retries)
+        async with client_for(server, **(client or {})) as sk, sk.messages.stream(**request) as stream:
             streamed = "".join([text async for text in stream.text_stream])
             message = await stream.get_final_message()
     return Run(stream, message, streamed, server, pieces, resumes, retries)

@@ -13,13 +13,14 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import client_for, closed_port
+from conftest import WORLD, client_for, closed_port, in_thread, sync_twin
 
 import streamkit
 from streamkit import RetryInfo
 from streamkit.testing import Fault, MockServer, Reply, lorem
 
 pytestmark = pytest.mark.anyio
+BOTH_WORLDS = ("stream_text", "create")  # tests calling these also run on the sync client (conftest.py)
 
 USER = [{"role": "user", "content": "Hello"}]
 TEXT = lorem(400, seed=3)
@@ -27,11 +28,35 @@ OK = Reply.text(TEXT, chunk_size=7)
 LIMIT = 32 * 1024 * 1024
 
 
-async def stream_text(sk: streamkit.AsyncClient, **call: Any) -> tuple[streamkit.MessageStream, str]:
+async def stream_text(
+    sk: streamkit.AsyncClient, **call: Any
+) -> tuple[streamkit.MessageStream | streamkit.SyncMessageStream, str]:
+    """Stream to the end with get_final_text(); in the sync world, on a sync client with ``sk``'s options."""
+    if WORLD.sync:
+
+        def consume() -> tuple[streamkit.SyncMessageStream, str]:
+            with sync_twin(sk) as client:
+                sync_stream = client.messages.stream(model="m", max_tokens=100, messages=USER, **call)
+                with sync_stream:
+                    return sync_stream, sync_stream.get_final_text()
+
+        return await in_thread(consume)
     stream = sk.messages.stream(model="m", max_tokens=100, messages=USER, **call)
     async with stream:
         text = await stream.get_final_text()
     return stream, text
+
+
+async def create(sk: streamkit.AsyncClient, **call: Any) -> streamkit.Message:
+    """``sk.messages.create(**call)``; in the sync world, on a sync client with ``sk``'s options."""
+    if WORLD.sync:
+
+        def consume() -> streamkit.Message:
+            with sync_twin(sk) as client:
+                return client.messages.create(**call)
+
+        return await in_thread(consume)
+    return await sk.messages.create(**call)
 
 
 class Abort(Exception):
@@ -280,7 +305,7 @@ async def test_connection_refused_with_create() -> None:
     infos: list[RetryInfo] = []
     async with client_for(f"http://127.0.0.1:{port}", max_retries=3) as sk:
         with pytest.raises(streamkit.APIConnectionError) as caught:
-            await sk.messages.create(model="m", max_tokens=100, messages=USER, on_retry=infos.append)
+            await create(sk, model="m", max_tokens=100, messages=USER, on_retry=infos.append)
     assert type(caught.value) is streamkit.APIConnectionError
     assert [info.attempt for info in infos] == [1, 2, 3]
 
@@ -291,7 +316,7 @@ async def test_connection_refused_with_create() -> None:
 async def test_create_retries_a_status_error() -> None:
     infos: list[RetryInfo] = []
     async with MockServer(Reply.error(529), Reply.error(500), OK) as server, client_for(server) as sk:
-        message = await sk.messages.create(model="m", max_tokens=100, messages=USER, on_retry=infos.append)
+        message = await create(sk, model="m", max_tokens=100, messages=USER, on_retry=infos.append)
         assert len(server.requests) == 3
         assert "stream" not in server.requests[2].json
     assert message.text == TEXT
@@ -301,18 +326,18 @@ async def test_create_retries_a_status_error() -> None:
 async def test_create_per_call_max_retries_and_should_retry() -> None:
     async with MockServer(Reply.error(529)) as server, client_for(server) as sk:
         with pytest.raises(streamkit.OverloadedError):
-            await sk.messages.create(model="m", max_tokens=100, messages=USER, max_retries=0)
+            await create(sk, model="m", max_tokens=100, messages=USER, max_retries=0)
         assert len(server.requests) == 1
         server.push(Reply.error(529, headers={"x-should-retry": "false"}))
         with pytest.raises(streamkit.OverloadedError):
-            await sk.messages.create(model="m", max_tokens=100, messages=USER)
+            await create(sk, model="m", max_tokens=100, messages=USER)
         assert len(server.requests) == 2
         server.push(Reply.error(400, headers={"x-should-retry": "true"}), OK)
-        message = await sk.messages.create(model="m", max_tokens=100, messages=USER, max_retries=1)
+        message = await create(sk, model="m", max_tokens=100, messages=USER, max_retries=1)
         assert message.text == TEXT
         assert len(server.requests) == 4  # the 400 and its retry
         server.push(Reply.error(529), Reply.error(529), Reply.error(529), OK)
-        message = await sk.messages.create(model="m", max_tokens=100, messages=USER, max_retries=3)
+        message = await create(sk, model="m", max_tokens=100, messages=USER, max_retries=3)
         assert message.text == TEXT
         assert len(server.requests) == 8
 
@@ -320,7 +345,7 @@ async def test_create_per_call_max_retries_and_should_retry() -> None:
 async def test_create_does_not_retry_a_400() -> None:
     async with MockServer(Reply.error(400, message="bad field"), OK) as server, client_for(server) as sk:
         with pytest.raises(streamkit.InvalidRequestError) as caught:
-            await sk.messages.create(model="m", max_tokens=100, messages=USER)
+            await create(sk, model="m", max_tokens=100, messages=USER)
         assert len(server.requests) == 1
     assert caught.value.message == "bad field"
 
@@ -328,7 +353,7 @@ async def test_create_does_not_retry_a_400() -> None:
 async def test_create_retries_a_broken_connection() -> None:
     infos: list[RetryInfo] = []
     async with MockServer(Reply.text(TEXT, fault=Fault("cut")), OK) as server, client_for(server) as sk:
-        message = await sk.messages.create(model="m", max_tokens=100, messages=USER, on_retry=infos.append)
+        message = await create(sk, model="m", max_tokens=100, messages=USER, on_retry=infos.append)
         assert len(server.requests) == 2
     assert message.text == TEXT
     [info] = infos
@@ -339,7 +364,7 @@ async def test_create_retries_a_timeout() -> None:
     infos: list[RetryInfo] = []
     async with MockServer(Reply.text(TEXT, fault=Fault("hang")), OK) as server:
         async with client_for(server, timeout=0.3) as sk:
-            message = await sk.messages.create(model="m", max_tokens=100, messages=USER, on_retry=infos.append)
+            message = await create(sk, model="m", max_tokens=100, messages=USER, on_retry=infos.append)
         assert len(server.requests) == 2
     assert message.text == TEXT
     [info] = infos
@@ -352,7 +377,7 @@ async def test_create_retries_a_timeout() -> None:
 async def test_create_refuses_max_tokens_that_may_run_past_ten_minutes() -> None:
     async with MockServer(OK, OK) as server, client_for(server) as sk:
         with pytest.raises(streamkit.StreamingRequiredError) as caught:
-            await sk.messages.create(model="m", max_tokens=21_334, messages=USER)
+            await create(sk, model="m", max_tokens=21_334, messages=USER)
         assert server.requests == []
         assert isinstance(caught.value, ValueError)
         assert str(caught.value) == (
@@ -360,10 +385,10 @@ async def test_create_refuses_max_tokens_that_may_run_past_ten_minutes() -> None
             "the API requires streaming for such requests: use client.messages.stream(...)"
         )
         with pytest.raises(streamkit.StreamingRequiredError):
-            await sk.messages.create(model="m", max_tokens=64_000, messages=USER)
+            await create(sk, model="m", max_tokens=64_000, messages=USER)
         assert server.requests == []
 
-        message = await sk.messages.create(model="m", max_tokens=21_333, messages=USER)
+        message = await create(sk, model="m", max_tokens=21_333, messages=USER)
         assert message.text == TEXT
         assert len(server.requests) == 1
         assert server.requests[0].json == {"model": "m", "max_tokens": 21_333, "messages": USER}
@@ -400,7 +425,7 @@ async def test_request_over_32_mb_is_refused_locally_by_create() -> None:
     messages, size = padded(1, stream=False)
     async with MockServer(OK) as server, client_for(server) as sk:
         with pytest.raises(streamkit.RequestTooLargeError) as caught:
-            await sk.messages.create(model="m", max_tokens=100, messages=messages)
+            await create(sk, model="m", max_tokens=100, messages=messages)
         assert server.requests == []
     assert caught.value.message == too_large_message(size)
     assert f"{size:,}" in str(caught.value)
