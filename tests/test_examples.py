@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import pytest
 
 from streamkit.testing import lorem
@@ -51,3 +52,13 @@ async def test_long_generation_example(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert out.endswith("\n[4000 characters, 2 resume(s), stop_reason end_turn]\n")
     assert out.count("[resumed after ") == 2
+
+
+async def test_sync_client_example(capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("sync_client")
+    text = await anyio.to_thread.run_sync(module.main)
+    assert text == module.TEXT
+    out = capsys.readouterr().out
+    assert out.count("\n[resumed after ConnectionLostError]\n") == 1
+    assert out.endswith(f"\n[{len(module.TEXT)} characters, stop_reason end_turn]\n")
+    assert out.replace("\n[resumed after ConnectionLostError]\n", "").startswith(module.TEXT)
