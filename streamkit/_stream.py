@@ -33,11 +33,28 @@ from ._transport import BodyReader
 
 
 class StreamBase:
-    """What both stream shells (this one and ``_sync_stream``) show of a reply: nothing here does I/O."""
+    """What both stream shells (this one and ``_sync_stream``) hold and show of a reply: no I/O here."""
 
-    _machine: ReplyMachine
-    _headers: Mapping[str, str] | None
-    retries: list[RetryInfo]
+    def __init__(
+        self,
+        body: dict[str, Any],
+        *,
+        hooks: Hooks,
+        resume: ResumePlanner,
+        stall_timeout: float | None,
+        drain_timeout: float,
+        accumulator: MessageAccumulator,
+    ) -> None:
+        self._body = body
+        self._machine = ReplyMachine(body, resume, accumulator)
+        self._hooks = hooks
+        self._per_event_hooks = hooks.per_event
+        self._stall_timeout = stall_timeout
+        self._drain_timeout = drain_timeout
+        self._headers: Mapping[str, str] | None = None
+        self._closed = False
+        self.retries: list[RetryInfo] = []
+        """Every retry: of a request before its stream, and of a stream that failed before any content."""
 
     @property
     def request_id(self) -> str | None:
@@ -96,18 +113,16 @@ class MessageStream(StreamBase):
         drain_timeout: float,
         accumulator: MessageAccumulator,
     ) -> None:
+        super().__init__(
+            body,
+            hooks=hooks,
+            resume=resume,
+            stall_timeout=stall_timeout,
+            drain_timeout=drain_timeout,
+            accumulator=accumulator,
+        )
         self._open = open_attempt
-        self._body = body
-        self._machine = ReplyMachine(body, resume, accumulator)
-        self._hooks = hooks
-        self._per_event_hooks = hooks.per_event
-        self._stall_timeout = stall_timeout
-        self._drain_timeout = drain_timeout
         self._reader: BodyReader | None = None
-        self._headers: Mapping[str, str] | None = None
-        self._closed = False
-        self.retries: list[RetryInfo] = []
-        """Every retry: of a request before its stream, and of a stream that failed before any content."""
         self.text_stream: AsyncGenerator[str, None] = self._texts()
         self._consumers: list[AsyncGenerator[Any, None]] = [self.text_stream]
 

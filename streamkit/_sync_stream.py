@@ -21,9 +21,8 @@ from ._events import RewindEvent, StreamEvent, parse_event
 from ._hooks import Hooks, call_hook_sync
 from ._message import Message
 from ._replay import Rewind
-from ._reply import END, NEED_DATA, ReplyMachine, ReplyState, Restart
+from ._reply import END, NEED_DATA, ReplyState, Restart
 from ._resume import ResumeInfo, ResumePlanner
-from ._retry import RetryInfo
 from ._stream import StreamBase
 from ._sync_request import SyncOpenAttempt
 from ._transport import SyncBodyReader
@@ -47,18 +46,16 @@ class SyncMessageStream(StreamBase):
         drain_timeout: float,
         accumulator: MessageAccumulator,
     ) -> None:
+        super().__init__(
+            body,
+            hooks=hooks,
+            resume=resume,
+            stall_timeout=stall_timeout,
+            drain_timeout=drain_timeout,
+            accumulator=accumulator,
+        )
         self._open = open_attempt
-        self._body = body
-        self._machine = ReplyMachine(body, resume, accumulator)
-        self._hooks = hooks
-        self._per_event_hooks = hooks.per_event
-        self._stall_timeout = stall_timeout
-        self._drain_timeout = drain_timeout
         self._reader: SyncBodyReader | None = None
-        self._headers = None
-        self._closed = False
-        self.retries: list[RetryInfo] = []
-        """Every retry: of a request before its stream, and of a stream that failed before any content."""
         self.text_stream: Generator[str, None, None] = self._texts()
         self._consumers: list[Generator[Any, None, None]] = [self.text_stream]
 

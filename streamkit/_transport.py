@@ -26,7 +26,14 @@ from typing import Any
 import anyio
 import httpx
 
-from ._errors import ConnectionLostError, IncompleteStreamError, ProtocolError, StallError, StreamTimeoutError
+from ._errors import (
+    ConnectionLostError,
+    IncompleteStreamError,
+    ProtocolError,
+    StallError,
+    StreamkitError,
+    StreamTimeoutError,
+)
 
 KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
 KEEPALIVE_INTERVAL = 15  # seconds between probes
@@ -207,6 +214,34 @@ def _transport_error(exc: httpx.HTTPError) -> type[IncompleteStreamError | Proto
     return ConnectionLostError
 
 
+def _lower_read_timeout(response: httpx.Response, stall_timeout: float | None) -> bool:
+    """Lower the response's read timeout to the stall timeout, where httpcore reads it; whether it was.
+
+    The transport applies its read timeout to every socket read of the body, a timer each read
+    pays anyway: lowered to the stall timeout, it catches silence at no cost per chunk.  httpcore
+    takes it from the request when the body starts; other transports have no network stream.
+    """
+    if stall_timeout is None or "network_stream" not in response.extensions:
+        return False
+    timeouts = response.request.extensions.get("timeout") or {}
+    read = timeouts.get("read")
+    if read is not None and stall_timeout >= read:
+        return False
+    response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
+    return True
+
+
+def _stalled(stall_timeout: float | None) -> StallError:
+    return StallError(f"no progress for {stall_timeout} s (only pings or silence): the stream stalled")
+
+
+def _read_failure(exc: httpx.HTTPError, stall_timeout: float | None, by_read_timeout: bool) -> StreamkitError:
+    """How a failed read of a started stream is raised: a lowered read timeout is a stall."""
+    if by_read_timeout and isinstance(exc, httpx.ReadTimeout):
+        return _stalled(stall_timeout)
+    return _transport_error(exc)(f"the connection failed after the stream started: {exc!r}")
+
+
 class BodyReader:
     """Reads one streamed response's body a chunk at a time, with the stall watchdog.
 
@@ -238,19 +273,10 @@ class BodyReader:
         self._deadline: float | None = None  # of the next read, when a cancel scope watches it
         self._draining = False
         self._asked = 0.0
-        self._by_read_timeout = False  # the read timeout was lowered to the stall timeout
-        if stall_timeout is not None and "network_stream" in response.extensions:
-            timeouts = response.request.extensions.get("timeout") or {}
-            read = timeouts.get("read")
-            if read is None or stall_timeout < read:
-                response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
-                self._by_read_timeout = True
-            self._silence_watched = True
-        else:
-            self._silence_watched = stall_timeout is None
+        self._by_read_timeout = _lower_read_timeout(response, stall_timeout)
+        # Silence is caught by the read timeout (lowered, or already shorter) or not watched at all.
+        self._silence_watched = stall_timeout is None or "network_stream" in response.extensions
 
-    def _stalled(self) -> StallError:
-        return StallError(f"no progress for {self._stall} s (only pings or silence): the stream stalled")
 
     async def read(self) -> bytes | None:
         """The next chunk, or None at the end of the body (or of the drain).
@@ -268,15 +294,13 @@ class BodyReader:
                 return await self._chunks.__anext__()
             if self._draining:
                 return None
-            raise self._stalled()
+            raise _stalled(self._stall)
         except StopAsyncIteration:
             return None
         except httpx.HTTPError as exc:
             if self._draining:
                 return None
-            if self._by_read_timeout and isinstance(exc, httpx.ReadTimeout):
-                raise self._stalled() from exc
-            raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+            raise _read_failure(exc, self._stall, self._by_read_timeout) from exc
 
     def progressed(self, progress: bool) -> None:
         """After a chunk was decoded: progress stops the no-progress timer, pings alone start it.
@@ -324,16 +348,8 @@ class SyncBodyReader:
         self._deadline: float | None = None  # time.monotonic() past which a chunk is too late
         self._draining = False
         self._asked = 0.0
-        self._by_read_timeout = False
-        if stall_timeout is not None and "network_stream" in response.extensions:
-            timeouts = response.request.extensions.get("timeout") or {}
-            read = timeouts.get("read")
-            if read is None or stall_timeout < read:
-                response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
-                self._by_read_timeout = True
+        self._by_read_timeout = _lower_read_timeout(response, stall_timeout)
 
-    def _stalled(self) -> StallError:
-        return StallError(f"no progress for {self._stall} s (only pings or silence): the stream stalled")
 
     def read(self) -> bytes | None:
         """The next chunk, or None at the end of the body (or of the drain); raises as ``BodyReader.read``."""
@@ -345,14 +361,12 @@ class SyncBodyReader:
         except httpx.HTTPError as exc:
             if self._draining:
                 return None
-            if self._by_read_timeout and isinstance(exc, httpx.ReadTimeout):
-                raise self._stalled() from exc
-            raise _transport_error(exc)(f"the connection failed after the stream started: {exc!r}") from exc
+            raise _read_failure(exc, self._stall, self._by_read_timeout) from exc
         deadline = self._deadline
         if deadline is not None and time.monotonic() > deadline:
             if self._draining:
                 return None
-            raise self._stalled()
+            raise _stalled(self._stall)
         return chunk
 
     def progressed(self, progress: bool) -> None:
