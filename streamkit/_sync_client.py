@@ -18,7 +18,6 @@ from ._client import (
     ClientConfig,
     ClientOptions,
     create_body,
-    request_options,
 )
 from ._errors import StreamkitError
 from ._events import StreamEvent
@@ -27,7 +26,7 @@ from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
 from ._params import NOT_GIVEN, MessageParams, NotGiven, Query
 from ._replay import Rewind
-from ._request import API_VERSION, Timeout
+from ._request import API_VERSION, Timeout, request_options
 from ._resume import ResumeInfo, ResumeStrategy
 from ._retry import RetryInfo
 from ._sync_request import SyncRequester, sync_stream_opener, with_retries_sync
