@@ -82,13 +82,16 @@ class LinesSource:
     With ``width`` (every line that long) an offset maps to its line by division;
     otherwise each line is produced once, on first use, to learn its length (an
     8-byte offset per line is kept).  ``line`` must be deterministic: a resumed
-    download must get the same bytes.
+    download must get the same bytes.  ``size`` cuts the last line short.
     """
 
-    def __init__(self, count: int, line: Callable[[int], bytes], width: int | None = None) -> None:
+    def __init__(
+        self, count: int, line: Callable[[int], bytes], width: int | None = None, size: int | None = None
+    ) -> None:
         self._count = count
         self._line = line
         self._width = width
+        self._size = size
         self._offsets: array[int] | None = None
 
     def _ends(self) -> array[int]:
@@ -103,6 +106,8 @@ class LinesSource:
 
     @property
     def size(self) -> int:
+        if self._size is not None:
+            return self._size
         if self._width is not None:
             return self._count * self._width
         ends = self._ends()

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from ._answers import Answer, ApiError, BytesSource
 from ._batches import BatchStore
 from ._cache import BoundedCache
+from ._files import FileStore, Upload
 from ._lorem import lorem
 from ._render import (
     MALFORMED,
@@ -165,6 +166,7 @@ class _Head:
 class _Request:
     recorded: RecordedRequest
     keep_alive: bool
+    upload: Upload | None = None  # POST /v1/files: the parsed upload, its body not kept
 
 
 class _Connection:
@@ -420,6 +422,7 @@ class MockServer:
             raise ValueError(f"size_limits: unknown endpoints {sorted(unknown)}; they are {sorted(SIZE_LIMITS)}")
         self.size_limits = {**SIZE_LIMITS, **(size_limits or {})}
         self.batches = BatchStore(self._batch_message, lambda: self._default or _builtin_default())
+        self.files = FileStore()
         self.requests: list[RecordedRequest] = []
         self.refused: list[RefusedRequest] = []
         # Off only for the long-running `python -m` server, whose memory must not grow per request.
@@ -559,14 +562,21 @@ class MockServer:
         try:
             if name is None or not (_is_loopback(name) or name in self._allowed_hosts):
                 raise _BadRequest(421, _MISDIRECTED)
-            body = await conn.read_body(head, self.size_limits[_LIMIT_BY_PATH.get(head.path, "messages")])
+            limit = self.size_limits[_LIMIT_BY_PATH.get(head.path, "messages")]
+            if head.method == "POST" and head.path == "/v1/files":
+                upload = await self.files.receive(conn.body(head, limit), head.headers.get("content-type", ""))
+                body = b""
+            else:
+                upload = None
+                body = await conn.read_body(head, limit)
         except _BadRequest as exc:
             host = head.headers.get("host")
             _log.warning("mock server refused %s %s (Host %r): %s", head.method, head.path, host, exc.message)
             if self._record:
                 self.refused.append(RefusedRequest(exc.status, head.method, head.path, head.headers))
             raise
-        return _Request(RecordedRequest(head.method, head.path, head.headers, body, head.query), head.keep_alive)
+        recorded = RecordedRequest(head.method, head.path, head.headers, body, head.query)
+        return _Request(recorded, head.keep_alive, upload)
 
     async def _respond(self, stream: SocketStream, request: _Request) -> bool:
         """Answer one request; False when the connection must close afterwards."""
@@ -638,7 +648,7 @@ class MockServer:
         keep_alive = request.keep_alive
         rid = random_id("req_", self._rng)
         if recorded.path != "/v1/messages":
-            return await self._answer_endpoint(stream, recorded, rid, keep_alive)
+            return await self._answer_endpoint(stream, recorded, request.upload, rid, keep_alive)
         if recorded.method != "POST":
             body = _error_body("not_found_error", "Not Found", rid)
             return await self._send_json(stream, 404, body, rid, keep_alive)
@@ -700,16 +710,16 @@ class MockServer:
         return message_json(reply, plan, message_id, self._render(reply, plan, True).n_deltas)
 
     async def _answer_endpoint(
-        self, stream: SocketStream, recorded: RecordedRequest, rid: str, keep_alive: bool
+        self, stream: SocketStream, recorded: RecordedRequest, upload: Upload | None, rid: str, keep_alive: bool
     ) -> bool:
         """Batches, token counting, files: the handlers' Answer or ApiError, sent."""
-        path = recorded.path
+        method, path, query, headers = recorded.method, recorded.path, recorded.query, recorded.headers
         try:
             if path.startswith("/v1/messages/batches"):
-                answer = self.batches.answer(
-                    recorded.method, path, recorded.query, recorded.headers, recorded.body, self.base_url
-                )
-            elif path == "/v1/messages/count_tokens" and recorded.method == "POST":
+                answer = self.batches.answer(method, path, query, headers, recorded.body, self.base_url)
+            elif path.startswith("/v1/files"):
+                answer = self.files.answer(method, path, query, headers, upload)
+            elif path == "/v1/messages/count_tokens" and method == "POST":
                 answer = count_tokens(recorded.body)
             else:
                 raise ApiError(404, "not_found_error", "Not Found")
