@@ -1,0 +1,193 @@
+"""The sans-I/O results reader: line splitting in bounded memory, resume offsets, result parsing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from streamkit import (
+    APIError,
+    APIStatusError,
+    BatchResult,
+    InvalidRequestError,
+    MessageBatchCanceledResult,
+    MessageBatchErroredResult,
+    MessageBatchExpiredResult,
+    MessageBatchSucceededResult,
+    MessageBatchUnknownResult,
+    OverloadedError,
+    ProtocolError,
+    StreamError,
+)
+from streamkit._jsonl import LineSplitter, ResultsDecoder, range_header, resume_skip
+
+MESSAGE = {"id": "msg_1", "model": "m", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn"}
+
+
+def line(custom_id: str, result: dict[str, Any]) -> bytes:
+    return json.dumps({"custom_id": custom_id, "result": result}).encode() + b"\n"
+
+
+FILE = b"".join(
+    [
+        line("a", {"type": "succeeded", "message": MESSAGE}),
+        line(
+            "b",
+            {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}},
+            },
+        ),
+        line("c", {"type": "canceled"}),
+        line("d", {"type": "expired"}),
+    ]
+)
+
+
+def test_every_split_of_the_file_gives_the_same_results() -> None:
+    expected = ResultsDecoder(1000).feed(FILE)
+    assert [r.custom_id for r in expected] == ["a", "b", "c", "d"]
+    for cut in range(len(FILE) + 1):
+        decoder = ResultsDecoder(1000)
+        got = decoder.feed(FILE[:cut]) + decoder.feed(FILE[cut:]) + decoder.end()
+        assert [(r.custom_id, r.result.type) for r in got] == [(r.custom_id, r.result.type) for r in expected]
+        assert decoder.position == len(FILE)
+        assert decoder.delivered == 4
+
+
+def test_results_are_typed_and_the_error_is_of_its_kind_in_neither_phase() -> None:
+    a, b, c, d = ResultsDecoder(1000).feed(FILE)
+    assert isinstance(a.result, MessageBatchSucceededResult)
+    assert a.result.message.text == "Hi" and a.result.message.id == "msg_1"
+    assert isinstance(b.result, MessageBatchErroredResult)
+    error = b.result.error
+    assert type(error) is InvalidRequestError
+    assert not isinstance(error, APIStatusError | StreamError)
+    assert (error.message, error.error_type, error.status_code) == ("bad", "invalid_request_error", None)
+    assert error.body == {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+    assert c == BatchResult("c", MessageBatchCanceledResult())
+    assert d == BatchResult("d", MessageBatchExpiredResult())
+
+
+def test_an_unknown_error_type_and_an_unknown_result_type_are_kept() -> None:
+    decoder = ResultsDecoder(1000)
+    got = decoder.feed(
+        line(
+            "e", {"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "o"}}}
+        )
+        + line("f", {"type": "errored", "error": {"type": "error", "error": {"type": "brand_new", "message": "n"}}})
+        + line("g", {"type": "deferred", "until": 5})
+    )
+    assert type(got[0].result) is MessageBatchErroredResult and type(got[0].result.error) is OverloadedError
+    assert type(got[1].result) is MessageBatchErroredResult and type(got[1].result.error) is APIError
+    assert got[1].result.error.error_type == "brand_new"
+    assert got[2].result == MessageBatchUnknownResult("deferred", {"type": "deferred", "until": 5})
+
+
+def test_blank_lines_crlf_and_a_last_line_without_newline() -> None:
+    decoder = ResultsDecoder(1000)
+    body = b"\n" + line("a", {"type": "canceled"}).replace(b"\n", b"\r\n") + b"\n" + line("b", {"type": "expired"})[:-1]
+    got = decoder.feed(body)
+    assert [r.custom_id for r in got] == ["a"]
+    assert [r.custom_id for r in decoder.end()] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"{not json\n",
+            "a line of the batch results is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
+        (b'{"custom_id": "a"}\n', "a line of the batch results has no custom_id, or no result with a type"),
+        (b"[1, 2]\n", "a line of the batch results has no custom_id, or no result with a type"),
+        (
+            b'{"custom_id": "a", "result": {"type": "succeeded", "message": {"id": 5}}}\n',
+            "the result of 'a' is not a Message: Input should be a valid string",
+        ),
+    ],
+)
+def test_a_line_that_is_not_a_result_is_a_protocol_error(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        ResultsDecoder(1000).feed(data)
+    assert caught.value.message == message
+
+
+def test_a_line_over_the_cap_is_refused_whatever_the_chunking() -> None:
+    for chunks in ([b"x" * 11], [b"x" * 6, b"x" * 5], [b"x"] * 11, [b"x" * 11 + b"\n"]):
+        splitter = LineSplitter(10)
+        with pytest.raises(ProtocolError) as caught:
+            for chunk in chunks:
+                splitter.feed(chunk)
+        assert caught.value.message == "line 1 of the batch results is over 10 bytes: refused"
+    splitter = LineSplitter(10)
+    assert splitter.feed(b"x" * 10 + b"\n" + b"y" * 10) == [b"x" * 10]
+    assert splitter.end() == [b"y" * 10]
+
+
+def test_skip_drops_bytes_already_received_across_chunks() -> None:
+    splitter = LineSplitter(100)
+    assert splitter.feed(b"one\ntw") == [b"one"]
+    assert splitter.position == 6
+    splitter.skip(6)  # a 200 answer to a resume: the whole file again
+    assert splitter.feed(b"one") == []
+    assert splitter.feed(b"\ntwo\nthree\n") == [b"two", b"three"]
+    assert splitter.position == 14
+
+
+def test_range_headers() -> None:
+    assert range_header(0) == {"accept-encoding": "identity", "accept": "*/*"}
+    assert range_header(17) == {"accept-encoding": "identity", "accept": "*/*", "range": "bytes=17-"}
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "skip"),
+    [
+        (200, {}, 40),
+        (206, {"content-range": "bytes 40-99/100"}, 0),
+        (206, {"content-range": "bytes 30-99/100"}, 10),
+        (206, {"content-range": "bytes 40-99/*", "content-encoding": "identity"}, 0),
+        (416, {"content-range": "bytes */40"}, None),
+    ],
+)
+def test_resume_skip(status: int, headers: dict[str, str], skip: int | None) -> None:
+    assert resume_skip(status, headers, 40) == skip
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "message"),
+    [
+        (
+            206,
+            {"content-range": "bytes 50-99/100"},
+            "the answer to a resumed read of the results at byte 40 was 206 with content-range "
+            "'bytes 50-99/100': it does not continue the file",
+        ),
+        (
+            206,
+            {},
+            "the answer to a resumed read of the results at byte 40 was 206 with content-range '': "
+            "it does not continue the file",
+        ),
+        (
+            416,
+            {"content-range": "bytes */100"},
+            "the answer to a resumed read of the results at byte 40 was 416 with content-range "
+            "'bytes */100': it does not continue the file",
+        ),
+        (
+            206,
+            {"content-range": "bytes 40-99/100", "content-encoding": "gzip"},
+            "the results file came with content-encoding 'gzip' although identity was asked for: "
+            "its byte offsets cannot be resumed",
+        ),
+    ],
+)
+def test_an_answer_that_does_not_continue_the_file_is_a_protocol_error(
+    status: int, headers: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        resume_skip(status, {**headers, "request-id": "req_1"}, 40)
+    assert (caught.value.message, caught.value.request_id) == (message, "req_1")
