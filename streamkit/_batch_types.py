@@ -50,6 +50,14 @@ class APIObject(BaseModel):
         self._headers = headers
         return self
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when the content is: where an object came from (request id, headers) does not count."""
+        if not isinstance(other, APIObject) or type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 class MessageCreateParams(MessageParams, total=False):
     """Every parameter of a Messages request, ``model``, ``max_tokens`` and ``messages`` required: a batch request's."""

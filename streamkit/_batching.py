@@ -46,15 +46,16 @@ def batch_body(requests: Iterable[BatchRequest]) -> dict[str, Any]:
 
     Each request's ``params`` are checked as ``messages.create()`` checks its keywords.
     """
+    requests = list(requests)
+    if len(requests) > MAX_BATCH_REQUESTS:
+        raise RequestTooLargeError(
+            f"a batch holds at most {MAX_BATCH_REQUESTS:,} requests, not {len(requests):,}: it was not sent "
+            "(split the requests into several batches)",
+            error_type="request_too_large",
+        )
     listed: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for number, request in enumerate(requests):
-        if number == MAX_BATCH_REQUESTS:
-            raise RequestTooLargeError(
-                f"a batch holds at most {MAX_BATCH_REQUESTS:,} requests; this one has more: it was not sent "
-                "(split the requests into several batches)",
-                error_type="request_too_large",
-            )
+    for request in requests:
         custom_id = request["custom_id"]
         if custom_id in seen:
             raise RequestBodyError(

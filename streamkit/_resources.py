@@ -167,6 +167,10 @@ class AsyncBatchResults:
 
     async def aclose(self) -> None:
         """Stop reading: the connection is closed, the results not yet read are dropped."""
+        self._ready.clear()
+        await self._stop()
+
+    async def _stop(self) -> None:
         self._done = True
         await self._close_response()
 
@@ -185,7 +189,7 @@ class AsyncBatchResults:
             chunk = await self._chunks.__anext__()
         except StopAsyncIteration:
             self._ready.extend(self._decoder.end())
-            await self.aclose()
+            await self._stop()
             return
         except httpx.HTTPError as exc:
             error = body_read_error(exc, self._response)
@@ -217,7 +221,7 @@ class AsyncBatchResults:
         self._response = response
         skip = resume_skip(response.status_code, response.headers, position)
         if skip is None:
-            await self.aclose()
+            await self._stop()
             return
         self._decoder.skip(skip)
         self._chunks = response.aiter_bytes()
@@ -247,7 +251,11 @@ class Batches(_Resource):
         before_id: str | None = None,
         **options: Unpack[CallOptions],
     ) -> AsyncIterator[MessageBatch]:
-        """Every batch, newest first (``async for``), ``limit`` to a page; a page is fetched when needed."""
+        """Every batch, newest first (``async for``), ``limit`` to a page; a page is fetched when needed.
+
+        From ``after_id`` on (older batches), or before ``before_id`` (newer ones: the pages come
+        nearest first, each in the list's order).
+        """
         return self._list(BATCHES_PATH, MessageBatch, page_query(limit, after_id, before_id), options)
 
     async def cancel(self, batch_id: str, **options: Unpack[CallOptions]) -> MessageBatch:

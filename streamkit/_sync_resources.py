@@ -153,6 +153,10 @@ class SyncBatchResults:
 
     def close(self) -> None:
         """Stop reading: the connection is closed, the results not yet read are dropped."""
+        self._ready.clear()
+        self._stop()
+
+    def _stop(self) -> None:
         self._done = True
         self._close_response()
 
@@ -170,7 +174,7 @@ class SyncBatchResults:
             chunk = next(self._chunks)
         except StopIteration:
             self._ready.extend(self._decoder.end())
-            self.close()
+            self._stop()
             return
         except httpx.HTTPError as exc:
             error = body_read_error(exc, self._response)
@@ -201,7 +205,7 @@ class SyncBatchResults:
         self._response = response
         skip = resume_skip(response.status_code, response.headers, position)
         if skip is None:
-            self.close()
+            self._stop()
             return
         self._decoder.skip(skip)
         self._chunks = response.iter_bytes()
