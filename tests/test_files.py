@@ -1,4 +1,9 @@
-"""client.files (and client.beta.files) across real sockets to the mock server, on both clients."""
+"""client.files (and client.beta.files) across real sockets to the mock server, on both clients.
+
+The tests look at files on local disk directly (blocking calls in async tests): instant, and
+what they check is the disk's state after the call.
+"""
+# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
