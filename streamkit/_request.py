@@ -18,7 +18,7 @@ from typing import Any, TypedDict, TypeVar
 
 import anyio
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._batch_types import APIObject
 from ._batching import Upload
@@ -45,6 +45,7 @@ USER_AGENT = f"streamkit/{__version__}"
 _MB = 1024 * 1024
 _T = TypeVar("_T")
 APIObjectT = TypeVar("APIObjectT", bound=APIObject)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,30 +115,26 @@ def too_large_error(response: httpx.Response, content: bytes) -> ProtocolError:
     )
 
 
-def parse_object(response: httpx.Response, content: bytes, model: type[APIObjectT]) -> APIObjectT:
-    """A JSON reply's body as ``model``, carrying its response's request id and headers."""
+def _validated(response: httpx.Response, content: bytes, model: type[_M]) -> _M:
+    """A JSON reply's body as ``model``; ``ProtocolError`` if it is not one."""
     try:
-        parsed = model.model_validate_json(content)
+        return model.model_validate_json(content)
     except ValidationError as exc:
         raise ProtocolError(
             f"the response is not a {model.__name__}: {exc.errors()[0]['msg']}",
             data=content,
             request_id=response.headers.get("request-id"),
         ) from exc
-    return parsed._received(response.headers.get("request-id"), response.headers)
+
+
+def parse_object(response: httpx.Response, content: bytes, model: type[APIObjectT]) -> APIObjectT:
+    """A JSON reply's body as ``model``, carrying its response's request id and headers."""
+    return _validated(response, content, model)._received(response.headers.get("request-id"), response.headers)
 
 
 def parse_message(response: httpx.Response, content: bytes) -> Message:
     """A whole (non-streaming) reply's body as a ``Message`` carrying its response's request id and headers."""
-    try:
-        message = Message.model_validate_json(content)
-    except ValidationError as exc:
-        raise ProtocolError(
-            f"the response is not a Message: {exc.errors()[0]['msg']}",
-            data=content,
-            request_id=response.headers.get("request-id"),
-        ) from exc
-    return message._received(response.headers.get("request-id"), response.headers)
+    return _validated(response, content, Message)._received(response.headers.get("request-id"), response.headers)
 
 
 def next_retry(
