@@ -36,9 +36,7 @@ def test_results_are_read_on_the_clients_own_host() -> None:
     )
     with pytest.raises(ResultsNotReadyError) as caught:
         results_path(batch(None, "canceling"), BASE)
-    assert caught.value.message == (
-        "batch msgbatch_1 has no results yet: it is canceling (wait() until it has ended)"
-    )
+    assert caught.value.message == ("batch msgbatch_1 has no results yet: it is canceling (wait() until it has ended)")
     assert caught.value.batch.processing_status == "canceling"
 
 
