@@ -229,17 +229,16 @@ class DownloadTarget:
     path: Path
     partial: Path
     max_bytes: int
-    request_id: str | None
     received: int = 0
     done: bool = False
 
-    def count(self, size: int) -> None:
+    def count(self, size: int, request_id: str | None) -> None:
         """Count ``size`` more bytes; ``ProtocolError`` past ``max_bytes``."""
         self.received += size
         if self.received > self.max_bytes:
             raise ProtocolError(
                 f"the file's content is over {self.max_bytes:,} bytes: refused (download(max_bytes=...) raises it)",
-                request_id=self.request_id,
+                request_id=request_id,
             )
 
     def finish(self) -> None:
@@ -252,10 +251,10 @@ class DownloadTarget:
             self.partial.unlink(missing_ok=True)
 
 
-def download_target(path: str | os.PathLike[str], max_bytes: int, request_id: str | None) -> DownloadTarget:
+def download_target(path: str | os.PathLike[str], max_bytes: int) -> DownloadTarget:
     target = Path(path)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
-    return DownloadTarget(target, partial, max_bytes, request_id)
+    return DownloadTarget(target, partial, max_bytes)
 
 
 def wait_timeout_error(batch_id: str, timeout: float | None, last: MessageBatch | None) -> BatchWaitTimeoutError:

@@ -1,10 +1,12 @@
-"""Reading a batch's results file: JSON Lines, in bounded memory, resumable at a byte offset.
+"""Reading a body in pieces, resumable at a byte offset, and a batch's results file (JSON Lines) in it.
 
-Sans-I/O, shared by both shells: they feed the bytes of the body as they arrive and take
-the results out; after a broken connection they ask where to resume (``position``), send
-``Range: bytes=<position>-``, and let ``resume_skip`` decide, from the answer's status and
-headers, how many of its first bytes were already delivered.  Memory is one partial line,
-capped: a line longer than the cap is a ``ProtocolError``, whatever the file's size.
+Sans-I/O, shared by both shells.  ``ResumePoint`` keeps where a body read in pieces (a
+results file, a downloaded file) stands: the shell asks it for the request's headers
+(``Range: bytes=<position>-`` after a break), tells it how the server answered (it decides,
+from the status and headers, how many leading bytes were already received) and passes
+each chunk through it; after a broken connection it says whether to resume.
+``ResultsDecoder`` turns the bytes into results: memory is one partial line, capped (a
+line longer than the cap is a ``ProtocolError``, whatever the file's size).
 """
 
 from __future__ import annotations
@@ -12,36 +14,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ._batch_types import BatchResult, parse_result
-from ._errors import ProtocolError
+from ._errors import APIConnectionError, ProtocolError, StreamkitError
 
 
 class LineSplitter:
-    """Splits a byte stream at ``\\n`` into lines of at most ``max_line`` bytes, counting bytes fed.
+    """Splits a byte stream at ``\\n`` into lines of at most ``max_line`` bytes.
 
-    ``position`` is the number of bytes of the file fed so far (after any ``skip``): where
-    the next byte belongs.  A partial line is kept across ``feed`` calls, and across a
-    resume, so no byte is ever needed twice.  The newline search only looks at new bytes:
-    the work is linear in the input, whatever the chunking.
+    A partial line is kept across ``feed`` calls, and across a resume, so no byte is ever
+    needed twice.  The newline search only looks at new bytes: the work is linear in the
+    input, whatever the chunking.
     """
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
-        self.position = 0
         self.lines = 0  # complete lines handed out, blank ones included
         self._partial = bytearray()
-        self._skip = 0
-
-    def skip(self, count: int) -> None:
-        """Drop the next ``count`` bytes fed: a resumed body that repeats bytes already fed."""
-        self._skip = count
 
     def feed(self, data: bytes) -> list[bytes]:
         """The lines completed by ``data`` (without line ends; blank lines left out)."""
-        if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            data = data[dropped:]
-        self.position += len(data)
         lines: list[bytes] = []
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
@@ -84,14 +74,6 @@ class ResultsDecoder:
         self._lines = LineSplitter(max_line)
         self.delivered = 0
 
-    @property
-    def position(self) -> int:
-        """Bytes of the file received: a resumed request asks for the bytes from here."""
-        return self._lines.position
-
-    def skip(self, count: int) -> None:
-        self._lines.skip(count)
-
     def feed(self, data: bytes) -> list[BatchResult]:
         return self._parse(self._lines.feed(data))
 
@@ -105,7 +87,7 @@ class ResultsDecoder:
 
 
 def range_header(position: int) -> dict[str, str]:
-    """The headers of a request for the results file from ``position`` on.
+    """The headers of a request for a body from ``position`` on.
 
     ``accept-encoding: identity`` throughout: a byte offset means the same in every answer
     only when the bytes are not compressed.
@@ -117,9 +99,9 @@ def range_header(position: int) -> dict[str, str]:
 
 
 def resume_skip(status: int, headers: Mapping[str, str], position: int) -> int | None:
-    """How many leading bytes of this answer were already received; None when the file was complete.
+    """How many leading bytes of this answer were already received; None when the body was complete.
 
-    A 200 is the whole file again: skip ``position`` bytes.  A 206 starts where its
+    A 200 is the whole body again: skip ``position`` bytes.  A 206 starts where its
     ``Content-Range`` says, at or before ``position``.  A 416 whose size is ``position``
     means every byte had arrived (the connection broke after the last one).
     """
@@ -127,7 +109,7 @@ def resume_skip(status: int, headers: Mapping[str, str], position: int) -> int |
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ProtocolError(
-            f"the results file came with content-encoding {encoding!r} although identity was asked for: "
+            f"the body came with content-encoding {encoding!r} although identity was asked for: "
             "its byte offsets cannot be resumed",
             request_id=request_id,
         )
@@ -142,7 +124,55 @@ def resume_skip(status: int, headers: Mapping[str, str], position: int) -> int |
     if status == 206 and unit == "bytes" and first.isdigit() and int(first) <= position:
         return position - int(first)
     raise ProtocolError(
-        f"the answer to a resumed read of the results at byte {position:,} was {status} with "
-        f"content-range {content_range[:100]!r}: it does not continue the file",
+        f"the answer to a read resumed at byte {position:,} was {status} with "
+        f"content-range {content_range[:100]!r}: it does not continue the body",
         request_id=request_id,
     )
+
+
+class ResumePoint:
+    """Where a body read in pieces stands, and whether to resume it after a break.
+
+    ``position``: bytes received, where a resumed request starts.  ``take`` drops the
+    leading bytes a resumed answer repeats and counts the rest.  ``broke`` counts breaks
+    in a row without a new byte: past ``max_resumes`` of them, or for a failure that is
+    not a lost connection, the read is given up.
+    """
+
+    def __init__(self, max_resumes: int) -> None:
+        self.max_resumes = max_resumes
+        self.position = 0
+        self.resumes = 0  # resumed requests
+        self._skip = 0
+        self._failures = 0
+
+    def headers(self) -> dict[str, str]:
+        """The headers of the next request: from ``position`` on."""
+        return range_header(self.position)
+
+    def answered(self, status: int, headers: Mapping[str, str]) -> bool:
+        """Take the answer's status and headers; False when it says every byte had already arrived."""
+        skip = resume_skip(status, headers, self.position)
+        if skip is None:
+            return False
+        self._skip = skip
+        return True
+
+    def take(self, data: bytes) -> bytes:
+        """The bytes of ``data`` not received before."""
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        if data:
+            self.position += len(data)
+            self._failures = 0
+        return data
+
+    def broke(self, error: StreamkitError) -> bool:
+        """Whether to resume after the read failed with ``error``."""
+        self._failures += 1
+        if not isinstance(error, APIConnectionError) or self._failures > self.max_resumes:
+            return False
+        self.resumes += 1
+        return True

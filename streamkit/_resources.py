@@ -44,9 +44,8 @@ from ._batching import (
     upload_for,
     wait_timeout_error,
 )
-from ._errors import APIConnectionError
 from ._hooks import Hook, call_hook
-from ._jsonl import ResultsDecoder, range_header, resume_skip
+from ._jsonl import ResultsDecoder, ResumePoint
 from ._limits import MAX_RESPONSE_BODY
 from ._request import (
     BATCH_LIMIT,
@@ -112,6 +111,72 @@ class _Resource:
             query = next_page_query(query, page)
 
 
+class _ResumableBody:
+    """A body read in pieces (``read``), resumed with a ``Range`` request where a broken connection stopped it."""
+
+    def __init__(self, client: _Owner, path: str, request_options: RequestOptions, options: Mapping[str, Any]) -> None:
+        self._client = client
+        self._path = path
+        self._request_options = request_options
+        self._options = options
+        self.point = ResumePoint(client.max_resumes)
+        self.request_id: str | None = None
+        self._response: httpx.Response | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._done = False
+
+    async def read(self) -> bytes | None:
+        """The next bytes not received before; None at the end of the body."""
+        while not self._done:
+            if self._chunks is None:
+                await self._open()
+                continue
+            assert self._response is not None
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                await self.aclose()
+                return None
+            except httpx.HTTPError as exc:
+                error = body_read_error(exc, self._response)
+                await self._close_response()
+                if not self.point.broke(error):
+                    raise error from exc
+                continue
+            data = self.point.take(chunk)
+            if data:
+                return data
+        return None
+
+    async def _open(self) -> None:
+        requester = self._client._requester
+        headers = self.point.headers()
+        request = requester.build(self._path, None, self._request_options, method="GET", headers=headers)
+        policy = self._client._retry_policy(self._options.get("max_retries"))
+        send = partial(requester.open_body, request, RESUME_OK)
+        self._response = await with_retries(send, policy, [], self._options.get("on_retry"))
+        self.request_id = self._response.headers.get("request-id")
+        try:
+            whole = not self.point.answered(self._response.status_code, self._response.headers)
+        except BaseException:
+            await self.aclose()
+            raise
+        if whole:
+            await self.aclose()
+        else:
+            self._chunks = self._response.aiter_bytes()
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._close_response()
+
+    async def _close_response(self) -> None:
+        response, self._response, self._chunks = self._response, None, None
+        if response is not None:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+
 class AsyncBatchResults:
     """The results of one batch, read line by line as they arrive, in bounded memory.
 
@@ -131,17 +196,17 @@ class AsyncBatchResults:
         max_line: int = MAX_RESPONSE_BODY,
     ) -> None:
         self.batch: MessageBatch | None = None
-        self.resumes = 0
         self._locate = locate
         self._client = client
         self._options = options
         self._decoder = ResultsDecoder(max_line)
         self._ready: deque[BatchResult] = deque()
-        self._path: str | None = None
-        self._response: httpx.Response | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._failures = 0  # broken reads in a row without a new byte
+        self._body: _ResumableBody | None = None
         self._done = False
+
+    @property
+    def resumes(self) -> int:
+        return self._body.point.resumes if self._body is not None else 0
 
     def __aiter__(self) -> AsyncBatchResults:
         return self
@@ -168,63 +233,21 @@ class AsyncBatchResults:
     async def aclose(self) -> None:
         """Stop reading: the connection is closed, the results not yet read are dropped."""
         self._ready.clear()
-        await self._stop()
-
-    async def _stop(self) -> None:
         self._done = True
-        await self._close_response()
-
-    async def _close_response(self) -> None:
-        response, self._response, self._chunks = self._response, None, None
-        if response is not None:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+        if self._body is not None:
+            await self._body.aclose()
 
     async def _advance(self) -> None:
-        if self._chunks is None:
-            await self._open()
-            return
-        assert self._response is not None
-        try:
-            chunk = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self._ready.extend(self._decoder.end())
-            await self._stop()
-            return
-        except httpx.HTTPError as exc:
-            error = body_read_error(exc, self._response)
-            await self._close_response()
-            self._failures += 1
-            if not isinstance(error, APIConnectionError) or self._failures > self._client.max_resumes:
-                raise error from exc
-            self.resumes += 1
-            return
-        before = self._decoder.position
-        self._ready.extend(self._decoder.feed(chunk))
-        if self._decoder.position > before:
-            self._failures = 0
-
-    async def _open(self) -> None:
-        client = self._client
-        if self._path is None:
+        if self._body is None:
             self.batch = await self._locate()
-            self._path = results_path(self.batch, client.base_url)
-        position = self._decoder.position
-        requester = client._requester
-        request = requester.build(
-            self._path, None, call_request_options(self._options), method="GET", headers=range_header(position)
-        )
-        policy = client._retry_policy(self._options.get("max_retries"))
-        response = await with_retries(
-            lambda: requester.open_body(request, RESUME_OK), policy, [], self._options.get("on_retry")
-        )
-        self._response = response
-        skip = resume_skip(response.status_code, response.headers, position)
-        if skip is None:
-            await self._stop()
-            return
-        self._decoder.skip(skip)
-        self._chunks = response.aiter_bytes()
+            path = results_path(self.batch, self._client.base_url)
+            self._body = _ResumableBody(self._client, path, call_request_options(self._options), self._options)
+        data = await self._body.read()
+        if data is None:
+            self._ready.extend(self._decoder.end())
+            self._done = True
+        else:
+            self._ready.extend(self._decoder.feed(data))
 
 
 class Batches(_Resource):
@@ -407,30 +430,21 @@ class Files(_Resource):
 
         It is written to a temporary file beside ``path``, renamed into place once whole:
         ``path`` never holds part of a file, and the temporary file is removed on any failure.
+        A connection that breaks is resumed with a ``Range`` request, as batch results are.
         A body over ``max_bytes`` (default: the API's 500 MB limit) is refused.
         """
-        requester = self._client._requester
-        request = requester.build(
-            resource_path(FILES_PATH, file_id, "content"),
-            None,
-            self._options(options),
-            method="GET",
-            headers={"accept": "*/*"},
+        body = _ResumableBody(
+            self._client, resource_path(FILES_PATH, file_id, "content"), self._options(options), options
         )
-        policy = self._client._retry_policy(options.get("max_retries"))
-        response = await with_retries(lambda: requester.open_body(request), policy, [], options.get("on_retry"))
-        target = download_target(path, max_bytes, response.headers.get("request-id"))
+        target = download_target(path, max_bytes)
         try:
             async with await anyio.open_file(target.partial, "wb") as out:
-                async for chunk in response.aiter_bytes():
-                    target.count(len(chunk))
-                    await out.write(chunk)
+                while (data := await body.read()) is not None:
+                    target.count(len(data), body.request_id)
+                    await out.write(data)
             target.finish()
-        except httpx.HTTPError as exc:
-            raise body_read_error(exc, response) from exc
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await body.aclose()
             target.discard()
         return target.path
 

@@ -34,9 +34,8 @@ from ._batching import (
     upload_for,
     wait_timeout_error,
 )
-from ._errors import APIConnectionError
 from ._hooks import Hook, call_hook_sync, check_sync_hook
-from ._jsonl import ResultsDecoder, range_header, resume_skip
+from ._jsonl import ResultsDecoder, ResumePoint
 from ._limits import MAX_RESPONSE_BODY
 from ._request import (
     BATCH_LIMIT,
@@ -105,6 +104,71 @@ class _SyncResource:
             query = next_page_query(query, page)
 
 
+class _SyncResumableBody:
+    """``_resources._ResumableBody`` for the sync client: a body read in pieces, resumed with ``Range``."""
+
+    def __init__(self, client: _Owner, path: str, request_options: RequestOptions, options: Mapping[str, Any]) -> None:
+        self._client = client
+        self._path = path
+        self._request_options = request_options
+        self._options = options
+        self.point = ResumePoint(client.max_resumes)
+        self.request_id: str | None = None
+        self._response: httpx.Response | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._done = False
+
+    def read(self) -> bytes | None:
+        """The next bytes not received before; None at the end of the body."""
+        while not self._done:
+            if self._chunks is None:
+                self._open()
+                continue
+            assert self._response is not None
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.close()
+                return None
+            except httpx.HTTPError as exc:
+                error = body_read_error(exc, self._response)
+                self._close_response()
+                if not self.point.broke(error):
+                    raise error from exc
+                continue
+            data = self.point.take(chunk)
+            if data:
+                return data
+        return None
+
+    def _open(self) -> None:
+        requester = self._client._requester
+        headers = self.point.headers()
+        request = requester.build(self._path, None, self._request_options, method="GET", headers=headers)
+        policy = self._client._retry_policy(self._options.get("max_retries"))
+        send = partial(requester.open_body, request, RESUME_OK)
+        self._response = with_retries_sync(send, policy, [], self._options.get("on_retry"))
+        self.request_id = self._response.headers.get("request-id")
+        try:
+            whole = not self.point.answered(self._response.status_code, self._response.headers)
+        except BaseException:
+            self.close()
+            raise
+        if whole:
+            self.close()
+        else:
+            self._chunks = self._response.iter_bytes()
+
+    def close(self) -> None:
+        self._done = True
+        self._close_response()
+
+    def _close_response(self) -> None:
+        response, self._response, self._chunks = self._response, None, None
+        if response is not None:
+            response.close()
+
+
 class SyncBatchResults:
     """``AsyncBatchResults`` for the sync client: ``with ... as results: for result in results``."""
 
@@ -117,17 +181,17 @@ class SyncBatchResults:
         max_line: int = MAX_RESPONSE_BODY,
     ) -> None:
         self.batch: MessageBatch | None = None
-        self.resumes = 0
         self._locate = locate
         self._client = client
         self._options = options
         self._decoder = ResultsDecoder(max_line)
         self._ready: deque[BatchResult] = deque()
-        self._path: str | None = None
-        self._response: httpx.Response | None = None
-        self._chunks: Iterator[bytes] | None = None
-        self._failures = 0  # broken reads in a row without a new byte
+        self._body: _SyncResumableBody | None = None
         self._done = False
+
+    @property
+    def resumes(self) -> int:
+        return self._body.point.resumes if self._body is not None else 0
 
     def __iter__(self) -> SyncBatchResults:
         return self
@@ -154,61 +218,21 @@ class SyncBatchResults:
     def close(self) -> None:
         """Stop reading: the connection is closed, the results not yet read are dropped."""
         self._ready.clear()
-        self._stop()
-
-    def _stop(self) -> None:
         self._done = True
-        self._close_response()
-
-    def _close_response(self) -> None:
-        response, self._response, self._chunks = self._response, None, None
-        if response is not None:
-            response.close()
+        if self._body is not None:
+            self._body.close()
 
     def _advance(self) -> None:
-        if self._chunks is None:
-            self._open()
-            return
-        assert self._response is not None
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
-            self._ready.extend(self._decoder.end())
-            self._stop()
-            return
-        except httpx.HTTPError as exc:
-            error = body_read_error(exc, self._response)
-            self._close_response()
-            self._failures += 1
-            if not isinstance(error, APIConnectionError) or self._failures > self._client.max_resumes:
-                raise error from exc
-            self.resumes += 1
-            return
-        before = self._decoder.position
-        self._ready.extend(self._decoder.feed(chunk))
-        if self._decoder.position > before:
-            self._failures = 0
-
-    def _open(self) -> None:
-        client = self._client
-        if self._path is None:
+        if self._body is None:
             self.batch = self._locate()
-            self._path = results_path(self.batch, client.base_url)
-        position = self._decoder.position
-        requester = client._requester
-        request = requester.build(
-            self._path, None, call_request_options(self._options), method="GET", headers=range_header(position)
-        )
-        policy = client._retry_policy(self._options.get("max_retries"))
-        send = partial(requester.open_body, request, RESUME_OK)
-        response = with_retries_sync(send, policy, [], self._options.get("on_retry"))
-        self._response = response
-        skip = resume_skip(response.status_code, response.headers, position)
-        if skip is None:
-            self._stop()
-            return
-        self._decoder.skip(skip)
-        self._chunks = response.iter_bytes()
+            path = results_path(self.batch, self._client.base_url)
+            self._body = _SyncResumableBody(self._client, path, call_request_options(self._options), self._options)
+        data = self._body.read()
+        if data is None:
+            self._ready.extend(self._decoder.end())
+            self._done = True
+        else:
+            self._ready.extend(self._decoder.feed(data))
 
 
 class SyncBatches(_SyncResource):
@@ -364,27 +388,18 @@ class SyncFiles(_SyncResource):
         **options: Unpack[CallOptions],
     ) -> Path:
         """Save a downloadable file's content at ``path``, streamed in chunks (see ``Files.download``)."""
-        requester = self._client._requester
-        request = requester.build(
-            resource_path(FILES_PATH, file_id, "content"),
-            None,
-            self._options(_checked(options)),
-            method="GET",
-            headers={"accept": "*/*"},
+        body = _SyncResumableBody(
+            self._client, resource_path(FILES_PATH, file_id, "content"), self._options(_checked(options)), options
         )
-        policy = self._client._retry_policy(options.get("max_retries"))
-        response = with_retries_sync(partial(requester.open_body, request), policy, [], options.get("on_retry"))
-        target = download_target(path, max_bytes, response.headers.get("request-id"))
+        target = download_target(path, max_bytes)
         try:
             with open(target.partial, "wb") as out:
-                for chunk in response.iter_bytes():
-                    target.count(len(chunk))
-                    out.write(chunk)
+                while (data := body.read()) is not None:
+                    target.count(len(data), body.request_id)
+                    out.write(data)
             target.finish()
-        except httpx.HTTPError as exc:
-            raise body_read_error(exc, response) from exc
         finally:
-            response.close()
+            body.close()
             target.discard()
         return target.path
 

@@ -141,13 +141,29 @@ async def test_download_streams_to_the_path(tmp_path: Path) -> None:
         assert server.requests[-1].path == f"/v1/files/{file_id}/content"
 
 
-async def test_a_broken_download_leaves_nothing_behind(tmp_path: Path) -> None:
+async def test_a_cut_download_resumes_with_range(tmp_path: Path) -> None:
     async with MockServer() as server:
         file_id = server.files.add(size=200_000)
-        server.files.cut_downloads(50_000)
+        server.files.cut_downloads(50_000, times=2)
+        target = tmp_path / "out.txt"
+        await call(server, lambda c: c.files.download(file_id, target))
+        content = target.read_bytes()
+        assert len(content) == 200_000
+        assert content[-16:] == b"%015d\n" % (200_000 - 16)
+        assert content == b"".join(b"%015d\n" % offset for offset in range(0, 200_000, 16))
+        ranges = [r.headers.get("range") for r in server.requests]
+        assert ranges == [None, "bytes=50000-", "bytes=100000-"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+async def test_a_download_that_keeps_breaking_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with MockServer() as server:
+        file_id = server.files.add(size=200_000)
+        server.files.cut_downloads(0, times=None)
         target = tmp_path / "out.txt"
         with pytest.raises(streamkit.APIConnectionError):
-            await call(server, lambda c: c.files.download(file_id, target))
+            await call(server, lambda c: c.files.download(file_id, target), max_resumes=1)
+        assert len(server.requests) == 2
         assert list(tmp_path.iterdir()) == []
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from streamkit import (
+    APIConnectionError,
     APIError,
     APIStatusError,
     BatchResult,
@@ -21,7 +22,7 @@ from streamkit import (
     ProtocolError,
     StreamError,
 )
-from streamkit._jsonl import LineSplitter, ResultsDecoder, range_header, resume_skip
+from streamkit._jsonl import LineSplitter, ResultsDecoder, ResumePoint, range_header, resume_skip
 
 MESSAGE = {"id": "msg_1", "model": "m", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn"}
 
@@ -53,7 +54,6 @@ def test_every_split_of_the_file_gives_the_same_results() -> None:
         decoder = ResultsDecoder(1000)
         got = decoder.feed(FILE[:cut]) + decoder.feed(FILE[cut:]) + decoder.end()
         assert [(r.custom_id, r.result.type) for r in got] == [(r.custom_id, r.result.type) for r in expected]
-        assert decoder.position == len(FILE)
         assert decoder.delivered == 4
 
 
@@ -128,14 +128,26 @@ def test_a_line_over_the_cap_is_refused_whatever_the_chunking() -> None:
     assert splitter.end() == [b"y" * 10]
 
 
-def test_skip_drops_bytes_already_received_across_chunks() -> None:
-    splitter = LineSplitter(100)
-    assert splitter.feed(b"one\ntw") == [b"one"]
-    assert splitter.position == 6
-    splitter.skip(6)  # a 200 answer to a resume: the whole file again
-    assert splitter.feed(b"one") == []
-    assert splitter.feed(b"\ntwo\nthree\n") == [b"two", b"three"]
-    assert splitter.position == 14
+def test_a_resume_point_drops_what_a_resumed_answer_repeats() -> None:
+    point = ResumePoint(max_resumes=2)
+    assert point.headers() == {"accept-encoding": "identity", "accept": "*/*"}
+    assert point.answered(200, {}) is True
+    assert point.take(b"one\ntw") == b"one\ntw"
+    assert point.position == 6
+    assert point.broke(APIConnectionError("cut")) is True
+    assert point.headers()["range"] == "bytes=6-"
+    assert point.answered(200, {}) is True  # the server ignored the range: the whole body again
+    assert point.take(b"one") == b""
+    assert point.take(b"\ntwo\n") == b"o\n"
+    assert point.broke(APIConnectionError("cut")) is True
+    assert point.answered(206, {"content-range": "bytes 4-99/100"}) is True  # from before the point
+    assert point.take(b"two\nthree\n") == b"three\n"
+    assert (point.position, point.resumes) == (14, 2)
+    assert point.broke(APIConnectionError("cut")) is True
+    assert point.broke(APIConnectionError("cut")) is True  # two in a row without a new byte
+    assert point.broke(APIConnectionError("cut")) is False
+    assert ResumePoint(5).broke(ProtocolError("bad")) is False  # only a lost connection resumes
+    assert point.answered(416, {"content-range": "bytes */14"}) is False  # every byte had arrived
 
 
 def test_range_headers() -> None:
@@ -163,25 +175,24 @@ def test_resume_skip(status: int, headers: dict[str, str], skip: int | None) -> 
         (
             206,
             {"content-range": "bytes 50-99/100"},
-            "the answer to a resumed read of the results at byte 40 was 206 with content-range "
-            "'bytes 50-99/100': it does not continue the file",
+            "the answer to a read resumed at byte 40 was 206 with content-range "
+            "'bytes 50-99/100': it does not continue the body",
         ),
         (
             206,
             {},
-            "the answer to a resumed read of the results at byte 40 was 206 with content-range '': "
-            "it does not continue the file",
+            "the answer to a read resumed at byte 40 was 206 with content-range '': it does not continue the body",
         ),
         (
             416,
             {"content-range": "bytes */100"},
-            "the answer to a resumed read of the results at byte 40 was 416 with content-range "
-            "'bytes */100': it does not continue the file",
+            "the answer to a read resumed at byte 40 was 416 with content-range "
+            "'bytes */100': it does not continue the body",
         ),
         (
             206,
             {"content-range": "bytes 40-99/100", "content-encoding": "gzip"},
-            "the results file came with content-encoding 'gzip' although identity was asked for: "
+            "the body came with content-encoding 'gzip' although identity was asked for: "
             "its byte offsets cannot be resumed",
         ),
     ],
