@@ -174,17 +174,14 @@ async def test_a_cut_results_file_resumes_with_range_and_delivers_each_result_on
         assert ranges == [None, "bytes=1000-", "bytes=2000-", "bytes=3000-"]
 
 
-async def test_a_cut_after_the_last_byte_ends_with_a_416_and_no_result_lost() -> None:
+async def test_a_cut_right_after_the_last_byte_loses_nothing_and_resumes_nothing() -> None:
     async with MockServer(Reply.text("Hi")) as server:
         batch_id = server.batches.synthetic(3, 50)
-        size = server.batches.results_size(batch_id)
-        server.batches.cut_results(size)  # every byte sent, then the connection closes before the end
+        server.batches.cut_results(server.batches.results_size(batch_id))  # every byte, then the close
         read = await call(server, lambda c: c.messages.batches.results(batch_id))
-        assert len(read.results) == 3 and len({r.custom_id for r in read.results}) == 3
-        assert [r.headers.get("range") for r in server.requests if r.path.endswith("/results")][-1] in (
-            None,
-            f"bytes={size}-",
-        )
+        assert [r.custom_id for r in read.results] == [f"synthetic-{i:010d}" for i in (2, 1, 0)]
+        assert read.resumes == 0
+        assert [r.headers.get("range") for r in server.requests if r.path.endswith("/results")] == [None]
 
 
 async def test_a_results_file_that_keeps_breaking_is_given_up_after_max_resumes() -> None:
