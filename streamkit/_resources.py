@@ -206,6 +206,7 @@ class AsyncBatchResults:
 
     @property
     def resumes(self) -> int:
+        """How many times a broken read of the results was resumed."""
         return self._body.point.resumes if self._body is not None else 0
 
     def __aiter__(self) -> AsyncBatchResults:

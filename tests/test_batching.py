@@ -68,3 +68,23 @@ def test_the_poll_schedule_grows_by_half_to_its_cap_jittered_and_within_the_dead
         PollSchedule(0, 1)
     with pytest.raises(ValueError):
         PollSchedule(2, 1)
+
+
+def test_the_batch_files_and_token_counting_names_are_public_with_docstrings() -> None:
+    import streamkit
+
+    names = [
+        "AsyncBatchResults", "Batches", "Beta", "BatchRequest", "BatchResult", "BatchWaitTimeoutError",
+        "BodyCallOptions", "CallOptions", "CountTokensParams", "DeletedFile", "DeletedMessageBatch",
+        "FileMetadata", "Files", "MessageBatch", "MessageBatchCanceledResult", "MessageBatchErroredResult",
+        "MessageBatchExpiredResult", "MessageBatchRequestCounts", "MessageBatchSucceededResult",
+        "MessageBatchUnknownResult", "MessageCreateParams", "MessageTokensCount", "PollOptions",
+        "ResultsNotReadyError", "SyncBatchResults", "SyncBatches", "SyncBeta", "SyncFiles",
+    ]  # fmt: skip
+    for name in names:
+        assert name in streamkit.__all__, name
+        assert getattr(streamkit, name).__doc__, name
+    assert "MessageBatchResult" in streamkit.__all__
+    client = streamkit.Client(api_key="k", base_url="http://127.0.0.1:9")
+    assert client.beta.files is client.files and type(client.messages.batches) is streamkit.SyncBatches
+    client.close()
