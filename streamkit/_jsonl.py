@@ -22,66 +22,93 @@ class LineSplitter:
 
     A partial line is kept across ``feed`` calls, and across a resume, so no byte is ever
     needed twice.  The newline search only looks at new bytes: the work is linear in the
-    input, whatever the chunking.
+    input, whatever the chunking.  A line over the cap is refused before it is kept: the
+    lines before it are handed out first, and the next call raises the ``ProtocolError``.
     """
 
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
         self.lines = 0  # complete lines handed out, blank ones included
         self._partial = bytearray()
+        self._error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         """The lines completed by ``data`` (without line ends; blank lines left out)."""
+        self._raise_pending()
         lines: list[bytes] = []
         start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            if self._partial:
-                self._partial += data[start:end]
-                self._check(len(self._partial))
-                line = bytes(self._partial)
-                self._partial.clear()
-            else:
-                self._check(end - start)
-                line = data[start:end]
-            self.lines += 1
-            line = line.rstrip(b"\r")
-            if line.strip():
-                lines.append(line)
-            start = end + 1
-        if start < len(data):
-            self._check(len(self._partial) + len(data) - start)
-            self._partial += data[start:]
+        try:
+            while (end := data.find(b"\n", start)) >= 0:
+                self._check(len(self._partial) + end - start, data[start : start + 500])
+                if self._partial:
+                    self._partial += data[start:end]
+                    line = bytes(self._partial)
+                    self._partial.clear()
+                else:
+                    line = data[start:end]
+                self.lines += 1
+                line = line.rstrip(b"\r")
+                if line.strip():
+                    lines.append(line)
+                start = end + 1
+            if start < len(data):
+                self._check(len(self._partial) + len(data) - start, data[start : start + 500])
+                self._partial += data[start:]
+        except ProtocolError as error:
+            self._error = error
         return lines
 
     def end(self) -> list[bytes]:
         """The last line, when the body ended without a newline after it."""
+        self._raise_pending()
         line = bytes(self._partial).rstrip(b"\r")
         self._partial.clear()
         return [line] if line.strip() else []
 
-    def _check(self, size: int) -> None:
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _check(self, size: int, data: bytes) -> None:
         if size > self.max_line:
             raise ProtocolError(
                 f"line {self.lines + 1:,} of the batch results is over {self.max_line:,} bytes: refused",
-                data=bytes(self._partial[:500]),
+                data=bytes(self._partial[:500]) or data,
             )
 
 
 class ResultsDecoder:
-    """The results of a batch, from the bytes of its results file (``feed``, then ``end``)."""
+    """The results of a batch, from the bytes of its results file (``feed``, then ``end``).
+
+    A line that is not a result is a ``ProtocolError``, raised by the call after the one
+    that hands out the results before it: nothing received before the bad line is lost.
+    """
 
     def __init__(self, max_line: int) -> None:
         self._lines = LineSplitter(max_line)
+        self._error: ProtocolError | None = None
         self.delivered = 0
 
     def feed(self, data: bytes) -> list[BatchResult]:
+        self._raise_pending()
         return self._parse(self._lines.feed(data))
 
     def end(self) -> list[BatchResult]:
+        self._raise_pending()
         return self._parse(self._lines.end())
 
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     def _parse(self, lines: list[bytes]) -> list[BatchResult]:
-        results = [parse_result(line) for line in lines]
+        results: list[BatchResult] = []
+        for line in lines:
+            try:
+                results.append(parse_result(line))
+            except ProtocolError as error:
+                self._error = error
+                break
         self.delivered += len(results)
         return results
 

@@ -110,19 +110,30 @@ def test_blank_lines_crlf_and_a_last_line_without_newline() -> None:
         ),
     ],
 )
-def test_a_line_that_is_not_a_result_is_a_protocol_error(data: bytes, message: str) -> None:
+def test_a_line_that_is_not_a_result_is_a_protocol_error_after_the_results_before_it(data: bytes, message: str) -> None:
+    decoder = ResultsDecoder(1000)
+    good = line("ok", {"type": "canceled"})
+    assert [r.custom_id for r in decoder.feed(good + data + good)] == ["ok"]
     with pytest.raises(ProtocolError) as caught:
-        ResultsDecoder(1000).feed(data)
+        decoder.feed(good)
     assert caught.value.message == message
+    with pytest.raises(ProtocolError):
+        decoder.end()
 
 
 def test_a_line_over_the_cap_is_refused_whatever_the_chunking() -> None:
     for chunks in ([b"x" * 11], [b"x" * 6, b"x" * 5], [b"x"] * 11, [b"x" * 11 + b"\n"]):
         splitter = LineSplitter(10)
         with pytest.raises(ProtocolError) as caught:
-            for chunk in chunks:
+            for chunk in [*chunks, b""]:
                 splitter.feed(chunk)
         assert caught.value.message == "line 1 of the batch results is over 10 bytes: refused"
+        assert caught.value.data.startswith(b"x")
+    splitter = LineSplitter(10)
+    assert splitter.feed(b"ok\n" + b"y" * 20 + b"\nnever\n") == [b"ok"]  # the line before is handed out
+    with pytest.raises(ProtocolError) as caught:
+        splitter.end()
+    assert caught.value.message == "line 2 of the batch results is over 10 bytes: refused"
     splitter = LineSplitter(10)
     assert splitter.feed(b"x" * 10 + b"\n" + b"y" * 10) == [b"x" * 10]
     assert splitter.end() == [b"y" * 10]
