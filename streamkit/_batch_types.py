@@ -9,13 +9,13 @@ the same machinery as every other one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Required, Self, TypeAlias, TypedDict
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic_core import from_json
 
 from ._errors import APIError, ProtocolError, StreamkitError, result_error
 from ._message import Message
@@ -193,8 +193,8 @@ class BatchResult:
 def parse_result(line: bytes) -> BatchResult:
     """One line of a results file; ``ProtocolError`` if it is not a result."""
     try:
-        data = json.loads(line)
-    except (ValueError, RecursionError) as exc:
+        data = from_json(line)
+    except ValueError as exc:
         raise ProtocolError(f"a line of the batch results is not JSON: {exc}", data=line) from exc
     result = data.get("result") if isinstance(data, dict) else None
     custom_id = data.get("custom_id") if isinstance(data, dict) else None

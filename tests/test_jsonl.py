@@ -99,8 +99,7 @@ def test_blank_lines_crlf_and_a_last_line_without_newline() -> None:
     [
         (
             b"{not json\n",
-            "a line of the batch results is not JSON: "
-            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            "a line of the batch results is not JSON: key must be a string at line 1 column 2",
         ),
         (b'{"custom_id": "a"}\n', "a line of the batch results has no custom_id, or no result with a type"),
         (b"[1, 2]\n", "a line of the batch results has no custom_id, or no result with a type"),
