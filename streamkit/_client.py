@@ -11,14 +11,17 @@ from typing import Any, Literal, TypedDict, Unpack
 import httpx
 
 from ._accumulate import MessageAccumulator
+from ._batch_types import MessageTokensCount
+from ._batching import COUNT_TOKENS_PATH
 from ._errors import StreamingRequiredError, StreamkitError
 from ._events import StreamEvent
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._params import NOT_GIVEN, MessageParams, NotGiven, Query, message_body
+from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
 from ._replay import Rewind
-from ._request import API_VERSION, Requester, RequestOptions, Timeout, stream_opener, with_retries
+from ._request import API_VERSION, Requester, Timeout, request_options, stream_opener, with_retries
+from ._resources import Batches, Beta, Files
 from ._resume import ResumeInfo, ResumePlanner, ResumeStrategy
 from ._retry import RetryInfo, RetryPolicy
 from ._stream import MessageStream
@@ -248,6 +251,8 @@ class AsyncClient(ClientConfig):
         )
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
+        self.files = Files(self)
+        self.beta = Beta(self.files)
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> AsyncClient:
         """A client with other defaults on the same connection pool, which it never closes.
@@ -277,22 +282,11 @@ class AsyncClient(ClientConfig):
             await self._http.aclose()
 
 
-def request_options(
-    timeout: Timeout | NotGiven,
-    extra_headers: Mapping[str, str] | None,
-    extra_query: Query | None,
-    extra_body: Mapping[str, Any] | None,
-    betas: Sequence[str] | None,
-) -> RequestOptions:
-    if isinstance(betas, str):  # a str is a Sequence[str]: one beta, not one per character
-        betas = [betas]
-    return RequestOptions(
-        timeout, dict(extra_headers or {}), dict(extra_query or {}), dict(extra_body or {}), betas or ()
-    )
-
-
 class Messages:
     """``client.messages``: ``stream()`` for replies as they are written, ``create()`` for whole ones.
+
+    ``count_tokens()`` counts a request's input tokens without running it; ``batches`` is the
+    Message Batches API, for many requests that can wait.
 
     Both take the API's parameters as typed keywords (``MessageParams``: ``system``, ``tools``,
     ``thinking``, ``temperature`` ...; a misspelled one is a type error, and a ``TypeError``
@@ -303,6 +297,7 @@ class Messages:
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+        self.batches = Batches(client)
 
     def stream(
         self,
@@ -381,3 +376,26 @@ class Messages:
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
         return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)
+
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        max_retries: int | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        timeout: Timeout = NOT_GIVEN,  # noqa: ASYNC109 - the request's timeout, as in the official SDK
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[CountTokensParams],
+    ) -> MessageTokensCount:
+        """The input tokens the request would take (``.input_tokens``), without running it; 32 MB checked first."""
+        body = message_body("count_tokens", model, None, messages, params, COUNT_TOKENS_PARAMS)
+        client = self._client
+        retry = client._retry_policy(max_retries)
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
+        requester = client._requester
+        request = requester.build(COUNT_TOKENS_PATH, body, options)
+        return await with_retries(lambda: requester.send_object(request, MessageTokensCount), retry, [], on_retry)

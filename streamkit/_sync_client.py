@@ -8,29 +8,32 @@ sending, reading and sleeping are sync here (``_sync_request``, ``_sync_stream``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Unpack
 
 import httpx
 
+from ._batch_types import MessageTokensCount
+from ._batching import COUNT_TOKENS_PATH
 from ._client import (
     MESSAGES_PATH,
     ClientConfig,
     ClientOptions,
     create_body,
-    request_options,
 )
 from ._errors import StreamkitError
 from ._events import StreamEvent
 from ._hooks import Hook, Hooks, check_sync_hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._params import NOT_GIVEN, MessageParams, NotGiven, Query
+from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
 from ._replay import Rewind
-from ._request import API_VERSION, Timeout
+from ._request import API_VERSION, Timeout, request_options
 from ._resume import ResumeInfo, ResumeStrategy
 from ._retry import RetryInfo
 from ._sync_request import SyncRequester, sync_stream_opener, with_retries_sync
+from ._sync_resources import SyncBatches, SyncBeta, SyncFiles
 from ._sync_stream import SyncMessageStream
 from ._transport import DEFAULT_DRAIN_TIMEOUT, default_sync_http_client
 
@@ -96,6 +99,8 @@ class Client(ClientConfig):
             default_query=self.default_query,
         )
         self.messages = SyncMessages(self)
+        self.files = SyncFiles(self)
+        self.beta = SyncBeta(self.files)
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> Client:
         """A client with other defaults on the same connection pool (see ``AsyncClient.with_options``)."""
@@ -121,10 +126,11 @@ class Client(ClientConfig):
 
 
 class SyncMessages:
-    """``client.messages`` of the sync client: ``stream()`` and ``create()``, as on ``AsyncClient``."""
+    """``client.messages`` of the sync client: ``stream()``, ``create()``, ``count_tokens()``, ``batches``."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self.batches = SyncBatches(client)
 
     def stream(
         self,
@@ -203,3 +209,28 @@ class SyncMessages:
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
         return with_retries_sync(lambda: requester.send_message(request), retry, [], on_retry)
+
+    def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        max_retries: int | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        timeout: Timeout = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[CountTokensParams],
+    ) -> MessageTokensCount:
+        """The input tokens the request would take (``.input_tokens``), without running it; 32 MB checked first."""
+        body = message_body("count_tokens", model, None, messages, params, COUNT_TOKENS_PARAMS)
+        check_sync_hooks(Hooks(on_retry=on_retry))
+        client = self._client
+        retry = client._retry_policy(max_retries)
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
+        requester = client._requester
+        request = requester.build(COUNT_TOKENS_PATH, body, options)
+        send = partial(requester.send_object, request, MessageTokensCount)
+        return with_retries_sync(send, retry, [], on_retry)

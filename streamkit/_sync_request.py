@@ -18,6 +18,8 @@ from ._hooks import Hook, call_hook_sync
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
 from ._request import (
+    OK,
+    APIObjectT,
     RequestBuilder,
     RequestOptions,
     body_read_error,
@@ -25,6 +27,7 @@ from ._request import (
     next_retry,
     not_an_event_stream,
     parse_message,
+    parse_object,
     send_error,
     too_large_error,
 )
@@ -53,6 +56,16 @@ def read_capped_sync(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
 def read_status_error_sync(response: httpx.Response) -> APIStatusError:
     content, truncated = read_capped_sync(response, MAX_ERROR_BODY)
     return status_error(response.status_code, response.headers, content, truncated=truncated)
+
+
+def read_response_body_sync(response: httpx.Response) -> bytes:
+    """``read_response_body`` for the sync client: a whole reply's body, up to ``MAX_RESPONSE_BODY``."""
+    if response.status_code != 200:
+        raise read_status_error_sync(response)
+    content, truncated = read_capped_sync(response, MAX_RESPONSE_BODY)
+    if truncated:
+        raise too_large_error(response, content)
+    return content
 
 
 class SyncRequester(RequestBuilder):
@@ -84,12 +97,19 @@ class SyncRequester(RequestBuilder):
     def send_message(self, request: httpx.Request) -> Message:
         """Send one non-streaming Messages request and parse the whole reply, read up to its cap."""
         response = self.send(request, stream=True)
-        if response.status_code != 200:
+        return parse_message(response, read_response_body_sync(response))
+
+    def send_object(self, request: httpx.Request, model: type[APIObjectT]) -> APIObjectT:
+        """Send one request whose reply is a JSON object, and parse it as ``model``, read up to its cap."""
+        response = self.send(request, stream=True)
+        return parse_object(response, read_response_body_sync(response), model)
+
+    def open_body(self, request: httpx.Request, ok: frozenset[int] = OK) -> httpx.Response:
+        """Send one request whose body the caller reads in pieces; a status not in ``ok`` is raised, closed."""
+        response = self.send(request, stream=True)
+        if response.status_code not in ok:
             raise read_status_error_sync(response)
-        content, truncated = read_capped_sync(response, MAX_RESPONSE_BODY)
-        if truncated:
-            raise too_large_error(response, content)
-        return parse_message(response, content)
+        return response
 
 
 def with_retries_sync(
