@@ -31,7 +31,9 @@ def seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def counts(processing: int = 0, succeeded: int = 0, errored: int = 0, canceled: int = 0, expired: int = 0) -> dict:
+def counts(
+    processing: int = 0, succeeded: int = 0, errored: int = 0, canceled: int = 0, expired: int = 0
+) -> dict[str, int]:
     return {
         "processing": processing,
         "succeeded": succeeded,
