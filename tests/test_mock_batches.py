@@ -31,7 +31,9 @@ def seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def counts(processing: int = 0, succeeded: int = 0, errored: int = 0, canceled: int = 0, expired: int = 0) -> dict:
+def counts(
+    processing: int = 0, succeeded: int = 0, errored: int = 0, canceled: int = 0, expired: int = 0
+) -> dict[str, int]:
     return {
         "processing": processing,
         "succeeded": succeeded,
@@ -399,3 +401,15 @@ async def test_a_batch_body_over_its_limit_gets_the_cdn_413_and_is_not_kept() ->
     assert fits.status_code == 200
     assert [(r.status, r.path) for r in server.refused] == [(413, PATH)]
     assert [r.path for r in server.requests] == [PATH]
+
+
+async def test_the_oldest_batches_go_past_the_stores_bounds() -> None:
+    async with MockServer() as server, httpx.AsyncClient(base_url=server.base_url) as client:
+        server.batches.max_batches = 2
+        ids = [(await create(client, "a"))["id"] for _ in range(3)]
+        listed = [b["id"] for b in (await client.get(PATH)).json()["data"]]
+        server.batches.max_bytes = 1
+        newest = (await create(client, "a"))["id"]
+        after = [b["id"] for b in (await client.get(PATH)).json()["data"]]
+    assert listed == [ids[2], ids[1]]
+    assert after == [newest]

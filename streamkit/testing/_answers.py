@@ -26,6 +26,7 @@ __all__ = [
     "LinesSource",
     "Source",
     "byte_range",
+    "dumps",
     "json_answer",
     "page",
     "parse_json_object",
@@ -166,8 +167,13 @@ class Answer:
     sent: Callable[[int], None] | None = None
 
 
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as the API sends it."""
+    return _ENCODE(value).encode()
+
+
 def json_answer(value: Any, status: int = 200) -> Answer:
-    return Answer(status, _ENCODE(value).encode())
+    return Answer(status, dumps(value))
 
 
 def timestamp(seconds: float) -> str:

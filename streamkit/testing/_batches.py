@@ -23,13 +23,14 @@ from ._answers import (
     CutFault,
     LinesSource,
     byte_range,
+    dumps,
     json_answer,
     page,
     parse_json_object,
     timestamp,
 )
 from ._lorem import lorem
-from ._render import PrefillError, random_id
+from ._render import PrefillError, plan_for, random_id
 from ._replies import Reply, default_error_message, default_error_type
 
 __all__ = ["RESULTS_CONTENT_TYPE", "BatchStore", "Outcome", "OutcomeRule"]
@@ -64,6 +65,7 @@ class _Batch:
     ended_at: float | None = None
     source: LinesSource | None = None
     synthetic: int = 0  # requests of a synthetic batch, which keeps none
+    size: int = 0  # bytes of the body that created it
 
     @property
     def expires_at(self) -> float:
@@ -77,7 +79,9 @@ class BatchStore:
     on the next look).  ``cancel_seconds``: how long a batch stays ``canceling``.
     ``advance_per_poll``: seconds the clock moves on each retrieve, so a client's poll
     loop sees progress without the test stepping in.  ``results_bytes_sent`` and
-    ``results_requests`` count what the results endpoint served.
+    ``results_requests`` count what the results endpoint served.  The oldest batches are
+    dropped past ``max_batches``, or ``max_bytes`` of creating bodies, so a long-running
+    server does not grow without end.
     """
 
     def __init__(self, message_for: MessageFor, default_reply: Callable[[], Reply]) -> None:
@@ -86,6 +90,8 @@ class BatchStore:
         self.cancel_seconds = 1.0
         self.advance_per_poll = 0.0
         self.max_requests = 100_000
+        self.max_batches = 1000
+        self.max_bytes = 1024 * 1024 * 1024
         self.results_bytes_sent = 0
         self.results_requests = 0
         self._message_for = message_for
@@ -213,8 +219,12 @@ class BatchStore:
                 raise ApiError(400, "invalid_request_error", message)
             seen.add(custom_id)
             parsed.append((custom_id, params))
-        batch = _Batch(random_id("msgbatch_", self._rng), self.now, self.seconds_per_request, parsed)
+        batch = _Batch(random_id("msgbatch_", self._rng), self.now, self.seconds_per_request, parsed, size=len(body))
         self._batches[batch.id] = batch
+        while len(self._batches) > 1 and (
+            len(self._batches) > self.max_batches or sum(b.size for b in self._batches.values()) > self.max_bytes
+        ):
+            del self._batches[next(iter(self._batches))]
         return batch
 
     def _outcome(self, custom_id: str, params: dict[str, Any]) -> Outcome:
@@ -240,7 +250,7 @@ class BatchStore:
                 result = ("errored", error_type, outcome.error_message or default_error_message(error_type))
             else:
                 try:
-                    self._message_for(outcome, params, "msg_check")
+                    plan_for(outcome, params)
                 except PrefillError as exc:
                     result = ("errored", "invalid_request_error", str(exc))
                 else:
@@ -321,8 +331,7 @@ class BatchStore:
             message = self._message_for(result[1], params, message_id)
             return head + b'{"type":"succeeded","message":' + message + b"}}\n"
         if result[0] == "errored":
-            error = json_answer({"type": "error", "error": {"type": result[1], "message": result[2]}}).body
-            assert isinstance(error, bytes)
+            error = dumps({"type": "error", "error": {"type": result[1], "message": result[2]}})
             return head + b'{"type":"errored","error":' + error + b"}}\n"
         return head + b'{"type":"' + result[0].encode() + b'"}}\n'
 
@@ -357,9 +366,7 @@ def _synthetic_template(message_size: int) -> Callable[[int], bytes]:
             },
         },
     }
-    encoded = json_answer(line).body
-    assert isinstance(encoded, bytes)
-    parts = (encoded + b"\n").split(_MARK.encode())
+    parts = (dumps(line) + b"\n").split(_MARK.encode())
 
     def template(index: int) -> bytes:
         return (b"%010d" % index).join(parts)

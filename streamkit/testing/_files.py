@@ -178,10 +178,12 @@ class FileStore:
 
     ``stored_bytes``: content kept per upload (the rest is counted, not kept).
     ``download_bytes_sent`` counts what ``GET /v1/files/{id}/content`` served.
+    Past ``max_files`` the oldest are dropped.
     """
 
     def __init__(self) -> None:
         self.stored_bytes = 1024 * 1024
+        self.max_files = 1000
         self.download_bytes_sent = 0
         self._files: dict[str, _File] = {}
         self._cut: CutFault | None = None
@@ -268,6 +270,8 @@ class FileStore:
     def _put(self, filename: str, mime_type: str, downloadable: bool, source: Source) -> str:
         file = _File(random_id("file_", self._rng), filename, mime_type, time.time(), downloadable, source)
         self._files[file.id] = file
+        while len(self._files) > self.max_files:
+            del self._files[next(iter(self._files))]
         return file.id
 
     def _upload(self, upload: Upload) -> _File:

@@ -405,6 +405,9 @@ class MockServer:
     transcripts Replies name.  Only requests whose Host is a loopback name, the bound
     host, or one of ``allowed_hosts`` are answered: a web page cannot reach the server
     through a DNS name rebound to 127.0.0.1.
+
+    ``server.batches`` (BatchStore) and ``server.files`` (FileStore) hold the state of the
+    batches and files endpoints; ``size_limits`` overrides ``SIZE_LIMITS`` per endpoint.
     """
 
     def __init__(
