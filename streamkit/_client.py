@@ -197,6 +197,8 @@ class AsyncClient(ClientConfig):
     for no timeout) applies to every request, also on a caller's ``http_client``; not given,
     the pool's own (5 s to connect, 600 s between bytes on the default one).
     ``with_options(...)`` returns a client with other defaults on the same pool.
+    ``client.messages`` holds the Messages calls and ``batches``; ``client.files`` (also
+    ``client.beta.files``) is the Files API.
     """
 
     def __init__(

@@ -46,6 +46,8 @@ class Client(ClientConfig):
     the default one has keep-alive sockets and is closed on exit).  Hooks are plain
     functions.  ``client.messages.stream(...)`` is a context manager whose stream iterates
     events (``for event in stream``), with ``text_stream`` and ``get_final_message()``.
+    ``client.messages.batches``, ``client.messages.count_tokens()`` and ``client.files`` are
+    as on ``AsyncClient``.
     """
 
     def __init__(
