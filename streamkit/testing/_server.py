@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from ._cache import BoundedCache
 from ._lorem import lorem
+from ._ratelimit import RateLimiter
 from ._render import (
     MALFORMED,
     PING,
@@ -348,6 +349,9 @@ class MockServer:
     transcripts Replies name.  Only requests whose Host is a loopback name, the bound
     host, or one of ``allowed_hosts`` are answered: a web page cannot reach the server
     through a DNS name rebound to 127.0.0.1.
+
+    ``limits`` (a ``RateLimiter``) decides before each reply whether to refuse it with a
+    429 or 529, and adds the ``anthropic-ratelimit-*`` headers to every Messages answer.
     """
 
     def __init__(
@@ -358,8 +362,10 @@ class MockServer:
         port: int = 0,
         fixture_dirs: Iterable[str | os.PathLike[str]] = (),
         allowed_hosts: Iterable[str] = (),
+        limits: RateLimiter | None = None,
     ) -> None:
         self.requests: list[RecordedRequest] = []
+        self.limits = limits
         self.refused: list[RefusedRequest] = []
         # Off only for the long-running `python -m` server, whose memory must not grow per request.
         self._record = True
@@ -587,7 +593,14 @@ class MockServer:
         except _BadRequest as exc:
             body = _error_body("invalid_request_error", exc.message, rid)
             return await self._send_json(stream, 400, body, rid, keep_alive)
+        if self.limits is None:
+            return await self._serve_reply(stream, reply, reused, payload, rid, keep_alive)
+        with self.limits.admit(payload, reply, replaceable=reply is _builtin_default()) as admission:
+            return await self._serve_reply(stream, admission.reply, False, payload, rid, keep_alive)
 
+    async def _serve_reply(
+        self, stream: SocketStream, reply: Reply, reused: bool, payload: dict[str, Any], rid: str, keep_alive: bool
+    ) -> bool:
         request_id = reply.request_id or rid
         # None: send no request-id header.
         header_id = request_id if reply.request_id_header else None
