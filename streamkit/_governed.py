@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._errors import APIError, StreamkitError
+from ._errors import APIStatusError, StreamkitError
 from ._governor import (
     Admission,
     GovernorSnapshot,
@@ -376,7 +376,7 @@ class GateBase:
     def _refusing(self, error: StreamkitError, allowed: bool) -> None:
         if not allowed:
             self._refused = error
-            status = (error.status_code or error.error_type) if isinstance(error, APIError) else type(error).__name__
+            status = error.status_code if isinstance(error, APIStatusError) else getattr(error, "error_type", None)
             error.add_note(REFUSED_NOTE.format(status=status))
 
     def _opened(self, headers: RateLimits | None) -> None:

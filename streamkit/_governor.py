@@ -266,15 +266,17 @@ class GovernorPolicy:
             return Admission(Verdict.TOO_LONG, wait)
         if wait > settings.horizon:
             return Admission(Verdict.LATER, wait)
+        taken = dict.fromkeys(DIMENSIONS, 0.0)  # from a bucket of a known limit: given back at settlement
         for dimension in DIMENSIONS:
             level = lane.lvl[dimension]
             if level is not None and self.limit(lane, dimension) is not None:
                 lane.lvl[dimension] = level - costs[dimension]
+                taken[dimension] = costs[dimension]
         lane.pace -= 1.0
         self._next_lease += 1
         lease_id = str(self._next_lease)
         expires = now + wait + settings.lease_seconds
-        self.leases[lease_id] = Lease(lane_name, expires, now, costs["in"], costs["out"], paced)
+        self.leases[lease_id] = Lease(lane_name, expires, now, taken["in"], taken["out"], paced)
         lane.in_flight += 1
         lane.admitted += 1
         lane.last_active = now

@@ -114,8 +114,12 @@ if mode == 'admit' then
   wait = math.max(wait, pace_wait)
   if wait > tonumber(ARGV[6]) then save(); return {'too long', fmt(wait), ''} end
   if wait > cfg.horizon then save(); return {'later', fmt(wait), ''} end
+  local taken = {req = 0, ['in'] = 0, out = 0}
   for _, d in ipairs(dims) do
-    if limit(d) and st['lvl_' .. d] then st['lvl_' .. d] = st['lvl_' .. d] - costs[d] end
+    if limit(d) and st['lvl_' .. d] then
+      st['lvl_' .. d] = st['lvl_' .. d] - costs[d]
+      taken[d] = costs[d]
+    end
   end
   st.pace = st.pace - 1
   st.seq = (st.seq or 0) + 1
@@ -123,7 +127,7 @@ if mode == 'admit' then
   local flag = '0'
   if paced then flag = '1' end
   redis.call('ZADD', L, now + wait + cfg.lease_seconds, id)
-  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(costs['in']) .. ' ' .. fmt(costs.out) .. ' ' .. flag)
+  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(taken['in']) .. ' ' .. fmt(taken.out) .. ' ' .. flag)
   redis.call('EXPIRE', L, cfg.ttl)
   redis.call('EXPIRE', I, cfg.ttl)
   st.admitted = (st.admitted or 0) + 1
