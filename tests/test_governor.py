@@ -19,11 +19,11 @@ from streamkit.testing import Fault, Limits, MockServer, RateLimiter, Reply
 
 MODEL = "claude-mock-1"
 USER = [{"role": "user", "content": "Hello"}]
-GROWTH = math.log(2) / 25  # what one paced success adds to the rate in slow start (doubling every 25 s)
 
 
 def policy(**settings: Any) -> GovernorPolicy:
-    return GovernorPolicy(Settings(**settings))
+    """A policy with a burst of 10, paced at 2 a second to begin with, doubling every 20 s."""
+    return GovernorPolicy(Settings(**{"initial_window": 10, **settings}))
 
 
 def admit(
@@ -51,17 +51,25 @@ def test_a_burst_of_the_initial_window_goes_at_once_then_requests_are_paced() ->
     assert admit(p, 0.0) == Admission(Verdict.ADMITTED, 0.5, "11")
     assert admit(p, 0.0) == Admission(Verdict.ADMITTED, 1.0, "12")  # within the horizon: scheduled
     assert admit(p, 0.0) == Admission(Verdict.LATER, 1.5)  # past it: nothing taken, ask again
-    assert admit(p, 0.5) == Admission(Verdict.ADMITTED, 1.0, "13")
-    assert p.lanes["m"].in_flight == 13
+    grown = 2.0 * 2 ** (0.5 / 20)  # held back for 0.5 s: slow start
+    assert admit(p, 0.5) == Admission(Verdict.ADMITTED, pytest.approx(2 / grown), "13")
+    assert (p.lanes["m"].in_flight, p.lanes["m"].rate) == (13, pytest.approx(grown))
 
 
 def test_slow_start_grows_the_rate_only_while_the_pacer_holds_requests_back() -> None:
     p = policy()
-    leases = [admit(p, 0.0).lease for _ in range(12)]  # the last two waited for the pacer
-    for lease in leases:
-        p.settle("m", lease, Outcome("ok"), 2.0)
-    assert p.lanes["m"].rate == pytest.approx(2.0 + 2 * GROWTH, rel=1e-12)
-    assert p.lanes["m"].in_flight == 0
+    for _ in range(12):
+        admit(p, 0.0)
+    admit(p, 0.5)
+    assert p.lanes["m"].rate == pytest.approx(2.0 * 2 ** (0.5 / 20))
+    idle = policy()
+    admit(idle, 0.0)
+    admit(idle, 5.0)  # the pacer held nothing back
+    assert idle.lanes["m"].rate == 2.0
+    bound = policy(output_tokens_per_minute=600)
+    admit(bound, 0.0, 600)
+    assert admit(bound, 1.0, 600) == Admission(Verdict.LATER, 59.0)  # the output limit holds it back, not the pacer
+    assert bound.lanes["m"].rate == 2.0
 
 
 def test_a_529_cuts_the_rate_once_per_round_then_it_recovers_additively() -> None:
@@ -72,17 +80,13 @@ def test_a_529_cuts_the_rate_once_per_round_then_it_recovers_additively() -> Non
     assert (lane.rate, lane.ssthresh, lane.last_529, lane.last_cut) == (1.0, 1.0, 1.0, 1.0)
     p.settle("m", leases[1], Outcome("overloaded"), 1.1)  # sent before the cut: the same round
     assert lane.rate == 1.0
+    lane.pace, lane.t = 1.0, 1.2
     late = admit(p, 1.2).lease
     p.settle("m", late, Outcome("overloaded"), 1.3)  # sent after it: a new round
     assert (lane.rate, lane.ssthresh) == (0.5, 0.5)
-    for _ in range(30):
-        p.settle("m", "0", Outcome("ok"), 2.0)  # no lease: not known to be paced, no growth
-    assert lane.rate == 0.5
-    lane.pace, lane.t = 0.6, 2.0
-    paced = admit(p, 2.0)
-    assert paced == Admission(Verdict.ADMITTED, pytest.approx(0.8), "14")
-    p.settle("m", paced.lease, Outcome("ok"), 3.0)
-    assert lane.rate == 0.5 + 0.5  # additive: recovery / rate, at most doubling per success
+    lane.pace, lane.t = 0.0, 3.3
+    assert admit(p, 3.3) == Admission(Verdict.ADMITTED, pytest.approx(1 / 1.5), "14")
+    assert lane.rate == pytest.approx(0.5 + 0.5 * 2.0)  # held back 2 s since the cut: 0.5 a second per second
 
 
 def test_the_rate_never_falls_below_min_rate_nor_passes_the_requests_limit() -> None:
@@ -92,8 +96,7 @@ def test_the_rate_never_falls_below_min_rate_nor_passes_the_requests_limit() -> 
         p.settle("m", None, Outcome("overloaded"), float(now))
     assert lane.rate == 0.4
     lane.rate, lane.ssthresh, lane.pace, lane.t = 1.99, 0.0, 0.0, 10.0
-    paced = admit(p, 10.0)
-    p.settle("m", paced.lease, Outcome("ok"), 10.0)
+    admit(p, 10.0)
     assert lane.rate == 2.0  # 120 a minute
 
 
@@ -236,7 +239,7 @@ def test_every_client_has_its_own_governor_by_default_and_can_share_or_drop_one(
         requests_remaining=None,
         input_tokens_remaining=None,
         output_tokens_remaining=None,
-        rate=2.0,
+        rate=1.0,
         in_flight=0,
         queued=0,
         retry_budget=10.0,
@@ -264,13 +267,13 @@ async def test_light_traffic_is_never_delayed() -> None:
                     assert stream.retries == []
 
             async with anyio.create_task_group() as group:
-                for _ in range(10):
+                for _ in range(5):  # the starting burst
                     group.start_soon(one)
-            assert texts == ["Hi"] * 10
+            assert texts == ["Hi"] * 5
             assert client.governor is not None
             snapshot = client.governor.snapshot()
-            assert (snapshot.model, snapshot.admitted, snapshot.in_flight, snapshot.waited) == (MODEL, 10, 0, 0.0)
-            assert (snapshot.queued, snapshot.rate) == (0, 2.0)
+            assert (snapshot.model, snapshot.admitted, snapshot.in_flight, snapshot.waited) == (MODEL, 5, 0, 0.0)
+            assert (snapshot.queued, snapshot.rate) == (0, 1.0)
 
 
 @pytest.mark.anyio
@@ -356,7 +359,7 @@ async def test_a_529_cuts_the_rate_and_the_retry_waits_for_the_pacer_in_its_reco
     assert 0.0 < retry.governor_wait <= 0.4 + 0.05  # the cut: 2.5 a second
     snapshot = governor.snapshot()
     assert (snapshot.admitted, snapshot.retries_refused) == (2, 0)
-    assert snapshot.rate == pytest.approx(2.5 + 0.5 / 2.5)  # cut to 2.5, then the retry's success adds 0.5 / rate
+    assert snapshot.rate == pytest.approx(2.5, abs=0.1)  # cut to 2.5, then 0.5 a second per second held back
     assert snapshot.seconds_since_529 is not None and snapshot.seconds_since_429 is None
 
 
@@ -392,7 +395,7 @@ async def test_with_the_retry_budget_empty_a_529_before_the_stream_is_raised_not
     assert caught.value.__notes__ == [NOTE.format(529)]
     assert len(server.requests) == 1
     snapshot = governor.snapshot()
-    assert (snapshot.retries_refused, snapshot.rate, snapshot.in_flight) == (1, 1.0, 0)
+    assert (snapshot.retries_refused, snapshot.rate, snapshot.in_flight) == (1, 0.5, 0)
 
 
 @pytest.mark.anyio
@@ -421,7 +424,7 @@ async def test_an_overloaded_error_event_is_resumed_when_the_budget_allows() -> 
                 assert await stream.get_final_text() == "Hello, world"
     assert len(stream.resumes) == 1
     snapshot = governor.snapshot()
-    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 0, 1.0)
+    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 0, 0.5)
     assert snapshot.retry_budget == pytest.approx(9.0, abs=0.05)  # full, less the resume
 
 
@@ -463,5 +466,5 @@ async def test_the_sync_client_is_governed_the_same_way() -> None:
 
         assert await in_thread(consume) == ("Hi", streamkit.OverloadedStatusError, [NOTE.format(529)])
     snapshot = governor.snapshot()
-    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 1, 1.0)
+    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 1, 0.5)
     assert snapshot.output_tokens_remaining == pytest.approx(53, abs=0.5)

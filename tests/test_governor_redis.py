@@ -37,7 +37,7 @@ def test_two_governors_on_one_key_share_one_pace(redis_server: RedisServer) -> N
     assert other_key.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
     snapshot = second.snapshot(MODEL)
     assert (snapshot.backend, snapshot.redis_connected, snapshot.admitted, snapshot.in_flight) == ("redis", True, 2, 2)
-    assert snapshot.rate == 0.2
+    assert snapshot.rate == pytest.approx(0.2, abs=0.01)  # slow start since the pacer held the second back
     assert first.settle_sync(MODEL, "r:1", Outcome("ok", output_tokens=5)) is True
     assert second.snapshot(MODEL).in_flight == 1
 
