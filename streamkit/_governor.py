@@ -77,7 +77,7 @@ class Settings:
     backoff: float = 0.5
     min_rate: float = 0.1
     idle_after: float = 30.0
-    horizon: float = 1.0
+    horizon: float = 2.0
     lease_seconds: float = 600.0
     retry_ratio: float = 0.1
     retry_burst: float = 10.0

@@ -22,8 +22,8 @@ USER = [{"role": "user", "content": "Hello"}]
 
 
 def policy(**settings: Any) -> GovernorPolicy:
-    """A policy with a burst of 10, paced at 2 a second to begin with, doubling every 20 s."""
-    return GovernorPolicy(Settings(**{"initial_window": 10, **settings}))
+    """A policy with a burst of 10, paced at 2 a second to begin with (doubling every 20 s), a 1 s horizon."""
+    return GovernorPolicy(Settings(**{"initial_window": 10, "horizon": 1.0, **settings}))
 
 
 def admit(
