@@ -72,8 +72,8 @@ class Settings:
     output_tokens_per_minute: float | None = None
     initial_window: int = 5
     ramp_seconds: float = 5.0
-    ramp_doubling: float = 20.0
-    recovery: float = 0.5
+    ramp_doubling: float = 25.0
+    recovery: float = 0.35
     backoff: float = 0.5
     min_rate: float = 0.1
     idle_after: float = 30.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from typing import Any
@@ -340,10 +341,13 @@ async def test_a_request_the_limits_would_hold_past_its_pool_timeout_is_refused_
             with pytest.raises(GovernorTimeoutError) as caught:
                 async with client.messages.stream(model=MODEL, max_tokens=600, messages=USER):
                     pass
-            assert time.monotonic() - started < 0.5
-    assert str(caught.value).startswith("the rate governor would hold this request 60.0 s more, past its pool timeout")
-    assert str(caught.value).endswith("s): it was not sent")
-    assert caught.value.wait == pytest.approx(60.0, abs=0.2)
+            assert time.monotonic() - started < 1.0  # refused at once, not after its pool timeout
+    assert re.fullmatch(
+        r"the rate governor would hold this request (59\.\d|60\.0) s more, past its pool timeout of 1 s "
+        r"\(it waited 0\.\d s\): it was not sent",
+        str(caught.value),
+    )
+    assert caught.value.wait == pytest.approx(60.0, abs=0.5)  # the 600 tokens it reserves, at 10 a second
     assert len(server.requests) == 1
 
 
