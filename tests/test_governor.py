@@ -23,8 +23,9 @@ USER = [{"role": "user", "content": "Hello"}]
 
 
 def policy(**settings: Any) -> GovernorPolicy:
-    """A policy with a burst of 10, paced at 2 a second to begin with (doubling every 20 s), a 1 s horizon."""
-    return GovernorPolicy(Settings(**{"initial_window": 10, "horizon": 1.0, **settings}))
+    """A burst of 10, paced at 2 a second to begin with, doubling every 20 s, recovering 0.5 a second, 1 s ahead."""
+    base = {"initial_window": 10, "ramp_doubling": 20.0, "recovery": 0.5, "horizon": 1.0}
+    return GovernorPolicy(Settings(**{**base, **settings}))
 
 
 def admit(
