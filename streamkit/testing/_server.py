@@ -33,6 +33,7 @@ from ._batches import BatchStore
 from ._cache import BoundedCache
 from ._files import FileStore, Upload
 from ._lorem import lorem
+from ._ratelimit import RateLimiter
 from ._render import (
     MALFORMED,
     PING,
@@ -408,6 +409,8 @@ class MockServer:
 
     ``server.batches`` (BatchStore) and ``server.files`` (FileStore) hold the state of the
     batches and files endpoints; ``size_limits`` overrides ``SIZE_LIMITS`` per endpoint.
+    ``limits`` (a ``RateLimiter``) decides before each reply whether to refuse it with a
+    429 or 529, and adds the ``anthropic-ratelimit-*`` headers to every Messages answer.
     """
 
     def __init__(
@@ -419,6 +422,7 @@ class MockServer:
         fixture_dirs: Iterable[str | os.PathLike[str]] = (),
         allowed_hosts: Iterable[str] = (),
         size_limits: Mapping[str, int] | None = None,
+        limits: RateLimiter | None = None,
     ) -> None:
         unknown = set(size_limits or ()) - set(SIZE_LIMITS)
         if unknown:
@@ -427,6 +431,7 @@ class MockServer:
         self.batches = BatchStore(self._batch_message, lambda: self._default or _builtin_default())
         self.files = FileStore()
         self.requests: list[RecordedRequest] = []
+        self.limits = limits
         self.refused: list[RefusedRequest] = []
         # Off only for the long-running `python -m` server, whose memory must not grow per request.
         self._record = True
@@ -668,7 +673,14 @@ class MockServer:
         except _BadRequest as exc:
             body = _error_body("invalid_request_error", exc.message, rid)
             return await self._send_json(stream, 400, body, rid, keep_alive)
+        if self.limits is None:
+            return await self._serve_reply(stream, reply, reused, payload, rid, keep_alive)
+        with self.limits.admit(payload, reply, replaceable=reply is _builtin_default()) as admission:
+            return await self._serve_reply(stream, admission.reply, False, payload, rid, keep_alive)
 
+    async def _serve_reply(
+        self, stream: SocketStream, reply: Reply, reused: bool, payload: dict[str, Any], rid: str, keep_alive: bool
+    ) -> bool:
         request_id = reply.request_id or rid
         # None: send no request-id header.
         header_id = request_id if reply.request_id_header else None
