@@ -2,6 +2,7 @@
 
     python -m benchmarks                 # the default run (10 to 12 minutes)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
+    python -m benchmarks --content both  # the ASCII content too, one event per chunk: the second column
     python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
@@ -25,10 +26,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._content import CONTENTS
 from ._scenarios import CONTENDERS, QUICK, Plan, in_rounds, warmup_reply
 
 # Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
-PLAN_OPTIONS = ("repeat", "repeat_large", "sizes", "contenders", "streams", "stream_deltas", "mixed_size", "ttft_runs")
+PLAN_OPTIONS = (
+    "repeat",
+    "repeat_large",
+    "sizes",
+    "content",
+    "contenders",
+    "streams",
+    "stream_deltas",
+    "mixed_size",
+    "ttft_runs",
+)
 WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
 
@@ -40,6 +52,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
     parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 3)")
     parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")
+    contents = f"{CONTENTS[0]} (default), {', '.join(CONTENTS[1:])}, or both (see benchmarks/_content.py)"
+    parser.add_argument("--content", choices=(*CONTENTS, "both"), help=f"what the deltas carry: {contents}")
     parser.add_argument("--contenders", help=f"a subset of {','.join(CONTENDERS)} (default all)")
     parser.add_argument("--streams", type=int, help="concurrent paced streams (default 10000; --quick 100)")
     parser.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
@@ -67,6 +81,8 @@ def plan(args: argparse.Namespace) -> Plan:
     changes = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
     if "sizes" in changes:
         changes["sizes"] = tuple(sorted({int(part.replace("k", "000")) for part in changes["sizes"].split(",")}))
+    if "content" in changes:
+        changes["contents"] = CONTENTS if changes.pop("content") == "both" else (args.content,)
     if "contenders" in changes:
         changes["contenders"] = tuple(changes["contenders"].split(","))
         if unknown := set(changes["contenders"]) - set(CONTENDERS):
@@ -96,7 +112,9 @@ def run_suite(argv: list[str]) -> int:
     prepare_environment(max(4096, 2 * options.streams + 512))
     benches: dict[str, Any] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="streamkit-bench-") as workdir, mock_server() as (base_url, server_pid):
+    with contextlib.ExitStack() as stack:  # the server replays the transcripts written into the work directory
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamkit-bench-"))
+        base_url, server_pid = stack.enter_context(mock_server(workdir))
         args.base_url, args.workdir, args.server_pid = base_url, workdir, server_pid
         print(f"mock server at {base_url}; {len(schedule)} pyperf benchmarks", file=sys.stderr)
         warmed: set[str] = set()
