@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._content import CONTENTS
-from ._scenarios import CONTENDERS, QUICK, Plan, in_rounds, warmup_reply
+from ._scenarios import CONTENDERS, QUICK, SLOW_RUNS, SLOW_S, Plan, in_rounds, warmup_reply
 
 # Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
 PLAN_OPTIONS = (
@@ -50,7 +50,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one process each (a smoke run)")
     parser.add_argument("--full", action="store_true", help="the SDK and the UI over tool input at every size (slow)")
     parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
-    parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 3)")
+    parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 5)")
     parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")
     contents = f"{CONTENTS[0]} (default), {', '.join(CONTENTS[1:])}, or both (see benchmarks/_content.py)"
     parser.add_argument("--content", choices=(*CONTENTS, "both"), help=f"what the deltas carry: {contents}")
@@ -119,6 +119,8 @@ def run_suite(argv: list[str]) -> int:
         print(f"mock server at {base_url}; {len(schedule)} pyperf benchmarks", file=sys.stderr)
         warmed: set[str] = set()
         for number, (turn, job) in enumerate(schedule, 1):
+            if turn >= SLOW_RUNS and job.kind == "stream" and benches[job.name].median() > SLOW_S:
+                continue  # a quadratic contender at a large size: a median of SLOW_RUNS is enough
             for reply in (job.reply, warmup_reply(job)):
                 if (header := write_reply(workdir, reply)) not in warmed:
                     prewarm(base_url, header)

@@ -43,6 +43,7 @@ QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input 
 # (contender, stream kind) capped at QUADRATIC_MAX deltas unless --full; kind None: every kind.
 QUADRATIC = {("anthropic", None), ("anthropic-ui", None), ("streamkit-ui", "tool")}
 UI = ("parser", "streamkit-ui", "anthropic-ui")  # the UI reader's table: the floor and the two readers
+SLOW_S, SLOW_RUNS = 5.0, 3  # a stream of more CPU seconds than SLOW_S (the median so far) gets SLOW_RUNS rounds
 WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
 PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
@@ -124,7 +125,7 @@ class Plan:
     quick: bool = False
     full: bool = False
     repeat: int = 5
-    repeat_large: int = 3
+    repeat_large: int = 5
     sizes: tuple[int, ...] = SIZES
     contents: tuple[str, ...] = CONTENTS[:1]  # the first: the mixed, bulk, ttft, concurrency and resume scenarios
     contenders: tuple[str, ...] = CONTENDERS
@@ -148,7 +149,7 @@ class Plan:
                     quadratic = {(name, None), (name, kind)} & QUADRATIC
                     if quadratic and size > QUADRATIC_MAX and not self.full:
                         continue
-                    runs = 1 if name.startswith("anthropic") else self.repeat_large if size >= LARGE else self.repeat
+                    runs = self.repeat_large if size >= LARGE else self.repeat
                     scenario = f"{framing}-{kind}-{human(size)}{tag(content)}"
                     jobs.append(Job(scenario, "stream", name, (kind, size, framing, content), runs))
 
