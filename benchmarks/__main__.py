@@ -3,7 +3,7 @@
     python -m benchmarks                 # the default run (10 to 12 minutes)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
     python -m benchmarks --content both  # the ASCII content too, one event per chunk: the second column
-    python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
+    python -m benchmarks --full          # the SDK at every size too, and the slow readers (see SLOW_S)
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
@@ -48,7 +48,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.prog, parser.description = "python -m benchmarks", __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true", help="small sizes, one process each (a smoke run)")
-    parser.add_argument("--full", action="store_true", help="the SDK and the UI over tool input at every size (slow)")
+    parser.add_argument("--full", action="store_true", help="the SDK and slow readers at every size (slow)")
     parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
     parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 5)")
     parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")
@@ -118,9 +118,15 @@ def run_suite(argv: list[str]) -> int:
         args.base_url, args.workdir, args.server_pid = base_url, workdir, server_pid
         print(f"mock server at {base_url}; {len(schedule)} pyperf benchmarks", file=sys.stderr)
         warmed: set[str] = set()
+        slow: dict[tuple[str, ...], int] = {}  # (contender, kind, framing, content): the size it took over SLOW_S
+        skipped: dict[str, str] = {}
         for number, (turn, job) in enumerate(schedule, 1):
+            key, size = (job.contender, job.reply[0], *job.reply[2:]), job.reply[1]
+            if job.kind == "stream" and not options.full and slow.get(key, size) < size:
+                skipped[job.name] = f"over {SLOW_S:g} s of CPU a stream at {slow[key]} deltas"
+                continue
             if turn >= SLOW_RUNS and job.kind == "stream" and benches[job.name].median() > SLOW_S:
-                continue  # a quadratic contender at a large size: a median of SLOW_RUNS is enough
+                continue  # a quadratic reader at a large size: a median of SLOW_RUNS is enough
             for reply in (job.reply, warmup_reply(job)):
                 if (header := write_reply(workdir, reply)) not in warmed:
                     prewarm(base_url, header)
@@ -131,6 +137,8 @@ def run_suite(argv: list[str]) -> int:
             bench.update_metadata({"name": job.name})  # the rounds' runs merged into one pyperf benchmark
             if benches.setdefault(job.name, bench) is not bench:
                 benches[job.name].add_runs(bench)
+            if job.kind == "stream" and benches[job.name].median() > SLOW_S:
+                slow.setdefault(key, size)
             value = f"{bench.median() * 1e3:.3f} ms" if job.kind == "ttft" else f"{bench.median():.4f} s"
             took = f"{time.perf_counter() - t0:6.1f}s"
             print(f"[{number}/{len(schedule)}] {job.name:<38} #{turn + 1} {took}  {value}", file=sys.stderr, flush=True)
@@ -138,6 +146,7 @@ def run_suite(argv: list[str]) -> int:
     jobs = {job.name: job for _, job in schedule}  # the rows in the order of the plan
     report = _report.build(options, [(jobs[name], bench) for name, bench in benches.items()], checks)
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    report["meta"]["skipped"] = skipped
     print(_report.table(report), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -1,12 +1,13 @@
 """What the benchmark's streams carry, written as SSE transcripts that the mock server replays.
 
-Two contents.  ``realistic`` (the default): English prose of the kind a model writes (sentences, markdown
-headings and bullets, commas, parentheses, quotes, numbers, inline code) in deltas of 3 to 5 word-or-punctuation
-tokens (about 15 characters), with the occasional em-dash, curly quote, accented word or emoji; and a tool input
-of nested JSON (keys, prose strings, numbers, booleans, arrays) sent as raw UTF-8 in slices of about 15 characters.
-One emoji anywhere makes a CPython ``str`` of 4 bytes per character, one em-dash or curly quote 2 (an é keeps
-1), so a client that copies its text per delta pays for that; 4-character ASCII deltas hide it.  ``ascii``: ``streamkit.testing.lorem``
-in 4-character deltas, and the tool input ``{"path", "content"}`` in equal slices (the benchmark's content before).
+Two contents. ``realistic`` (the default): English prose of the kind a model writes (sentences, markdown headings
+and bullets, commas, parentheses, quotes, numbers, inline code) in deltas of 3 to 5 word-or-punctuation tokens
+(about 15 characters), with the occasional em-dash, curly quote, accented word or emoji; and a tool input of nested
+JSON (keys, prose strings, numbers, booleans, arrays) sent as raw UTF-8 in slices of about 15 characters. One emoji
+anywhere makes a CPython ``str`` of 4 bytes per character, one em-dash or curly quote 2 (an é keeps 1), so a client
+that copies its text per delta pays for that; 4-character ASCII deltas hide it. ``ascii``:
+``streamkit.testing.lorem`` in 4-character deltas, and the tool input ``{"path", "content"}`` in equal slices (the
+benchmark's content before).
 
 A transcript is written once by the manager into the work directory (the server's ``--fixtures`` directory) and
 each request names it, so the request header stays small and every contender receives the same bytes.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._content import ASCII_CHARS_PER_DELTA, REALISTIC_CHARS_PER_DELTA, TOKENS_PER_DELTA
-from ._scenarios import FRAMINGS, PACE_HZ, PEER_STREAMS, UI, Job, Plan, human, tag
+from ._scenarios import FRAMINGS, PACE_HZ, PEER_STREAMS, UI_READERS, Job, Plan, human, tag
 
 PACKAGES = ("httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "pyperf", "streamkit")  # versions reported
 # Targets (issues 8 and 14): printed as PASS/MISS, never fail the process.  One event per chunk, the first content:
@@ -227,7 +227,7 @@ def by_content(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]
 
 def ui_reader(results: list[dict[str, Any]]) -> list[str]:
     """A UI reading the message so far after every event, over the parser floor at each size: flat is linear."""
-    rows = [r for r in _chunk(results) if r["contender"] in (*UI[1:], "streamkit", "anthropic")]
+    rows = [r for r in _chunk(results) if r["contender"] in (*UI_READERS, "streamkit", "anthropic")]
     lines: list[str] = []
     for content in dict.fromkeys(r["content"] for r in rows):
         mine = [r for r in rows if r["content"] == content and r["stream_kind"] != "mixed"]
@@ -263,6 +263,8 @@ def table(report: dict[str, Any]) -> str:
         rows[-1].append(r.get("error") or whole)
     lines += aligned(rows, right=(2, 3, 4, 6))
     lines += by_content(results, meta) + ui_reader(results)
+    lines += ["", "Not run (--full runs them):"] if meta.get("skipped") else []
+    lines += [f"  {name}: {why}" for name, why in meta.get("skipped", {}).items()]
     lines += ["", "Targets"]
     for t in report["targets"]:
         value, unit = t["value"], t["unit"]

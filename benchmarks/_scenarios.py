@@ -39,11 +39,12 @@ BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # 
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
-QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input so far are quadratic: no more
-# (contender, stream kind) capped at QUADRATIC_MAX deltas unless --full; kind None: every kind.
-QUADRATIC = {("anthropic", None), ("anthropic-ui", None), ("streamkit-ui", "tool")}
-UI = ("parser", "streamkit-ui", "anthropic-ui")  # the UI reader's table: the floor and the two readers
-SLOW_S, SLOW_RUNS = 5.0, 3  # a stream of more CPU seconds than SLOW_S (the median so far) gets SLOW_RUNS rounds
+QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK is quadratic: no more unless --full
+QUADRATIC = ("anthropic", "anthropic-ui")
+# A stream of more CPU seconds than SLOW_S (the median so far) gets SLOW_RUNS rounds, and its contender no larger
+# stream of that kind, framing and content unless --full: a reader that copies what it has so far per event.
+SLOW_S, SLOW_RUNS = 5.0, 3
+UI_READERS = ("streamkit-ui", "anthropic-ui")
 WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
 PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
@@ -146,8 +147,7 @@ class Plan:
                 for name in (c for c in have if c in names):
                     if name == "streamkit-sync" and kind not in SYNC_KINDS:
                         continue
-                    quadratic = {(name, None), (name, kind)} & QUADRATIC
-                    if quadratic and size > QUADRATIC_MAX and not self.full:
+                    if name in QUADRATIC and size > QUADRATIC_MAX and not self.full:
                         continue
                     runs = self.repeat_large if size >= LARGE else self.repeat
                     scenario = f"{framing}-{kind}-{human(size)}{tag(content)}"
