@@ -29,6 +29,7 @@ from typing import Any
 from ._content import CONTENTS
 from ._scenarios import CONTENDERS, QUICK, SLOW_RUNS, SLOW_S, Plan, in_rounds, warmup_reply
 
+LEFT_OUT = "left-out.txt"  # in the work directory: the pyperf benchmarks the manager did not run, a name a line
 # Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
 PLAN_OPTIONS = (
     "repeat",
@@ -105,9 +106,11 @@ def run_suite(argv: list[str]) -> int:
     options = plan(args)
     schedule = in_rounds(options.jobs())
     if args.worker:  # pyperf runs the one benchmark of --worker-task and skips the others
+        left_out = Path(args.workdir) / LEFT_OUT  # as the manager did: --worker-task counts the ones it ran
+        dropped = set(left_out.read_text().splitlines()) if left_out.exists() else set()
         for turn, job in schedule:
-            time_func = TimeFunc(job, args.base_url, args.workdir, int(args.server_pid))
-            runner.bench_time_func(f"{job.name} #{turn + 1}", time_func)
+            if (name := f"{job.name} #{turn + 1}") not in dropped:
+                runner.bench_time_func(name, TimeFunc(job, args.base_url, args.workdir, int(args.server_pid)))
         return 0
     prepare_environment(max(4096, 2 * options.streams + 512))
     benches: dict[str, Any] = {}
@@ -122,11 +125,14 @@ def run_suite(argv: list[str]) -> int:
         skipped: dict[str, str] = {}
         for number, (turn, job) in enumerate(schedule, 1):
             key, size = (job.contender, job.reply[0], *job.reply[2:]), job.reply[1]
-            if job.kind == "stream" and not options.full and slow.get(key, size) < size:
+            larger = job.kind == "stream" and not options.full and slow.get(key, size) < size
+            if larger:
                 skipped[job.name] = f"over {SLOW_S:g} s of CPU a stream at {slow[key]} deltas"
+            # A quadratic reader at a large size: a median of SLOW_RUNS is enough.
+            if larger or (turn >= SLOW_RUNS and job.kind == "stream" and benches[job.name].median() > SLOW_S):
+                with open(Path(workdir) / LEFT_OUT, "a") as dropped_file:
+                    dropped_file.write(f"{job.name} #{turn + 1}\n")
                 continue
-            if turn >= SLOW_RUNS and job.kind == "stream" and benches[job.name].median() > SLOW_S:
-                continue  # a quadratic reader at a large size: a median of SLOW_RUNS is enough
             for reply in (job.reply, warmup_reply(job)):
                 if (header := write_reply(workdir, reply)) not in warmed:
                     prewarm(base_url, header)
