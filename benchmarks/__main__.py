@@ -1,6 +1,6 @@
 """``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback, run by pyperf.
 
-    python -m benchmarks                 # the default run (10 to 12 minutes)
+    python -m benchmarks                 # the default run (the longest; see README's Benchmarks)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
     python -m benchmarks --content both  # the ASCII content too, one event per chunk: the second column
     python -m benchmarks --full          # the SDK at every size too, and the slow readers (see SLOW_S)
