@@ -1,5 +1,6 @@
 """streamkit's benchmark suite, run by pyperf: ``python -m benchmarks`` (see ``--help`` and README's Benchmarks).
 
+``_content``: what the streams carry (realistic prose and tool JSON, or 4-character ASCII), as SSE transcripts;
 ``_scenarios``: the replies, what each must produce, the plan and its rounds; ``_worker``: the contenders, the
 check of their output, pyperf's time function; ``_report``: rows, ratios, targets, table, chart; ``__main__``:
 the CLI and the manager; ``_server``: the mock server's process; ``_accumulator``, ``_profile``.

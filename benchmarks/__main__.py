@@ -1,8 +1,9 @@
 """``python -m benchmarks``: streamkit against its floors and the official SDK, over loopback, run by pyperf.
 
-    python -m benchmarks                 # the default run (10 to 12 minutes)
+    python -m benchmarks                 # the default run (the longest; see README's Benchmarks)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
-    python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
+    python -m benchmarks --content both  # the ASCII content too, one event per chunk: the second column
+    python -m benchmarks --full          # the SDK at every size too, and the slow readers (see SLOW_S)
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
@@ -26,10 +27,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import CONTENDERS, QUICK, Plan, in_rounds, warmup_reply
+from ._content import CONTENTS
+from ._scenarios import CONTENDERS, QUICK, SLOW_RUNS, SLOW_S, Plan, in_rounds, warmup_reply
 
+LEFT_OUT = "left-out.txt"  # in the work directory: the pyperf benchmarks the manager did not run, a name a line
 # Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
-PLAN_OPTIONS = ("repeat", "repeat_large", "sizes", "contenders", "streams", "stream_deltas", "mixed_size", "ttft_runs")
+PLAN_OPTIONS = (
+    "repeat",
+    "repeat_large",
+    "sizes",
+    "content",
+    "contenders",
+    "streams",
+    "stream_deltas",
+    "mixed_size",
+    "ttft_runs",
+)
 WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
 
@@ -37,10 +50,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.prog, parser.description = "python -m benchmarks", __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true", help="small sizes, one process each (a smoke run)")
-    parser.add_argument("--full", action="store_true", help="the SDK and the UI over tool input at every size (slow)")
+    parser.add_argument("--full", action="store_true", help="the SDK and slow readers at every size (slow)")
     parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
-    parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 3)")
+    parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 5)")
     parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")
+    contents = f"{CONTENTS[0]} (default), {', '.join(CONTENTS[1:])}, or both (see benchmarks/_content.py)"
+    parser.add_argument("--content", choices=(*CONTENTS, "both"), help=f"what the deltas carry: {contents}")
     parser.add_argument("--contenders", help=f"a subset of {','.join(CONTENDERS)} (default all)")
     parser.add_argument("--streams", type=int, help="concurrent paced streams (default 10000; --quick 100)")
     parser.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
@@ -68,6 +83,8 @@ def plan(args: argparse.Namespace) -> Plan:
     changes = {name: getattr(args, name) for name in PLAN_OPTIONS if getattr(args, name) is not None}
     if "sizes" in changes:
         changes["sizes"] = tuple(sorted({int(part.replace("k", "000")) for part in changes["sizes"].split(",")}))
+    if "content" in changes:
+        changes["contents"] = CONTENTS if changes.pop("content") == "both" else (args.content,)
     if "contenders" in changes:
         changes["contenders"] = tuple(changes["contenders"].split(","))
         if unknown := set(changes["contenders"]) - set(CONTENDERS):
@@ -90,18 +107,33 @@ def run_suite(argv: list[str]) -> int:
     options = plan(args)
     schedule = in_rounds(options.jobs())
     if args.worker:  # pyperf runs the one benchmark of --worker-task and skips the others
+        left_out = Path(args.workdir) / LEFT_OUT  # as the manager did: --worker-task counts the ones it ran
+        dropped = set(left_out.read_text().splitlines()) if left_out.exists() else set()
         for turn, job in schedule:
-            time_func = TimeFunc(job, args.base_url, args.workdir, int(args.server_pid))
-            runner.bench_time_func(f"{job.name} #{turn + 1}", time_func)
+            if (name := f"{job.name} #{turn + 1}") not in dropped:
+                runner.bench_time_func(name, TimeFunc(job, args.base_url, args.workdir, int(args.server_pid)))
         return 0
     prepare_environment(max(4096, 2 * options.streams + 512))
     benches: dict[str, Any] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="streamkit-bench-") as workdir, mock_server() as (base_url, server_pid):
+    with contextlib.ExitStack() as stack:  # the server replays the transcripts written into the work directory
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamkit-bench-"))
+        base_url, server_pid = stack.enter_context(mock_server(workdir))
         args.base_url, args.workdir, args.server_pid = base_url, workdir, server_pid
         print(f"mock server at {base_url}; {len(schedule)} pyperf benchmarks", file=sys.stderr)
         warmed: set[str] = set()
+        slow: dict[tuple[str, ...], int] = {}  # (contender, kind, framing, content): the size it took over SLOW_S
+        skipped: dict[str, str] = {}
         for number, (turn, job) in enumerate(schedule, 1):
+            key, size = (job.contender, job.reply[0], *job.reply[2:]), job.reply[1]
+            larger = job.kind == "stream" and not options.full and slow.get(key, size) < size
+            if larger:
+                skipped[job.name] = f"over {SLOW_S:g} s of CPU a stream at {slow[key]} deltas"
+            # A quadratic reader at a large size: a median of SLOW_RUNS is enough.
+            if larger or (turn >= SLOW_RUNS and job.kind == "stream" and benches[job.name].median() > SLOW_S):
+                with open(Path(workdir) / LEFT_OUT, "a") as dropped_file:
+                    dropped_file.write(f"{job.name} #{turn + 1}\n")
+                continue
             for reply in (job.reply, warmup_reply(job)):
                 if (header := write_reply(workdir, reply)) not in warmed:
                     prewarm(base_url, header)
@@ -112,6 +144,8 @@ def run_suite(argv: list[str]) -> int:
             bench.update_metadata({"name": job.name})  # the rounds' runs merged into one pyperf benchmark
             if benches.setdefault(job.name, bench) is not bench:
                 benches[job.name].add_runs(bench)
+            if job.kind == "stream" and benches[job.name].median() > SLOW_S:
+                slow.setdefault(key, size)
             value = f"{bench.median() * 1e3:.3f} ms" if job.kind == "ttft" else f"{bench.median():.4f} s"
             took = f"{time.perf_counter() - t0:6.1f}s"
             print(f"[{number}/{len(schedule)}] {job.name:<38} #{turn + 1} {took}  {value}", file=sys.stderr, flush=True)
@@ -119,6 +153,7 @@ def run_suite(argv: list[str]) -> int:
     jobs = {job.name: job for _, job in schedule}  # the rows in the order of the plan
     report = _report.build(options, [(jobs[name], bench) for name, bench in benches.items()], checks)
     report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    report["meta"]["skipped"] = skipped
     print(_report.table(report), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -14,11 +14,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import FRAMINGS, PACE_HZ, PEER_STREAMS, Job, Plan, human
+from ._content import ASCII_CHARS_PER_DELTA, REALISTIC_CHARS_PER_DELTA, TOKENS_PER_DELTA
+from ._scenarios import FRAMINGS, PACE_HZ, PEER_STREAMS, UI_READERS, Job, Plan, human, tag
 
 PACKAGES = ("httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "pyperf", "streamkit")  # versions reported
-# Targets (issue 8): printed as PASS/MISS, never fail the process.
-CHUNK_FINAL_MAX, CHUNK_EVENTS_MAX, BULK_RATIO_MAX, LINEAR_MAX = 1.0, 1.3, 1.25, 1.3
+# Targets (issues 8 and 14): printed as PASS/MISS, never fail the process.  One event per chunk, the first content:
+# get_final_message(), async for event, and a UI reading current_message per event, over the parser floor.
+CHUNK_FINAL_MAX, CHUNK_EVENTS_MAX, CHUNK_UI_MAX = 0.5, 0.6, 0.7
+BULK_RATIO_MAX, LINEAR_MAX = 1.25, 1.3  # LINEAR_MAX: CPU per delta (or the UI's ratio) at the largest size / smallest
 TTFT_MARGIN_S, RESUME_MAX = 0.002, 1.05
 SYNC_MAX = 1.2  # the sync client's CPU over the async client's, get_final_message(), one event per chunk
 CONCURRENT_RSS_MAX_MB, PEER_RSS_MAX_MB = 1e9 / 2**20, 300  # 1 GB in MiB; up to 1,000 streams
@@ -37,7 +40,7 @@ def row(job: Job, bench: Any, checks: list[dict[str, Any]]) -> dict[str, Any]:
     runs = [check for check in mine if check["phase"] == "run"]
     values = [float(value) for value in bench.get_values()]
     out: dict[str, Any] = {"scenario": job.scenario, "kind": job.kind, "framing": job.reply[2]}
-    out |= {"stream_kind": job.reply[0], "size": job.reply[1], "contender": job.contender}
+    out |= {"stream_kind": job.reply[0], "size": job.reply[1], "content": job.reply[3], "contender": job.contender}
     out |= {"deltas": runs[0]["deltas"] if runs else None, "runs": len(values), "processes": bench.get_nrun()}
     out |= {"checked": len(runs), "completed": sum(check["problem"] is None for check in runs)}
     out |= {"errors": [check["problem"] for check in runs if check["problem"]][:3]}
@@ -71,6 +74,13 @@ def build(plan: Plan, benches: list[tuple[Job, Any]], checks: list[dict[str, Any
         " contender per round, the contenders of a scenario taking turns; medians of every value",
         "memory": "peak RSS of the client process over its whole life, warm-up included (VmHWM)",
         "framings": FRAMINGS,  # (seconds between events, one chunk and write per event)
+        "contents": {
+            "realistic": f"English prose, {TOKENS_PER_DELTA[0]}-{TOKENS_PER_DELTA[1]} tokens a delta (about"
+            f" {REALISTIC_CHARS_PER_DELTA} characters), with the odd em-dash, curly quote, accented word and emoji;"
+            f" tool input: nested JSON in raw UTF-8, about {REALISTIC_CHARS_PER_DELTA} characters a delta",
+            "ascii": f"lorem in {ASCII_CHARS_PER_DELTA}-character ASCII deltas; tool input in slices of the same size",
+        },
+        "content_order": list(plan.contents),  # the first: the targets, and the other scenarios' content
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     for r in (r for r in results if r["kind"] == "stream"):  # the ratios: CPU over the parser floor's
@@ -99,25 +109,32 @@ def _per_delta(r: dict[str, Any] | None) -> str:
 
 def targets(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
     out = []
+    main = plan.contents[0]
     for framing, name, limit, how in (
         ("chunk", "streamkit", CHUNK_FINAL_MAX, "get_final_message()"),
         ("chunk", "streamkit-events", CHUNK_EVENTS_MAX, "async for event"),
+        ("chunk", "streamkit-ui", CHUNK_UI_MAX, "UI reader (current_message per event)"),
         ("bulk", "streamkit", BULK_RATIO_MAX, "get_final_message()"),
     ):
-        streams = (r for r in results if r["kind"] == "stream" and r["framing"] == framing)
+        streams = (r for r in results if r["kind"] == "stream" and r["framing"] == framing and r["content"] == main)
         for scenario in dict.fromkeys(r["scenario"] for r in streams):
             mine, parser = find(results, scenario, name), find(results, scenario, "parser")
-            if mine or parser:
+            if (mine or parser) and not (name == "streamkit-ui" and "mixed" in scenario):
                 value = mine["over_parser_floor"] if mine else None
                 label = f"CPU streamkit {how} / parser floor <= {limit} ({scenario})"
                 out.append(_target(label, value, limit, "x", f"{_per_delta(mine)} vs {_per_delta(parser)}"))
     small, large = min(plan.sizes), max(plan.sizes)
     for kind in ("text", "tool") if small != large else ():
-        a, b = (cpu(find(results, f"chunk-{kind}-{human(size)}", "streamkit")) for size in (small, large))
+        scenarios = [f"chunk-{kind}-{human(size)}{tag(main)}" for size in (small, large)]
+        a, b = (cpu(find(results, scenario, "streamkit")) for scenario in scenarios)
         per = (a / small, b / large) if a and b else None
         detail = f"{per[0] * 1e6:.2f} -> {per[1] * 1e6:.2f} us/delta" if per else ""
-        label = f"linear: streamkit CPU/delta at {human(large)} / at {human(small)} <= {LINEAR_MAX} (chunk-{kind})"
+        label = f"linear: streamkit CPU/delta at {human(large)} / at {human(small)} <= {LINEAR_MAX} ({scenarios[0]})"
         out.append(_target(label, per[1] / per[0] if per else None, LINEAR_MAX, "x", detail))
+        ui = [(find(results, scenario, "streamkit-ui") or {}).get("over_parser_floor") for scenario in scenarios]
+        detail = f"{ui[0]:.2f} -> {ui[1]:.2f} of the parser floor" if ui[0] and ui[1] else ""
+        label = f"flat: UI reader over the floor at {human(large)} / at {human(small)} <= {LINEAR_MAX} ({scenarios[0]})"
+        out.append(_target(label, ui[1] / ui[0] if ui[0] and ui[1] else None, LINEAR_MAX, "x", detail))
     for scenario in dict.fromkeys(r["scenario"] for r in results if r["kind"] == "ttft"):
         sk, parser = find(results, scenario, "streamkit"), find(results, scenario, "parser")
         both = (sk["ttft_s"]["median"], parser["ttft_s"]["median"]) if sk and parser else None
@@ -166,6 +183,72 @@ def figure(r: dict[str, Any]) -> list[str]:
     return [f"{cpu_s['median'] * per:.2f} us/delta", f"± {cpu_s['mad'] * per:.2f}", over]
 
 
+def aligned(rows: list[list[str]], right: Iterable[int] = ()) -> list[str]:
+    widths, right = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))], set(right)
+    pairs = (enumerate(zip(row, widths, strict=True)) for row in rows)
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in row).rstrip() for row in pairs]
+
+
+def _chunk(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if r["kind"] == "stream" and r["framing"] == "chunk" and "error" not in r]
+
+
+def by_content(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """One event per chunk, a grid per content (the first first): CPU per delta (over the parser floor) of every
+    contender, a stream a line; with two contents, each contender's CPU on the first over its CPU on the second."""
+    rows, lines = _chunk(results), []
+    contenders = list(dict.fromkeys(r["contender"] for r in rows))
+    grids = {
+        content: {(r["stream_kind"], r["size"], r["contender"]): r for r in rows if r["content"] == content}
+        for content in meta.get("content_order", [])
+    }
+    for content, grid in grids.items():
+        lines += ["", f"One event per chunk, {content} content: CPU per delta (over the parser floor)"]
+        lines += [f"  ({meta['contents'][content]})"]
+        table = [["stream", *contenders]]
+        for kind, size in dict.fromkeys(key[:2] for key in grid):
+            cells = [grid.get((kind, size, name)) for name in contenders]
+            show = [
+                f"{cpu(r) / r['deltas'] * 1e6:.1f} us ({_fmt(r.get('over_parser_floor'), '.2f')})" if r else "-"
+                for r in cells
+            ]
+            table.append([f"{kind} {human(size)}", *show])
+        lines += aligned(table, right=range(1, len(table[0])))
+    if len(grids) == 2:
+        (first, a), (second, b) = grids.items()
+        lines += ["", f"CPU on {first} content / on {second} content, the same number of deltas"]
+        table = [["stream", *contenders]]
+        for kind, size in dict.fromkeys(key[:2] for key in a if key in b):
+            pairs = [(cpu(a.get((kind, size, name))), cpu(b.get((kind, size, name)))) for name in contenders]
+            table.append([f"{kind} {human(size)}", *(f"{x / y:.2f}" if x and y else "-" for x, y in pairs)])
+        lines += aligned(table, right=range(1, len(table[0])))
+    return lines
+
+
+def ui_reader(results: list[dict[str, Any]]) -> list[str]:
+    """A UI reading the message so far after every event, over the parser floor at each size: flat is linear."""
+    rows = [r for r in _chunk(results) if r["contender"] in (*UI_READERS, "streamkit", "anthropic")]
+    lines: list[str] = []
+    for content in dict.fromkeys(r["content"] for r in rows):
+        mine = [r for r in rows if r["content"] == content and r["stream_kind"] != "mixed"]
+        sizes = sorted({r["size"] for r in mine})
+        lines += ["", f"UI reader ({content} content), one event per chunk: CPU over the parser floor by size"]
+        table = [["stream", "contender", *map(human, sizes), "largest/smallest"]]
+        for kind in dict.fromkeys(r["stream_kind"] for r in mine):
+            for name in ("streamkit-ui", "anthropic-ui", "streamkit", "anthropic"):
+                ratio = {
+                    r["size"]: r.get("over_parser_floor")
+                    for r in mine
+                    if r["contender"] == name and r["stream_kind"] == kind
+                }
+                if ratio:
+                    ends = (ratio.get(sizes[0]), ratio.get(sizes[-1]))
+                    flat = ends[1] / ends[0] if ends[0] and ends[1] and len(sizes) > 1 else None
+                    table.append([kind, name, *(_fmt(ratio.get(size), ".2f") for size in sizes), _fmt(flat, ".2f")])
+        lines += aligned(table, right=range(2, len(table[0])))
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     meta, results = report["meta"], report["results"]
     versions = ", ".join(f"{name} {version or '-'}" for name, version in meta["versions"].items())
@@ -178,10 +261,10 @@ def table(report: dict[str, Any]) -> str:
         cells = figure(r) if "error" not in r else ["-", "-", ""]
         rows.append([r["scenario"], r["contender"], str(r["runs"]), *cells, f"{r['peak_rss_mb']:.1f}"])
         rows[-1].append(r.get("error") or whole)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        pairs = enumerate(zip(row, widths, strict=True))
-        lines.append("  ".join(c.rjust(w) if i in (2, 3, 4, 6) else c.ljust(w) for i, (c, w) in pairs).rstrip())
+    lines += aligned(rows, right=(2, 3, 4, 6))
+    lines += by_content(results, meta) + ui_reader(results)
+    lines += ["", "Not run (--full runs them):"] if meta.get("skipped") else []
+    lines += [f"  {name}: {why}" for name, why in meta.get("skipped", {}).items()]
     lines += ["", "Targets"]
     for t in report["targets"]:
         value, unit = t["value"], t["unit"]
@@ -199,6 +282,7 @@ STYLE = {
     "streamkit-text": {"color": "#5aae61", "marker": "v", "label": "streamkit text_stream"},
     "streamkit-events": {"color": "#762a83", "marker": "P", "label": "streamkit async for event"},
     "streamkit-ui": {"color": "#c2a5cf", "marker": "X", "label": "streamkit current_message per event"},
+    "anthropic-ui": {"color": "#f4a582", "marker": "d", "label": "anthropic SDK current_message_snapshot per event"},
     "parser": {"color": "#2166ac", "marker": "s", "label": "parser floor: httpx-sse + json.loads"},
     "transport": {"color": "#878787", "marker": "^", "label": "transport floor: httpx aiter_bytes"},
     "anthropic": {"color": "#b2182b", "marker": "D", "label": "anthropic SDK get_final_message()"},
@@ -212,7 +296,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    meta, rows = report["meta"], [r for r in report["results"] if r["kind"] == "stream" and "error" not in r]
+    meta, main = report["meta"], report["meta"].get("content_order", ["ascii"])[0]  # older reports: ASCII only
+    rows = [r for r in _chunk(report["results"]) if r.get("content", main) == main]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     titles = ("text: N text_delta events", "tool_use: input in N input_json_delta pieces")
     for axis, kind, title in zip(axes, ("text", "tool"), titles, strict=True):
@@ -231,8 +316,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     versions = meta["versions"]
     figure.suptitle(
-        f"CPU per event, one SSE event per HTTP chunk, over loopback; {meta['cpu']}, {meta['python']}; anthropic"
-        f" {versions.get('anthropic') or '-'}, streamkit {versions['streamkit']} ({meta.get('streamkit_tree') or '-'})",
+        f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback; {meta['cpu']}, {meta['python']};"
+        f" anthropic {versions.get('anthropic') or '-'},"
+        f" streamkit {versions['streamkit']} ({meta.get('streamkit_tree') or '-'})",
         fontsize=9,
     )
     figure.tight_layout(rect=(0, 0.1, 1, 1))

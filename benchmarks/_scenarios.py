@@ -1,29 +1,33 @@
-"""The scenarios: which mock reply each one streams, what a client must end up with, and the plan.
+"""The scenarios: which stream each one replays, what a client must end up with, and the plan.
 
-The manager builds each reply once (``streamkit.testing``, imported only there: the SDK's workers
-must not pay for streamkit) and writes its header and expected outcome to a file that the workers
-read, so every contender sends the same header and receives the same bytes.
+The manager writes each stream once (``_content``: an SSE transcript in the work directory, which is the mock
+server's fixture directory) with its request header and expected outcome, and the workers read them: every
+contender sends the same small header and receives the same bytes.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _content
+from ._content import CONTENTS, MODEL
+
 HEADER = "x-streamkit-mock-reply"
-MODEL, MAX_TOKENS = "claude-mock-1", 1024
+MAX_TOKENS = 1024
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Write it all."}]
 BODY = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": MESSAGES, "stream": True}  # what every contender sends
-CHARS_PER_DELTA, TOOL_NAME, PACE_HZ = 4, "write_file", 50
+PACE_HZ = 50
 # How the server frames a stream: (seconds between events, one HTTP chunk and socket write per event).
 FRAMINGS = {"chunk": (0.0, True), "paced": (1 / PACE_HZ, True), "bulk": (0.0, False), "paced-1ms": (0.001, True)}
 CONTENDERS = (
     "transport",
     "parser",
     "anthropic",
+    "anthropic-ui",
     "streamkit",
     "streamkit-text",
     "streamkit-events",
@@ -35,7 +39,12 @@ BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # 
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
-QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input so far are quadratic: no more
+QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK is quadratic: no more unless --full
+QUADRATIC = ("anthropic", "anthropic-ui")
+# A stream of more CPU seconds than SLOW_S (the median so far) gets SLOW_RUNS rounds, and its contender no larger
+# stream of that kind, framing and content unless --full: a reader that copies what it has so far per event.
+SLOW_S, SLOW_RUNS = 2.0, 3  # 2 s at 20k deltas: 100 us a delta, four times the parser floor
+UI_READERS = ("streamkit-ui", "anthropic-ui")
 WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
 PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
@@ -58,7 +67,7 @@ class Job:
     scenario: str  # e.g. "chunk-text-1k"
     kind: str  # stream | ttft | concurrent | resume
     contender: str
-    reply: tuple[str, int, str]  # (stream kind, deltas, framing)
+    reply: tuple[str, int, str, str]  # (stream kind, deltas, framing, content)
     runs: int = 1
     values: int = 1
     streams: int = 0
@@ -72,41 +81,44 @@ def human(size: int) -> str:
     return f"{size // 1000}k" if size >= 1000 and size % 1000 == 0 else str(size)
 
 
-def build(kind: str, size: int, framing: str) -> tuple[Any, Outcome]:
-    """The ``streamkit.testing.Reply`` of a stream shape (text, tool or mixed) and its outcome."""
-    from streamkit.testing import Reply, TextBlock, ThinkingBlock, ToolUseBlock, lorem
-
-    n = max(1, size // 3) if kind == "mixed" else size
-    names = ("thinking", "text", "tool") if kind == "mixed" else (kind,)
-    thinking = lorem(CHARS_PER_DELTA * n, seed=2) if "thinking" in names else None
-    text = lorem(CHARS_PER_DELTA * n, seed=3 if kind == "mixed" else 0) if "text" in names else None
-    data = {"path": "notes/draft.md", "content": lorem(CHARS_PER_DELTA * n, seed=1)} if "tool" in names else None
-    blocks: list[Any] = [ThinkingBlock(thinking, chunk_size=CHARS_PER_DELTA)] if thinking else []
-    blocks += [TextBlock(text, chunk_size=CHARS_PER_DELTA)] if text else []
-    blocks += [ToolUseBlock(TOOL_NAME, data, pieces=n)] if data else []
-    stop, (delay, per_event) = "tool_use" if data else "end_turn", FRAMINGS[framing]
-    ids = {"message_id": "msg_bench", "request_id": "req_bench"}  # fixed: the same bytes every time
-    reply = Reply(blocks=blocks, stop_reason=stop, delay=delay, chunk_per_event=per_event, **ids)  # type: ignore[arg-type]
-    return reply, Outcome(thinking, text, data, n * len(blocks) + bool(thinking), stop)  # + the signature_delta
+def tag(content: str) -> str:
+    """A scenario name's suffix: none for the realistic content (the headline), ``-ascii`` for the other."""
+    return "" if content == CONTENTS[0] else f"-{content}"
 
 
-def write_reply(workdir: str, reply: tuple[str, int, str]) -> str:
-    """(The manager) write the reply's header and expected outcome to a file for the workers; the header."""
-    path = Path(workdir) / "{}-{}-{}.json".format(*reply)
+def fixture(reply: tuple[str, int, str, str]) -> str:
+    """The transcript's file name: the framing is the server's business, not the file's."""
+    kind, size, _, content = reply
+    return f"bench-{kind}-{size}-{content}.sse"
+
+
+def write_reply(workdir: str, reply: tuple[str, int, str, str]) -> str:
+    """(The manager) write the transcript, the request header and the expected outcome for the workers; the header."""
+    from streamkit.testing import Reply
+
+    path = Path(workdir) / "{}-{}-{}-{}.json".format(*reply)
     if not path.exists():
-        value, expected = build(*reply)
-        path.write_text(json.dumps({"header": value.header_value(), "expected": asdict(expected)}))
+        kind, size, framing, content = reply
+        transcript = Path(workdir) / fixture(reply)
+        if not transcript.exists():
+            body, expected = _content.transcript(kind, size, content)
+            transcript.write_bytes(body)
+            transcript.with_suffix(".json").write_text(json.dumps(expected))
+        expected = json.loads(transcript.with_suffix(".json").read_text())
+        delay, per_event = FRAMINGS[framing]
+        header = Reply(fixture=fixture(reply), delay=delay, chunk_per_event=per_event, request_id="req_bench")
+        path.write_text(json.dumps({"header": header.header_value(), "expected": expected}))
     return load_reply(workdir, reply)[0]
 
 
-def load_reply(workdir: str, reply: tuple[str, int, str]) -> tuple[str, Outcome]:
-    data = json.loads((Path(workdir) / "{}-{}-{}.json".format(*reply)).read_text())
+def load_reply(workdir: str, reply: tuple[str, int, str, str]) -> tuple[str, Outcome]:
+    data = json.loads((Path(workdir) / "{}-{}-{}-{}.json".format(*reply)).read_text())
     return data["header"], Outcome(**data["expected"])
 
 
-def warmup_reply(job: Job) -> tuple[str, int, str]:
-    kind, size, framing = job.reply
-    return kind, min(size, WARMUP_MAX), framing
+def warmup_reply(job: Job) -> tuple[str, int, str, str]:
+    kind, size, framing, content = job.reply
+    return kind, min(size, WARMUP_MAX), framing, content
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,9 @@ class Plan:
     quick: bool = False
     full: bool = False
     repeat: int = 5
-    repeat_large: int = 3
+    repeat_large: int = 5
     sizes: tuple[int, ...] = SIZES
+    contents: tuple[str, ...] = CONTENTS[:1]  # the first: the mixed, bulk, ttft, concurrency and resume scenarios
     contenders: tuple[str, ...] = CONTENDERS
     streams: int = 10_000
     stream_deltas: int = 20
@@ -125,29 +138,33 @@ class Plan:
     def jobs(self) -> list[Job]:
         """Every benchmark, scenario by scenario (the server's reply cache stays warm)."""
         jobs: list[Job] = []
-        have = [c for c in self.contenders if c != "anthropic" or importlib.util.find_spec("anthropic")]
+        sdk = importlib.util.find_spec("anthropic") is not None
+        have = [c for c in self.contenders if sdk or not c.startswith("anthropic")]
+        main = self.contents[0]
 
-        def streams(framing: str, kind: str, sizes: tuple[int, ...], names: tuple[str, ...]) -> None:
+        def streams(framing: str, kind: str, sizes: tuple[int, ...], names: tuple[str, ...], content: str) -> None:
             for size in sizes:
                 for name in (c for c in have if c in names):
                     if name == "streamkit-sync" and kind not in SYNC_KINDS:
                         continue
-                    quadratic = name == "anthropic" or (name, kind) == ("streamkit-ui", "tool")
-                    if quadratic and size > QUADRATIC_MAX and not self.full:
+                    if name in QUADRATIC and size > QUADRATIC_MAX and not self.full:
                         continue
-                    runs = 1 if name == "anthropic" else self.repeat_large if size >= LARGE else self.repeat
-                    jobs.append(Job(f"{framing}-{kind}-{human(size)}", "stream", name, (kind, size, framing), runs))
+                    runs = self.repeat_large if size >= LARGE else self.repeat
+                    scenario = f"{framing}-{kind}-{human(size)}{tag(content)}"
+                    jobs.append(Job(scenario, "stream", name, (kind, size, framing, content), runs))
 
-        for kind in ("text", "tool"):  # the headline: one event per chunk, every contender
-            streams("chunk", kind, self.sizes, CONTENDERS)
-        streams("chunk", "mixed", (self.mixed_size,), BULK)
+        for content in self.contents:  # the headline: one event per chunk, every contender, every content
+            for kind in ("text", "tool"):
+                streams("chunk", kind, self.sizes, CONTENDERS, content)
+        streams("chunk", "mixed", (self.mixed_size,), BULK, main)
         for kind in ("text",) if self.quick else ("text", "tool"):
-            streams("bulk", kind, self.sizes, BULK)
+            streams("bulk", kind, self.sizes, BULK, main)
         # Time to first text: the whole reply in one write, one event per chunk, and paced 1 ms per event.
         ttft = (("ttft-bulk-1k", 1000, "bulk"), ("ttft-chunk-1k", 1000, "chunk"), ("ttft-paced", 50, "paced-1ms"))
         for scenario, size, framing in ttft[1:2] if self.quick else ttft:
             for name in (c for c in have if c in BASE):
-                jobs.append(Job(scenario, "ttft", name, ("text", size, framing), values=self.ttft_runs))
+                reply = ("text", size, framing, main)
+                jobs.append(Job(scenario + tag(main), "ttft", name, reply, values=self.ttft_runs))
         # Concurrency: paced streams on one client in one process; 10,000 streams with the floors only with --full.
         peer = min(PEER_STREAMS, self.streams)
         big: tuple[str, ...] = ("transport", "parser", "streamkit") if self.full else ("streamkit",)
@@ -155,13 +172,15 @@ class Plan:
         rows = [*rows, (peer, ("parser", "streamkit", "anthropic"))] if peer < self.streams else [(peer, BASE)]
         for count, names in rows:
             for name in (c for c in have if c in names):
-                reply = ("text", self.stream_deltas, "paced")
-                jobs.append(Job(f"paced-{count}x{self.stream_deltas}", "concurrent", name, reply, streams=count))
+                reply = ("text", self.stream_deltas, "paced", main)
+                scenario = f"paced-{count}x{self.stream_deltas}{tag(main)}"
+                jobs.append(Job(scenario, "concurrent", name, reply, streams=count))
         if "streamkit" in have:  # resume="auto" against resume=False, no fault
             size, runs = min(max(self.sizes), RESUME_MAX_SIZE), 1 if self.quick else max(self.repeat, 3)
             for kind in ("text", "tool"):
                 for name in ("streamkit", "streamkit-resume-off"):
-                    jobs.append(Job(f"resume-chunk-{kind}-{human(size)}", "resume", name, (kind, size, "chunk"), runs))
+                    scenario = f"resume-chunk-{kind}-{human(size)}{tag(main)}"
+                    jobs.append(Job(scenario, "resume", name, (kind, size, "chunk", main), runs))
         return jobs
 
 

@@ -25,9 +25,11 @@ def prepare_environment(open_files: int = 4096) -> None:
 
 
 @contextlib.contextmanager
-def mock_server() -> Iterator[tuple[str, int]]:
-    """Start the mock server on loopback; yield its base URL and pid; terminate it on exit (also Ctrl-C)."""
+def mock_server(fixtures: str) -> Iterator[tuple[str, int]]:
+    """Start the mock server on loopback, replaying the transcripts in ``fixtures``; yield its base URL and pid;
+    terminate it on exit (also Ctrl-C)."""
     command = [sys.executable, "-m", "streamkit.testing", "--host", "127.0.0.1", "--port", "0", "--text-length", "100"]
+    command += ["--fixtures", fixtures]
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
         try:

@@ -18,7 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import BODY, HEADER, MAX_TOKENS, MESSAGES, MODEL, Job, Outcome, load_reply, warmup_reply
+from ._content import MODEL
+from ._scenarios import BODY, HEADER, MAX_TOKENS, MESSAGES, Job, Outcome, load_reply, warmup_reply
 
 API_KEY = "sk-benchmark"
 REQUEST: dict[str, Any] = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": MESSAGES}
@@ -128,8 +129,20 @@ class Parser(Transport):
         return floor.finish()
 
 
+def shown(message: Any) -> Any:
+    """What a UI redraws after an event: the last block's text, thinking or tool input so far."""
+    if not message.content:
+        return None
+    block = message.content[-1]
+    return getattr(block, {"text": "text", "thinking": "thinking"}.get(block.type, "input"), None)
+
+
 class Anthropic:
-    """The official SDK: ``messages.stream(...)`` + ``get_final_message()``, on its own default client."""
+    """The official SDK: ``messages.stream(...)`` + ``get_final_message()``, on its own default client; or as a UI
+    redraws (``ui``): reading ``stream.current_message_snapshot`` after every event, and its last block."""
+
+    def __init__(self, ui: bool = False) -> None:
+        self.ui = ui
 
     async def setup(self, base_url: str, concurrent: bool) -> Any:
         import anthropic
@@ -142,13 +155,16 @@ class Anthropic:
                 event = await stream.__anext__()
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     first.append(time.perf_counter())
+            if self.ui:
+                async for _ in stream:
+                    self.shown = shown(stream.current_message_snapshot)
             return from_message(await stream.get_final_message())
 
 
 class Streamkit:
     """streamkit, consumed as ``way`` says: get_final_message() ("final"), every text_stream piece first
     ("text", a chat printing tokens), ``async for event`` (typed events), or as a UI redraws ("ui": reading
-    ``stream.current_message`` after every event, and its last block)."""
+    ``stream.current_message`` after every event, and its last block's text or tool input so far)."""
 
     def __init__(self, way: str = "final", resume: Any = "auto") -> None:
         self.way, self.resume = way, resume
@@ -179,11 +195,8 @@ class Streamkit:
             elif self.way == "ui":
                 deltas = 0
                 async for event in stream:
-                    message = stream.current_message
-                    if event.type == "content_block_delta":
-                        deltas += 1
-                        block = message.content[-1]
-                        self.shown = block.text if block.type == "text" else block.type
+                    deltas += event.type == "content_block_delta"
+                    self.shown = shown(stream.current_message)
             return from_message(await stream.get_final_message(), deltas)
 
 
@@ -201,6 +214,7 @@ class StreamkitSync:
 
 
 CONTENDERS: dict[str, Any] = {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}
+CONTENDERS["anthropic-ui"] = partial(Anthropic, ui=True)
 CONTENDERS |= {f"streamkit-{way}": partial(Streamkit, way) for way in ("text", "events", "ui")}
 CONTENDERS["streamkit-resume-off"] = partial(Streamkit, resume=False)
 CONTENDERS["streamkit-sync"] = StreamkitSync

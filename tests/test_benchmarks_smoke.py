@@ -4,6 +4,7 @@ Not a performance test: it proves the machinery runs end to end (mock server in 
 process, one pyperf worker process per contender, scenario and round) and that every
 contender received every reply whole, with the exact delta count.  Marked ``slow`` (about
 half a minute): the default ``python -m pytest`` deselects it, CI runs it with ``-m slow``.
+The checks of what the streams carry (``benchmarks/_content.py``) are fast and always run.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
         if row["kind"] == "stream":
             assert row["over_parser_floor"] > 0, row["scenario"] + row["contender"]
     names = [target["target"] for target in report["targets"]]
-    assert any("async for event / parser floor <= 1.3 (chunk-text" in name for name in names)
-    assert any("get_final_message() / parser floor <= 1.0 (chunk-tool" in name for name in names)
+    assert any("async for event / parser floor <= 0.6 (chunk-text" in name for name in names)
+    assert any("get_final_message() / parser floor <= 0.5 (chunk-tool" in name for name in names)
+    assert any("UI reader (current_message per event) / parser floor <= 0.7 (chunk-tool" in name for name in names)
     assert any("within 5% of resume=False (resume-chunk-tool" in name for name in names)
     for target in report["targets"]:
         assert set(target) == {"target", "value", "limit", "unit", "pass", "detail"}
@@ -96,3 +98,45 @@ def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
         assert benchmarks[f"{row['scenario']} {row['contender']}"].get_nvalue() == row["runs"]
     compare = [sys.executable, "-m", "pyperf", "compare_to", str(pyperf_file), str(pyperf_file)]
     assert subprocess.run(compare, capture_output=True, text=True, timeout=60).returncode == 0
+
+
+def transcript_deltas(kind: str, content: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], dict[str, Any]]:
+    """The pieces of a 1,000-delta benchmark stream, in order, and what the stream holds."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks._content import transcript
+
+    body, outcome = transcript(kind, 1000, content)
+    events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    deltas = [event["delta"] for event in events if event["type"] == "content_block_delta"]
+    assert [event["type"] for event in events[-2:]] == ["message_delta", "message_stop"]
+    assert events[-2]["usage"] == {"output_tokens": outcome["deltas"]} and len(deltas) == outcome["deltas"] == 1000
+    return [delta.get("text", delta.get("partial_json")) for delta in deltas], outcome
+
+
+def test_realistic_text_is_prose_in_token_sized_deltas_with_some_non_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
+    pieces, outcome = transcript_deltas("text", "realistic", monkeypatch)
+    assert "".join(pieces) == outcome["text"] and outcome["stop_reason"] == "end_turn"
+    assert (sum(map(len, pieces)), min(map(len, pieces)), max(map(len, pieces))) == (15238, 3, 28)
+    assert sum(any(ord(char) > 0x7F for char in piece) for piece in pieces) == 32  # é, —, “ ”, emoji
+    assert sum(any(ord(char) > 0xFFFF for char in piece) for piece in pieces) == 3  # emoji: 4 bytes a character
+    assert all(mark in outcome["text"] for mark in ("\n\n## ", "\n- **", ", ", ". ", " (", "? ", "`"))
+
+
+def test_realistic_tool_input_is_nested_utf8_json_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    pieces, outcome = transcript_deltas("tool", "realistic", monkeypatch)
+    assert json.loads("".join(pieces)) == outcome["tool_input"] and outcome["stop_reason"] == "tool_use"
+    assert (sum(map(len, pieces)), min(map(len, pieces)), max(map(len, pieces))) == (15445, 5, 26)
+    assert sum(any(ord(char) > 0x7F for char in piece) for piece in pieces) == 18  # raw UTF-8, not \\u escapes
+    section = outcome["tool_input"]["sections"][0]
+    assert set(section) == {"heading", "paragraphs", "tags", "metrics", "links"}
+    assert set(section["metrics"]) == {"words", "score", "reviewed"}
+
+
+def test_ascii_content_is_lorem_in_four_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamkit.testing import lorem
+
+    pieces, outcome = transcript_deltas("text", "ascii", monkeypatch)
+    assert set(map(len, pieces)) == {4} and "".join(pieces) == outcome["text"] == lorem(4000, seed=0)
+    pieces, outcome = transcript_deltas("tool", "ascii", monkeypatch)
+    assert outcome["tool_input"] == {"path": "notes/draft.md", "content": lorem(4000, seed=1)}
+    assert json.loads("".join(pieces)) == outcome["tool_input"] and set(map(len, pieces)) == {4, 5}
