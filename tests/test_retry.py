@@ -324,7 +324,9 @@ async def test_create_retries_a_status_error() -> None:
 
 
 async def test_create_per_call_max_retries_and_should_retry() -> None:
-    async with MockServer(Reply.error(529)) as server, client_for(server) as sk:
+    # The retry policy alone: after these six 529s the governor would rightly hold the next
+    # request back for seconds (what it does after 529s is tested in test_governor).
+    async with MockServer(Reply.error(529)) as server, client_for(server, governor=False) as sk:
         with pytest.raises(streamkit.OverloadedError):
             await create(sk, model="m", max_tokens=100, messages=USER, max_retries=0)
         assert len(server.requests) == 1
