@@ -129,10 +129,10 @@ def _renewed(model: _M, changes: dict[str, Any], private: dict[str, Any] | None 
     values.update(changes)
     _set(new, "__dict__", values)
     extra = model.__pydantic_extra__
-    _set(new, "__pydantic_extra__", extra.copy() if extra else extra)
+    _set(new, "__pydantic_extra__", None if extra is None else extra.copy())
     _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(changes))
     old = model.__pydantic_private__
-    _set(new, "__pydantic_private__", {**(old or {}), **private} if private else old.copy() if old else old)
+    _set(new, "__pydantic_private__", None if old is None and not private else {**(old or {}), **(private or {})})
     return new
 
 
@@ -371,7 +371,10 @@ class MessageAccumulator:
 
     @property
     def message(self) -> Message | None:
-        """The reply so far (None before ``message_start``); a fresh object when it changed."""
+        """The reply so far (None before ``message_start``); a fresh object when it changed.
+
+        What did not change since the last snapshot (a block, the usage) is shared with it.
+        """
         if self._message is None:
             return None
         if self._snapshot is None:
@@ -379,7 +382,7 @@ class MessageAccumulator:
             if header is None:
                 header = self._header = _checked_message(self._message, self._usage)
             content = [block.build() for block in self._blocks.values()]
-            self._snapshot = _renewed(header, {"content": content, "usage": _renewed(header.usage, {})})
+            self._snapshot = _renewed(header, {"content": content})
         return self._snapshot
 
     @property
