@@ -17,7 +17,7 @@ sends without end is refused at the cap instead of exhausting memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -55,7 +55,7 @@ APPEND_FIELD = {  # delta type -> the field whose string it appends to the block
 class _Block:
     """One content block while it streams: appended parts, materialised on demand."""
 
-    __slots__ = ("closed", "extras", "fields", "model", "partial", "parts", "size", "tails", "template")
+    __slots__ = ("closed", "extras", "fed", "fields", "model", "partial", "parts", "size", "tails", "template")
 
     def __init__(self, fields: dict[str, Any], size: int) -> None:
         self.fields = fields
@@ -66,6 +66,7 @@ class _Block:
         self.model: ContentBlock | None = None
         self.template: ContentBlock | None = None  # the block validated without its appended parts
         self.partial: PartialJSON | None = None  # tool input parsed so far, for snapshots
+        self.fed = 0  # parts already fed to ``partial`` (-1: unknown since they were joined)
         self.size = size  # bytes counted against the reply's cap
 
     @property
@@ -73,9 +74,31 @@ class _Block:
         return str(self.fields.get("type"))
 
     def joined(self) -> str:
-        if len(self.parts) > 1:
-            self.parts[:] = ["".join(self.parts)]
-        return self.parts[0] if self.parts else ""
+        parts = self.parts
+        if len(parts) > 1:
+            self.fed = 1 if self.fed == len(parts) else -1
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
+
+    def prefix(self, length: int) -> str:
+        """The first ``length`` characters of the joined parts (a tool block's ``input_json``, built when read)."""
+        return self.joined()[:length]
+
+    def _tool_input(self) -> dict[str, Any] | None:
+        """The tool input so far, parsed from what arrived since the last read; None before any JSON text."""
+        parser = self.partial
+        if parser is None:
+            parser = self.partial = PartialJSON()
+        parts = self.parts
+        new = "".join(parts[self.fed :]) if self.fed >= 0 else self.joined()[parser.length :]
+        self.fed = len(parts)
+        if not new and not parser.length:
+            return None
+        try:
+            value = parser.read(new, self.joined)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def changed(self) -> None:
         """Fields other than the appended parts changed: validate the block again at the next build."""
@@ -99,16 +122,15 @@ class _Block:
                 fields[key] = base + "".join(tail) if isinstance(base, str) else [*(base or ()), *tail]
             template = self.template = _model_of(kind).model_validate(fields)  # type: ignore[assignment]
             assert template is not None
-        raw = self.joined()
         if kind == "text" or kind == "thinking":
-            block = _renewed(template, {kind: getattr(template, kind) + raw})
+            block = _renewed(template, {kind: getattr(template, kind) + self.joined()})
         elif kind in _TOOL_TYPES:
-            changes = {}
-            if raw and not self.closed:
-                if self.partial is None:
-                    self.partial = PartialJSON()
-                changes["input"] = _parse_tool_input(self.partial, raw)
-            block = _renewed(template, changes, {"_partial_json": raw})
+            tool_input = None if self.closed else self._tool_input()
+            if tool_input is None:
+                block = _renewed(template, {}, {"_partial_json": self.joined()})
+            else:  # the JSON text is joined only if the reader asks for it
+                text = partial(self.prefix, self.partial.length)  # type: ignore[union-attr]
+                block = _renewed(template, {"input": tool_input}, {"_partial_json": text})
         else:
             block = template
         self.model = block
@@ -179,15 +201,6 @@ def _size(value: Any) -> int:
 def _checked_message(fields: Mapping[str, Any], usage: Mapping[str, Any]) -> Message:
     """The Message of these fields, without content (the template of every snapshot); else ValueError."""
     return Message.model_validate({**fields, "content": [], "usage": Usage.model_validate(usage)})
-
-
-def _parse_tool_input(partial: PartialJSON, raw: str) -> Any:
-    """Parse unfinished tool JSON: complete values are kept, a trailing partial one dropped."""
-    try:
-        value = partial.read(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class MessageAccumulator:

@@ -1,18 +1,20 @@
 """Tool input while it streams: partial JSON parsed incrementally, pure code, no I/O.
 
 A UI reads the snapshot after every delta.  Re-parsing the whole partial JSON on each
-read makes that quadratic in the size of the input; ``PartialJSON`` scans each character
-once, keeps the values already complete, and on a read copies only the containers still
-open.  What it returns is exactly what ``from_json(text, allow_partial=True)`` returns
+read makes that quadratic in the size of the input; ``PartialJSON`` is fed only what
+arrived since the last read, scans each character once (a string's pieces are joined
+when it ends), keeps the values already complete, and on a read copies only the
+containers still open.  What it returns is exactly what ``from_json(text, allow_partial=True)`` returns
 (every complete scalar is decoded by ``from_json`` itself).  Whatever it is not sure to
 reproduce (text that is not a prefix of strict JSON, ``NaN``, nesting deeper than
-``from_json`` allows) switches it to that whole re-parse for good: a broken stream costs
-what it did before, a real one stays linear.
+``from_json`` allows, a number longer than ``MAX_TOKEN``) switches it to that whole
+re-parse for good: a broken stream costs what it did before, a real one stays linear.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import from_json
@@ -36,6 +38,8 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 _LITERALS = {"t": ("true", True), "f": ("false", False), "n": ("null", None)}
 MAX_DEPTH = 200
 """Containers ``PartialJSON`` follows one inside another; ``from_json`` refuses a little deeper."""
+MAX_TOKEN = 1024
+"""Characters of an unfinished number ``PartialJSON`` holds back (it scans them again on the next read)."""
 
 # What a container expects next.
 _KEY_OR_END, _KEY, _COLON, _VALUE, _COMMA_OR_END, _ITEM_OR_END, _ITEM = range(7)
@@ -59,31 +63,35 @@ class _Fallback(Exception):
 
 
 class PartialJSON:
-    """The value of a growing JSON text; ``read(text)`` with each longer version of it."""
+    """The value of a growing JSON text, fed what it grew by on each read."""
 
-    __slots__ = ("_done", "_fallback", "_pos", "_stack", "_string", "_tail", "_top")
+    __slots__ = ("_buffer", "_done", "_fallback", "_stack", "_string", "_tail", "_top", "length")
 
     def __init__(self) -> None:
-        self._pos = 0  # characters consumed: everything before is complete tokens
+        self.length = 0  # characters fed so far
+        self._buffer = ""  # what is not consumed yet: an unfinished token (or the unchecked end of a string)
+        self._string: list[str] | None = None  # the checked part of an unfinished string, from its quote
         self._stack: list[_Frame] = []
         self._top: Any = _MISSING  # the whole value, once complete
         self._done = False
-        self._string = -1  # where the scan of an unfinished string (starting at _pos) resumes
         self._tail: Any = _MISSING  # the unfinished scalar at the end, as from_json keeps it
         self._fallback = False
 
-    def read(self, text: str) -> Any:
-        """What ``from_json(text, allow_partial=True)`` returns (``ValueError`` as it would raise).
+    def read(self, new: str, text: Callable[[], str]) -> Any:
+        """What ``from_json(text(), allow_partial=True)`` returns (``ValueError`` as it would raise).
 
-        ``text`` must extend the text of the previous call.
+        ``new`` is what the text grew by since the last read; ``text()`` is the whole of it,
+        asked for only once the parser has left strict JSON.
         """
+        self.length += len(new)
         if not self._fallback:
             try:
-                self._scan(text)
+                self._scan(new)
                 return self._value()
             except _Fallback:
                 self._fallback = True
-        return from_json(text, allow_partial=True)
+                self._stack, self._string, self._buffer = [], None, ""
+        return from_json(text(), allow_partial=True)
 
     def _value(self) -> Any:
         if self._done:
@@ -115,14 +123,51 @@ class PartialJSON:
             frame.value.append(value)
         frame.expect = _COMMA_OR_END
 
-    def _scan(self, text: str) -> None:
-        """Consume the complete tokens of ``text`` after ``_pos``; note the unfinished one at its end."""
-        pos, end, stack = self._pos, len(text), self._stack
+    def _string_done(self, token: str) -> None:
+        """A string (its quotes included) is complete: a key, or a value."""
+        try:
+            value = from_json(token)
+        except ValueError:
+            raise _Fallback from None
+        frame = self._stack[-1]
+        if frame.expect in (_KEY_OR_END, _KEY):
+            frame.key, frame.expect = value, _COLON
+        else:
+            self._complete(value)
+
+    def _string_end(self, text: str, start: int) -> int | None:
+        """Where the string at ``start`` (after its quote) closes in ``text``; None if it goes on.
+
+        An unfinished string keeps its checked characters in ``_string`` and the rest (an
+        escape cut short) in ``_buffer``.
+        """
+        stop = _STRING.match(text, start).end()  # type: ignore[union-attr]
+        if stop < len(text) and text[stop] == '"':
+            return stop
+        if stop < len(text) and not _ESCAPE_PREFIX.fullmatch(text, stop):
+            raise _Fallback
+        self._buffer = text[stop:]
+        return None
+
+    def _scan(self, new: str) -> None:
+        """Consume the complete tokens of the text so far; note the unfinished one at its end."""
+        text = self._buffer + new
+        self._buffer = ""
         self._tail = _MISSING
+        pos, end, stack = 0, len(text), self._stack
+        string = self._string
+        if string is not None:  # inside a string: only its end is looked for
+            stop = self._string_end(text, 0)
+            if stop is None:
+                string.append(text[: end - len(self._buffer)])
+                return
+            self._string = None
+            self._string_done("".join(string) + text[: stop + 1])
+            pos = stop + 1
         while True:
             pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
             if pos >= end:
-                break
+                return
             char = text[pos]
             frame = stack[-1] if stack else None
             if frame is None and (self._done or char != "{"):
@@ -130,29 +175,14 @@ class PartialJSON:
                 raise _Fallback
             expect = frame.expect if frame is not None else _VALUE
             if char == '"':
-                start = pos
-                scan = self._string if self._string > pos else pos + 1
-                stop = _STRING.match(text, scan).end()  # type: ignore[union-attr]
-                if stop >= end or text[stop] != '"':
-                    if stop < end and not _ESCAPE_PREFIX.fullmatch(text, stop):
-                        raise _Fallback
-                    if expect in (_COLON, _COMMA_OR_END):
-                        raise _Fallback
-                    self._string = stop  # unfinished: a partial string is left out
-                    break
-                self._string = -1
-                try:
-                    value = from_json(text[start : stop + 1])
-                except ValueError:
-                    raise _Fallback from None
-                pos = stop + 1
-                if expect in (_KEY_OR_END, _KEY):
-                    assert frame is not None
-                    frame.key, frame.expect = value, _COLON
-                elif expect in _VALUES:
-                    self._complete(value)
-                else:
+                if expect in (_COLON, _COMMA_OR_END):
                     raise _Fallback
+                stop = self._string_end(text, pos + 1)
+                if stop is None:
+                    self._string = [text[pos : end - len(self._buffer)]]  # left out of the value until it ends
+                    return
+                self._string_done(text[pos : stop + 1])
+                pos = stop + 1
             elif char == "{" or char == "[":
                 if expect not in _VALUES or len(stack) >= MAX_DEPTH:
                     raise _Fallback
@@ -189,20 +219,25 @@ class PartialJSON:
                         self._complete(value)
                         continue
                     if end - pos < len(word) and word.startswith(text[pos:]):
-                        break  # unfinished: left out
+                        self._buffer = text[pos:]  # unfinished: left out
+                        return
                     raise _Fallback
                 run = _NUMBER_RUN.match(text, pos)
                 if run is None:
                     raise _Fallback
                 token = run.group()
-                if run.end() >= end:  # it may go on: from_json keeps it if it is a number already
-                    if _NUMBER.fullmatch(token):
-                        self._tail = from_json(token)
-                    elif not _NUMBER_PREFIX.fullmatch(token):
+                if run.end() < end:
+                    if not _NUMBER.fullmatch(token):
                         raise _Fallback
-                    break
-                if not _NUMBER.fullmatch(token):
+                    pos = run.end()
+                    self._complete(from_json(token))
+                    continue
+                # It may go on: from_json keeps it if it is a number already, drops it if it may become one.
+                if _NUMBER.fullmatch(token):
+                    self._tail = from_json(token)
+                elif not _NUMBER_PREFIX.fullmatch(token):
                     raise _Fallback
-                pos = run.end()
-                self._complete(from_json(token))
-        self._pos = pos
+                if len(token) > MAX_TOKEN:
+                    raise _Fallback  # no number is that long: do not hold it back read after read
+                self._buffer = token
+                return

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic_core import from_json
 
-from streamkit._partial import MAX_DEPTH, PartialJSON
+from streamkit._partial import MAX_DEPTH, MAX_TOKEN, PartialJSON
 
 STRINGS = ["", "a", "é", "😀", '\n\t"\\/', "\x00\x1f", "𝄞x", "two words", "\u2028", "ünï😀cødé"]
 # Inserted into valid documents: each leaves strict JSON somewhere (or is a valid piece in the wrong place).
@@ -28,8 +28,9 @@ def reference(text: str) -> tuple[str, Any]:
 
 
 def incremental(parser: PartialJSON, text: str) -> tuple[str, Any]:
+    """Feed the parser what ``text`` adds to what it has read."""
     try:
-        return "ok", parser.read(text)
+        return "ok", parser.read(text[parser.length :], lambda: text)
     except ValueError:
         return "error", None
 
@@ -126,19 +127,34 @@ def test_a_value_that_is_not_an_object_is_left_to_the_whole_reparse() -> None:
 def test_each_read_copies_only_open_containers() -> None:
     """A complete nested value is shared by later reads; what is still open is a fresh copy each time."""
     parser = PartialJSON()
-    first = parser.read('{"done": {"k": [1]}, "open": [1')
-    second = parser.read('{"done": {"k": [1]}, "open": [1, 2')
+    first = incremental(parser, '{"done": {"k": [1]}, "open": [1')[1]
+    second = incremental(parser, '{"done": {"k": [1]}, "open": [1, 2')[1]
     assert first == {"done": {"k": [1]}, "open": [1]} and second == {"done": {"k": [1]}, "open": [1, 2]}
     assert first["done"] is second["done"]
     assert first is not second and first["open"] is not second["open"]
 
 
+def never(kind: str = "the whole text") -> str:
+    raise AssertionError(f"{kind} was asked for")
+
+
 def test_a_long_string_is_scanned_once() -> None:
-    """A string streamed in 20,000 pieces: each read resumes its scan where the last one stopped."""
-    pieces = ['{"path": "a.md", "content": "'] + ["word \\n "] * 20_000 + ['"}']
-    parser, text = PartialJSON(), ""
-    for piece in pieces[:-1]:
-        text += piece
-        assert parser.read(text) == {"path": "a.md"}
-        assert parser._string == len(text)  # where the next read goes on
-    assert parser.read(text + pieces[-1]) == {"path": "a.md", "content": "word \n " * 20_000}
+    """A string streamed in 20,000 pieces: each read scans the new piece only, and holds back no more than an escape."""
+    parser = PartialJSON()
+    assert parser.read('{"path": "a.md", "content": "', never) == {"path": "a.md"}
+    for _ in range(20_000):
+        assert parser.read("word \\", never) == {"path": "a.md"}
+        assert parser._buffer == "\\"  # an escape cut short waits for its next character
+        assert parser.read("n ", never) == {"path": "a.md"}
+        assert parser._buffer == ""
+    assert parser.read('"}', never) == {"path": "a.md", "content": "word \n " * 20_000}
+
+
+def test_a_number_longer_than_any_real_one_is_left_to_the_whole_reparse() -> None:
+    digits = "1" * (MAX_TOKEN + 1)
+    assert_every_prefix('{"n": ' + digits + "}", [MAX_TOKEN // 4])
+    parser = PartialJSON()
+    parser.read('{"n": ' + digits[:MAX_TOKEN], never)
+    assert not parser._fallback
+    assert parser.read("1", lambda: '{"n": ' + digits) == {"n": int(digits)}
+    assert parser._fallback
