@@ -4,8 +4,8 @@ A UI reads the snapshot after every delta.  Re-parsing the whole partial JSON on
 read makes that quadratic in the size of the input; ``PartialJSON`` is fed only what
 arrived since the last read, scans each character once (a string's pieces are joined
 when it ends), keeps the values already complete, and on a read copies only the
-containers still open.  What it returns is exactly what ``from_json(text, allow_partial=True)`` returns
-(every complete scalar is decoded by ``from_json`` itself).  Whatever it is not sure to
+containers still open.  What it returns is exactly what ``from_json(text,
+allow_partial=True)`` returns (every complete scalar is decoded by ``from_json`` itself).  Whatever it is not sure to
 reproduce (text that is not a prefix of strict JSON, ``NaN``, nesting deeper than
 ``from_json`` allows, a number longer than ``MAX_TOKEN``) switches it to that whole
 re-parse for good: a broken stream costs what it did before, a real one stays linear.
@@ -23,7 +23,7 @@ from pydantic_core import from_json
 # here (a high surrogate only with its low one), so a string matched whole decodes without error.
 _HEX = "[0-9a-fA-F]"
 _STRING = re.compile(
-    rf'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F]){_HEX}{{4}}'
+    rf'(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F]){_HEX}{{4}}'
     rf"|\\u[dD][89abAB]{_HEX}{{2}}\\u[dD][c-fC-F]{_HEX}{{2}})*"
 )
 # What may still become an escape when more text arrives.
