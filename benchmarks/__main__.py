@@ -2,7 +2,7 @@
 
     python -m benchmarks                 # the default run (10 to 12 minutes)
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
-    python -m benchmarks --full          # the SDK (and the UI over tool input) at every size too
+    python -m benchmarks --full          # the SDK at every size too
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
@@ -36,7 +36,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.prog, parser.description = "python -m benchmarks", __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true", help="small sizes, one process each (a smoke run)")
-    parser.add_argument("--full", action="store_true", help="the SDK and the UI over tool input at every size (slow)")
+    parser.add_argument("--full", action="store_true", help="the SDK at every size (slow)")
     parser.add_argument("--repeat", type=int, help="rounds (a process per contender each) below 100k (default 5)")
     parser.add_argument("--repeat-large", type=int, help="rounds from 100k deltas (default 3)")
     parser.add_argument("--sizes", help="text and tool sizes in deltas (default 1k,20k,100k)")

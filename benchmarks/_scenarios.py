@@ -35,7 +35,7 @@ BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # 
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
-QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input so far are quadratic: no more
+QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK is quadratic: no more
 WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
 PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
@@ -132,8 +132,7 @@ class Plan:
                 for name in (c for c in have if c in names):
                     if name == "streamkit-sync" and kind not in SYNC_KINDS:
                         continue
-                    quadratic = name == "anthropic" or (name, kind) == ("streamkit-ui", "tool")
-                    if quadratic and size > QUADRATIC_MAX and not self.full:
+                    if name == "anthropic" and size > QUADRATIC_MAX and not self.full:
                         continue
                     runs = 1 if name == "anthropic" else self.repeat_large if size >= LARGE else self.repeat
                     jobs.append(Job(f"{framing}-{kind}-{human(size)}", "stream", name, (kind, size, framing), runs))
