@@ -3,9 +3,11 @@
 Feed it each event (the decoded JSON object, or a typed event) and read ``message``.
 The cost is linear in the stream: a delta is appended to a list, and text is joined and
 tool JSON parsed only when the snapshot is read (and once more at ``content_block_stop``
-for tool input).  Reading the snapshot after every delta therefore costs what the
-caller asks for, never a re-concatenation behind their back.  Citations and unknown
-deltas are appended the same way, each checked alone, not with the whole block.
+for tool input).  Reading the snapshot after every delta (what a UI does) validates
+nothing again: the changed block is a copy of its validated fields with the text
+joined, or the tool input parsed incrementally (``PartialJSON``: only what arrived since
+the last read), and unchanged blocks are reused.  Citations and unknown deltas are
+appended the same way, each checked alone, not with the whole block.
 
 Every event is checked when fed, so that reading ``message`` never fails, and the reply is
 capped (``max_reply_bytes`` of content, ``max_blocks`` blocks) as it grows: a server that
@@ -15,8 +17,8 @@ sends without end is refused at the cap instead of exhausting memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
-from typing import Any
+from functools import cache, partial
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
@@ -34,6 +36,9 @@ from ._message import (
     UnknownBlock,
     Usage,
 )
+from ._partial import PartialJSON
+
+_M = TypeVar("_M", bound=BaseModel)
 
 _BLOCK_MODELS: dict[str, type[BaseModel]] = {
     "text": TextBlock,
@@ -50,7 +55,7 @@ APPEND_FIELD = {  # delta type -> the field whose string it appends to the block
 class _Block:
     """One content block while it streams: appended parts, materialised on demand."""
 
-    __slots__ = ("closed", "extras", "fields", "model", "parts", "size", "tails")
+    __slots__ = ("closed", "extras", "fed", "fields", "model", "partial", "parts", "size", "tails", "template")
 
     def __init__(self, fields: dict[str, Any], size: int) -> None:
         self.fields = fields
@@ -59,6 +64,9 @@ class _Block:
         self.extras = 0  # deltas that set or add a field instead of appending (signature, citations ...)
         self.closed = False
         self.model: ContentBlock | None = None
+        self.template: ContentBlock | None = None  # the block validated without its appended parts
+        self.partial: PartialJSON | None = None  # tool input parsed so far, for snapshots
+        self.fed = 0  # parts already fed to ``partial`` (-1: unknown since they were joined)
         self.size = size  # bytes counted against the reply's cap
 
     @property
@@ -66,31 +74,88 @@ class _Block:
         return str(self.fields.get("type"))
 
     def joined(self) -> str:
-        if len(self.parts) > 1:
-            self.parts[:] = ["".join(self.parts)]
-        return self.parts[0] if self.parts else ""
+        parts = self.parts
+        if len(parts) > 1:
+            self.fed = 1 if self.fed == len(parts) else -1
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
+
+    def prefix(self, length: int) -> str:
+        """The first ``length`` characters of the joined parts (a tool block's ``input_json``, built when read)."""
+        return self.joined()[:length]
+
+    def _tool_input(self) -> dict[str, Any] | None:
+        """The tool input so far, parsed from what arrived since the last read; None before any JSON text."""
+        parser = self.partial
+        if parser is None:
+            parser = self.partial = PartialJSON()
+        parts = self.parts
+        new = "".join(parts[self.fed :]) if self.fed >= 0 else self.joined()[parser.length :]
+        self.fed = len(parts)
+        if not new and not parser.length:
+            return None
+        try:
+            value = parser.read(new, self.joined)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def changed(self) -> None:
+        """Fields other than the appended parts changed: validate the block again at the next build."""
+        self.template = self.model = None
 
     def build(self) -> ContentBlock:
+        """The block as it stands; a delta re-validates nothing (its part was checked when fed).
+
+        The fields are validated once (again after a delta that is no plain append); each
+        build copies that template with the joined parts: text and thinking appended to
+        the start's, tool input parsed incrementally.
+        """
         if self.model is not None:
             return self.model
-        fields = dict(self.fields)
-        for key, tail in self.tails.items():
-            base = fields.get(key)
-            fields[key] = base + "".join(tail) if isinstance(base, str) else [*(base or ()), *tail]
         kind = self.type
-        raw = self.joined()
-        if kind == "text":
-            fields["text"] = fields.get("text", "") + raw
-        elif kind == "thinking":
-            fields["thinking"] = fields.get("thinking", "") + raw
-        elif kind in _TOOL_TYPES and raw and not self.closed:
-            fields["input"] = _parse_tool_input(raw)
-        model_cls = _BLOCK_MODELS.get(kind, UnknownBlock)
-        block: ContentBlock = model_cls.model_validate(fields)  # type: ignore[assignment]
-        if isinstance(block, ToolUseBlock | ServerToolUseBlock):
-            block._partial_json = raw
+        template = self.template
+        if template is None:
+            fields = dict(self.fields)
+            for key, tail in self.tails.items():
+                base = fields.get(key)
+                fields[key] = base + "".join(tail) if isinstance(base, str) else [*(base or ()), *tail]
+            template = self.template = _model_of(kind).model_validate(fields)  # type: ignore[assignment]
+            assert template is not None
+        if kind == "text" or kind == "thinking":
+            block = _renewed(template, {kind: getattr(template, kind) + self.joined()})
+        elif kind in _TOOL_TYPES:
+            tool_input = None if self.closed else self._tool_input()
+            if tool_input is None:
+                block = _renewed(template, {}, {"_partial_json": self.joined()})
+            else:  # the JSON text is joined only if the reader asks for it
+                text = partial(self.prefix, self.partial.length)  # type: ignore[union-attr]
+                block = _renewed(template, {"input": tool_input}, {"_partial_json": text})
+        else:
+            block = template
         self.model = block
         return block
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
+def _renewed(model: _M, changes: dict[str, Any], private: dict[str, Any] | None = None) -> _M:
+    """A shallow copy of a validated ``model`` with ``changes``: values of its type, already checked.
+
+    ``model_copy(update=...)`` without its generic handling, as a snapshot is built per read;
+    ``private`` sets private attributes.
+    """
+    new = _new(model.__class__)
+    values = model.__dict__.copy()
+    values.update(changes)
+    _set(new, "__dict__", values)
+    extra = model.__pydantic_extra__
+    _set(new, "__pydantic_extra__", None if extra is None else extra.copy())
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(changes))
+    old = model.__pydantic_private__
+    _set(new, "__pydantic_private__", None if old is None and not private else {**(old or {}), **(private or {})})
+    return new
 
 
 def _model_of(kind: object) -> type[BaseModel]:
@@ -133,30 +198,32 @@ def _size(value: Any) -> int:
     return len(to_json(value))
 
 
-def _check_message(fields: Mapping[str, Any], usage: Mapping[str, Any]) -> None:
-    """Raise ValueError unless these fields make a valid Message (so the snapshot can be built)."""
-    Message.model_validate({**fields, "content": [], "usage": Usage.model_validate(usage)})
-
-
-def _parse_tool_input(raw: str) -> Any:
-    """Parse unfinished tool JSON: complete values are kept, a trailing partial one dropped."""
-    try:
-        value = from_json(raw, allow_partial=True)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+def _checked_message(fields: Mapping[str, Any], usage: Mapping[str, Any]) -> Message:
+    """The Message of these fields, without content (the template of every snapshot); else ValueError."""
+    return Message.model_validate({**fields, "content": [], "usage": Usage.model_validate(usage)})
 
 
 class MessageAccumulator:
     """Reassembles one Message; reusable without any network code."""
 
-    __slots__ = ("_blocks", "_max_blocks", "_max_bytes", "_message", "_size", "_snapshot", "_usage", "finished")
+    __slots__ = (
+        "_blocks",
+        "_header",
+        "_max_blocks",
+        "_max_bytes",
+        "_message",
+        "_size",
+        "_snapshot",
+        "_usage",
+        "finished",
+    )
 
     def __init__(self, *, max_reply_bytes: int = MAX_REPLY_BYTES, max_blocks: int = MAX_BLOCKS) -> None:
         self._message: dict[str, Any] | None = None
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _Block] = {}
         self._snapshot: Message | None = None
+        self._header: Message | None = None  # the Message of _message and _usage, validated, without content
         self._size = 0  # bytes of content held, the sum of the blocks' sizes
         self._max_bytes = max_reply_bytes
         self._max_blocks = max_blocks
@@ -205,7 +272,7 @@ class MessageAccumulator:
     def _start(self, message: Mapping[str, Any]) -> None:
         fields = {k: v for k, v in message.items() if k not in ("content", "usage")}
         usage = dict(message.get("usage") or {})
-        _check_message(fields, usage)
+        header = _checked_message(fields, usage)
         blocks: dict[int, _Block] = {}
         size = 0
         for index, content_block in enumerate(message.get("content") or ()):
@@ -214,6 +281,7 @@ class MessageAccumulator:
             block.closed = True
             size = self._checked_size(size + block.size)
         self._message, self._usage, self._blocks, self._size = fields, usage, blocks, size
+        self._header = header
 
     def _block_start(self, index: int, content_block: Mapping[str, Any]) -> None:
         """A new block, checked here so that building the snapshot later cannot fail."""
@@ -231,6 +299,7 @@ class MessageAccumulator:
             model = target.get("model") if isinstance(target, Mapping) else None
             if isinstance(model, str):
                 self._message["model"] = model
+                self._header = None
         self._blocks[index] = _Block(fields, size)
         self._size = total
 
@@ -281,7 +350,7 @@ class MessageAccumulator:
                     block.tails.pop(key, None)
         block.size += size
         block.extras += 1
-        block.model = None
+        block.changed()
 
     def _stop(self, index: int) -> None:
         block = self._blocks[index]
@@ -290,8 +359,9 @@ class MessageAccumulator:
                 block.fields["input"] = from_json(raw)
             except ValueError as exc:
                 raise ProtocolError(f"tool input of block {index} is not valid JSON: {exc}", data=raw.encode()) from exc
-            block.model = None
+            block.changed()
         block.closed = True
+        block.partial = None
 
     def _message_delta(self, data: Mapping[str, Any]) -> None:
         """Merge ``delta`` and every other top-level field (``context_management`` ...).
@@ -309,19 +379,23 @@ class MessageAccumulator:
                 message[key] = value
         usage = dict(self._usage)
         usage.update((k, v) for k, v in (data.get("usage") or {}).items() if v is not None)
-        _check_message(message, usage)
-        self._message, self._usage = message, usage
+        header = _checked_message(message, usage)
+        self._message, self._usage, self._header = message, usage, header
 
     @property
     def message(self) -> Message | None:
-        """The reply so far (None before ``message_start``); a fresh object when it changed."""
+        """The reply so far (None before ``message_start``); a fresh object when it changed.
+
+        What did not change since the last snapshot (a block, the usage) is shared with it.
+        """
         if self._message is None:
             return None
         if self._snapshot is None:
-            self._snapshot = Message.model_validate(
-                {**self._message, "content": [], "usage": Usage.model_validate(self._usage)}
-            )
-            self._snapshot.content = [block.build() for block in self._blocks.values()]
+            header = self._header
+            if header is None:
+                header = self._header = _checked_message(self._message, self._usage)
+            content = [block.build() for block in self._blocks.values()]
+            self._snapshot = _renewed(header, {"content": content})
         return self._snapshot
 
     @property

@@ -7,7 +7,7 @@ Unknown block types are kept whole as ``UnknownBlock``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
@@ -38,12 +38,15 @@ class _ToolCall(_Model):
     id: str
     name: str
     input: Any = Field(default_factory=dict)
-    _partial_json: str = PrivateAttr(default="")
+    _partial_json: str | Callable[[], str] = PrivateAttr(default="")  # or what joins it, when first read
 
     @property
     def input_json(self) -> str:
         """The input's JSON text exactly as streamed (also when cut short)."""
-        return self._partial_json
+        text = self._partial_json
+        if not isinstance(text, str):
+            text = self._partial_json = text()
+        return text
 
     def __eq__(self, other: object) -> bool:
         """Equal when the API would see them equal: the streamed JSON text does not count."""

@@ -53,6 +53,14 @@ class SSEDecoder:
             and b"\r" not in chunk
             and len(chunk) <= self._max
         ):  # whole events and nothing buffered: how the API sends them, one event per chunk
+            end = chunk.find(b"\n")
+            if (
+                chunk.startswith(b"event: ")
+                and chunk.startswith(b"data: ", end + 1)
+                and chunk.find(b"\n", end + 7) == len(chunk) - 2
+                and (name := self._names.get(chunk[7:end])) is not None
+            ):  # exactly one "event: NAME\ndata: JSON" block, of a name seen before
+                return [(name, chunk[end + 7 : -2])]
             return self._parse_blocks(chunk[:-2].split(b"\n\n"))
         if self._head is not None:
             chunk = self._head + chunk

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from pydantic_core import from_json
 
 import streamkit
 from streamkit import MessageAccumulator
@@ -516,6 +517,84 @@ def test_snapshot_is_cached_until_an_event_changes_it() -> None:
     second = snapshot(accumulator)
     assert second is not first
     assert (first.text, second.text) == ("a", "ab")  # an old snapshot is never changed
+
+
+def rebuilt(events: list[dict[str, Any]]) -> streamkit.Message:
+    """The snapshot after ``events`` rebuilt whole, every field validated and tool input re-parsed from the start."""
+    fields: dict[str, Any] = {}
+    blocks: dict[int, tuple[dict[str, Any], list[str], list[bool]]] = {}
+    for event in events:
+        kind = event["type"]
+        if kind == "message_start":
+            fields = dict(event["message"])
+        elif kind == "message_delta":
+            fields.update((k, v) for k, v in event["delta"].items() if v is not None)
+            fields["usage"] = {**fields["usage"], **event["usage"]}
+        elif kind == "content_block_start":
+            blocks[event["index"]] = (dict(event["content_block"]), [], [False])
+        elif kind == "content_block_stop":
+            blocks[event["index"]][2][0] = True
+        elif kind == "content_block_delta":
+            block, parts, _ = blocks[event["index"]]
+            piece = event["delta"]
+            if piece["type"] in ("text_delta", "thinking_delta", "input_json_delta"):
+                parts.append(piece.get("text", piece.get("thinking", piece.get("partial_json"))))
+            elif piece["type"] == "citations_delta":
+                block["citations"] = [*(block.get("citations") or []), piece["citation"]]
+            else:
+                block["signature"] = piece["signature"]
+    content, raws = [], []
+    for block, parts, (closed,) in blocks.values():
+        raw = "".join(parts)
+        block = dict(block)
+        if block["type"] in ("text", "thinking"):
+            block[block["type"]] += raw
+        elif raw and closed:
+            block["input"] = json.loads(raw)
+        elif raw:
+            try:
+                value = from_json(raw, allow_partial=True)
+            except ValueError:
+                value = {}
+            block["input"] = value if isinstance(value, dict) else {}
+        content.append(block)
+        raws.append(raw if block["type"] == "tool_use" else None)
+    message = streamkit.Message.model_validate({**fields, "content": content})
+    for block, raw in zip(message.content, raws, strict=True):
+        if isinstance(block, streamkit.ToolUseBlock):
+            block._partial_json = raw or ""
+    return message
+
+
+def test_a_snapshot_after_every_event_equals_a_whole_rebuild() -> None:
+    """Read after every event (as a UI does): the incremental snapshot is the whole rebuild, field for field.
+
+    Earlier snapshots stay as they were when read.
+    """
+    tool = '{"path": "caf\\u00e9/\\ud83d\\ude00.md", "n": [-1.5e3, 0, true, null], "deep": {"k": [{}]}, "s": "a\\"b"}'
+    events = [message_start(), block_start(0, type="thinking", thinking="", signature="")]
+    events += [delta(0, type="thinking_delta", thinking=piece) for piece in ("Let me", " think ", "é😀")]
+    events += [delta(0, type="signature_delta", signature="c2ln"), block_stop(0)]
+    events += [block_start(1, type="text", text="")]
+    events += [delta(1, type="text_delta", text=piece) for piece in ("Hello", ", wö", "rld 😀", "")]
+    events += [delta(1, type="citations_delta", citation={"type": "char_location", "cited_text": "w"})]
+    events += [delta(1, type="text_delta", text=" after"), block_stop(1), tool_block(2)]
+    events += [delta(2, type="input_json_delta", partial_json=tool[i : i + 3]) for i in range(0, len(tool), 3)]
+    events += [block_stop(2), message_delta("tool_use", output_tokens=40), STOP]
+    accumulator, seen = MessageAccumulator(), []
+    for count, event in enumerate(events, 1):
+        accumulator.feed(event)
+        message = snapshot(accumulator)
+        expected = rebuilt(events[:count])
+        assert message == expected
+        assert message.model_dump(exclude_unset=True) == expected.model_dump(exclude_unset=True)
+        seen.append((message, message.model_dump_json(), expected))
+    for message, dumped, expected in seen:  # input_json is joined when first read: here, after the whole stream
+        assert message.model_dump_json() == dumped
+        for block, want in zip(message.content, expected.content, strict=True):
+            if isinstance(block, streamkit.ToolUseBlock):
+                assert block.input_json == want.input_json  # type: ignore[union-attr]
+    assert snapshot(accumulator).content[2].input == json.loads(tool)  # type: ignore[union-attr]
 
 
 def test_typed_events_are_accepted_too() -> None:
