@@ -25,6 +25,8 @@ CONTENDERS = (
     "parser",
     "anthropic",
     "streamkit",
+    "transport-aiohttp",
+    "streamkit-httpx",
     "streamkit-text",
     "streamkit-events",
     "streamkit-ui",
@@ -33,6 +35,7 @@ CONTENDERS = (
 SYNC_KINDS = ("text",)  # streamkit-sync (streamkit.Client) runs on the one-event-per-chunk text streams only
 BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # bulk framing and the mixed stream
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
+TRANSPORTS = ("transport-aiohttp", "streamkit-httpx")  # streamkit's other transport, the floor of its default one
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
 QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK and a UI reading tool input so far are quadratic: no more
@@ -146,13 +149,14 @@ class Plan:
         # Time to first text: the whole reply in one write, one event per chunk, and paced 1 ms per event.
         ttft = (("ttft-bulk-1k", 1000, "bulk"), ("ttft-chunk-1k", 1000, "chunk"), ("ttft-paced", 50, "paced-1ms"))
         for scenario, size, framing in ttft[1:2] if self.quick else ttft:
-            for name in (c for c in have if c in BASE):
+            for name in (c for c in have if c in BASE + TRANSPORTS):
                 jobs.append(Job(scenario, "ttft", name, ("text", size, framing), values=self.ttft_runs))
         # Concurrency: paced streams on one client in one process; 10,000 streams with the floors only with --full.
         peer = min(PEER_STREAMS, self.streams)
         big: tuple[str, ...] = ("transport", "parser", "streamkit") if self.full else ("streamkit",)
         rows = [(self.streams, big)]
-        rows = [*rows, (peer, ("parser", "streamkit", "anthropic"))] if peer < self.streams else [(peer, BASE)]
+        peers = ("parser", "streamkit", "anthropic", *TRANSPORTS)
+        rows = [*rows, (peer, peers)] if peer < self.streams else [(peer, BASE + TRANSPORTS)]
         for count, names in rows:
             for name in (c for c in have if c in names):
                 reply = ("text", self.stream_deltas, "paced")

@@ -10,7 +10,11 @@ Kept from the httpx transport: the keep-alive socket options, admission up to
 ``max_connections`` (waiting counts against the pool timeout), per-request connect and read
 timeouts, the environment's proxies (one transport per proxy mount), no redirects, no cookies,
 decompression left to httpx (so ``read_capped`` still counts bytes after it).  aiohttp's
-failures become the httpx exceptions httpcore would raise, so the request layer maps them as before.
+failures become the httpx exceptions httpcore would raise, so the request layer maps them as
+before.  The write timeout has no counterpart: the small request body goes into the socket
+buffer at once, and a peer that stops acknowledging it fails at ``TCP_USER_TIMEOUT``.  One
+difference: a response whose whole body has arrived gives its connection back to the pool
+even if it was not read to the end (httpcore closes it), which is sound HTTP/1.1.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
-"""What streamkit knows of the wire: the default httpx client, and reading a stream's body.
+"""What streamkit knows of the wire: the default clients' transports, and reading a stream's body.
 
-The default client keeps sockets alive through long generations.
+The default async client picks its transport at its first request, by the event loop it
+runs in: on asyncio with aiohttp installed (``streamkit[aiohttp]``), aiohttp's HTTP/1.1
+behind httpx's interface (``_aiohttp.py``), far cheaper per chunk and per stream than
+httpcore; otherwise (trio, no aiohttp, ``STREAMKIT_TRANSPORT=httpx``) httpx's own, as the
+ten pools below.  Both take the same options and keep the same guarantees.
 
-A generation can run for many minutes with little traffic; NAT boxes and load balancers
-drop connections that look idle.  TCP keep-alive probes keep them known, and
-``TCP_USER_TIMEOUT`` makes a dead peer surface as an error instead of a silent hang.
-Passing a transport to httpx turns off its proxy lookup from the environment, so the
-proxy mounts are rebuilt here with the same socket options.
+Both keep sockets alive through long generations.  A generation can run for many minutes
+with little traffic; NAT boxes and load balancers drop connections that look idle.  TCP
+keep-alive probes keep them known, and ``TCP_USER_TIMEOUT`` makes a dead peer surface as
+an error instead of a silent hang.  Passing a transport to httpx turns off its proxy lookup
+from the environment, so the proxy mounts are rebuilt here with the same socket options.
 
-httpcore's pool costs CPU in its queued requests times its connections at every request
-and close, and a burst of requests on a warm pool all queue on its one idle connection and
-retry: 1,000 paced streams on one warm 1,000-connection pool took 26 s of CPU, on ten
-pools of 100, 4.5 s.  So the default transport is ten pools of 100 with admission in front.
+The ten pools: a burst of requests on one httpcore pool that holds idle keep-alive
+connections costs far more CPU than the same burst on a cold pool, and a pool of at most
+100 connections holds few of them; so httpx's transport is ten pools of 100 with admission
+in front.  One pool (or httpx2's, which has the same pool) costs several times the CPU on
+the same paced streams.
 """
 
 from __future__ import annotations

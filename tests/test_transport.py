@@ -14,7 +14,7 @@ from conftest import client_for, closed_port
 
 import streamkit
 from streamkit import ResumeInfo
-from streamkit._aiohttp import AiohttpTransport
+from streamkit._aiohttp import AiohttpBodyReader, AiohttpTransport
 from streamkit._transport import (
     DEFAULT_LIMITS,
     KEEPALIVE_COUNT,
@@ -188,6 +188,28 @@ async def test_the_default_pool_uses_the_options_and_long_timeouts(
         assert mounts_of(http) == {}
     async with client_for("http://127.0.0.1:1", timeout=3.0) as sk:
         assert sk._http.timeout == httpx.Timeout(3.0)
+
+
+async def test_the_aiohttp_transport_watches_a_stream_with_one_timer(
+    no_proxy_env: pytest.MonkeyPatch, transport: str
+) -> None:
+    """aiohttp's timer restarted at every chunk is off while the stream's reader watches it; other reads keep it."""
+    if transport != "aiohttp":
+        pytest.skip("the aiohttp transport's reader")
+    async with MockServer(Reply.text(TEXT, chunk_size=10, delay=0.001)) as server:
+        async with client_for(server.base_url, stall_timeout=30.0) as sk:
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                reader = stream._reader
+                assert isinstance(reader, AiohttpBodyReader)
+                response = reader._response.extensions["aiohttp_response"]
+                assert response._protocol.read_timeout is None
+                assert (reader._quiet, reader._quiet_is_stall) == (30.0, True)  # the stall timeout, under 600 s
+                async for event in stream:  # one timer, set for the stall timeout, not one per chunk
+                    assert event.type == "message_start"
+                    assert reader._timer is not None and reader._timer.when() > anyio.current_time() + 10
+                    break
+                assert await stream.get_final_text() == TEXT
+            assert reader._timer is None  # cancelled on close
 
 
 async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env: pytest.MonkeyPatch) -> None:
