@@ -33,6 +33,9 @@ from yarl import URL
 from ._wire import Admission, read_failure, stalled
 
 
+READ_SIZE = 16 * 1024  # at most per read: what arrived while the consumer was busy is handed out in pieces
+
+
 def _mapped(exc: Exception) -> httpx.TransportError:
     """The httpx exception httpcore raises for the same failure."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -169,7 +172,9 @@ class AiohttpBodyReader:
     """``BodyReader`` for the aiohttp transport: the same contract, one timer per stream instead of one per read.
 
     aiohttp would restart its read timer at every chunk; here it is off and a single timer
-    watches the stream.  The timer checks the read in progress when it fires, and sets itself
+    watches the stream.  A read takes at most ``READ_SIZE`` bytes of what has arrived, so a
+    consumer that fell behind gets its next event without the whole backlog parsed first.
+    The timer checks the read in progress when it fires, and sets itself
     again for the next deadline if there is still time: the deadline of the read in progress
     (the read timeout, or the stall timeout if shorter, from when it started), the no-progress
     deadline after pings alone, the drain deadline.  A deadline passed ends the read with an
@@ -247,7 +252,7 @@ class AiohttpBodyReader:
                 self._arm(due if due > now else now)
         self._waiting = True
         try:
-            return await self._content.readany() or None
+            return await self._content.read(READ_SIZE) or None
         except _Watchdog:
             if self._draining:
                 return None
