@@ -12,11 +12,12 @@ keep-alive probes keep them known, and ``TCP_USER_TIMEOUT`` makes a dead peer su
 an error instead of a silent hang.  Passing a transport to httpx turns off its proxy lookup
 from the environment, so the proxy mounts are rebuilt here with the same socket options.
 
-The ten pools: a burst of requests on one httpcore pool that holds idle keep-alive
-connections costs far more CPU than the same burst on a cold pool, and a pool of at most
-100 connections holds few of them; so httpx's transport is ten pools of 100 with admission
-in front.  One pool (or httpx2's, which has the same pool) costs several times the CPU on
-the same paced streams.
+The ten pools: at every request and every close, httpcore's pool walks all its connections
+and requests, so a burst of streams costs CPU in proportion to what one pool holds, idle
+keep-alive connections included.  Measured on paced bursts, one pool costs several times
+the CPU of ten pools of 100, whether the pool starts cold or warm, and less the fewer idle
+connections it may keep: the cost is the pool's size at each operation, not a slow queue.
+So httpx's transport is ten pools of 100 with admission in front.  httpx2's pool is the same.
 """
 
 from __future__ import annotations
