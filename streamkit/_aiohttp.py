@@ -27,11 +27,9 @@ from typing import Any
 
 import aiohttp
 import httpx
-from aiohappyeyeballs import AddrInfoType
 from yarl import URL
 
 from ._wire import Admission, read_failure, stalled
-
 
 READ_SIZE = 16 * 1024  # at most per read: what arrived while the consumer was busy is handed out in pieces
 
@@ -106,7 +104,7 @@ class AiohttpTransport(Admission, httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
-    def _socket(self, address: AddrInfoType) -> socket.socket:
+    def _socket(self, address: tuple[Any, ...]) -> socket.socket:
         family, kind, proto, _, _ = address
         sock = socket.socket(family, kind, proto)
         for level, name, value in self._socket_options:
