@@ -6,6 +6,7 @@
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
+    python -m benchmarks governor        # the rate governor against the mock's limits (about 6 minutes)
 
 pyperf's options apply too (-p processes per round, -n values per process, -w warm-up values, -v).
 Results: a table on stdout; rows, ratios and targets in benchmarks/results/latest.json (--out); pyperf's
@@ -133,7 +134,8 @@ def run_suite(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else ""
-    if module := {"accumulator": "_accumulator", "profile": "_profile", "chart": "_report"}.get(command):
+    commands = {"accumulator": "_accumulator", "profile": "_profile", "chart": "_report", "governor": "_governor"}
+    if module := commands.get(command):
         return int(importlib.import_module(f".{module}", __package__).main(argv[1:]))
     return run_suite(argv)
 

@@ -3,9 +3,33 @@
 Start with ``AsyncClient`` and ``client.messages.stream(...)``; everything it raises
 derives from ``StreamkitError``.  ``Client`` is the same client for sync code (``with
 Client() as client``, ``with client.messages.stream(...) as stream``, ``for event in stream``).
+For work that can wait, ``client.messages.batches`` (Message Batches: ``create``, ``wait``,
+``results``, or ``run`` for all three); ``client.messages.count_tokens(...)`` counts a
+request's input; ``client.files`` (also ``client.beta.files``) is the Files API.
+Every request passes a rate ``Governor`` first (in process by default, shared through Redis
+on request); ``client.governor.snapshot()`` shows what it does.
 """
 
 from ._accumulate import MessageAccumulator
+from ._batch_types import (
+    BatchRequest,
+    BatchResult,
+    BatchWaitTimeoutError,
+    DeletedFile,
+    DeletedMessageBatch,
+    FileMetadata,
+    MessageBatch,
+    MessageBatchCanceledResult,
+    MessageBatchErroredResult,
+    MessageBatchExpiredResult,
+    MessageBatchRequestCounts,
+    MessageBatchResult,
+    MessageBatchSucceededResult,
+    MessageBatchUnknownResult,
+    MessageCreateParams,
+    MessageTokensCount,
+    ResultsNotReadyError,
+)
 from ._client import DEFAULT_MODEL, AsyncClient, ClientOptions, Messages
 from ._errors import (
     APIConnectionError,
@@ -71,6 +95,8 @@ from ._events import (
     UnknownEvent,
     parse_event,
 )
+from ._governed import Governor
+from ._governor import GovernorSnapshot, GovernorTimeoutError
 from ._hooks import Hook
 from ._message import (
     ContentBlock,
@@ -83,18 +109,50 @@ from ._message import (
     UnknownBlock,
     Usage,
 )
-from ._params import NOT_GIVEN, MessageParams, NotGiven
+from ._params import NOT_GIVEN, CountTokensParams, MessageParams, NotGiven
 from ._ratelimits import RateLimit, RateLimits
 from ._replay import Rewind
+from ._request import BodyCallOptions, CallOptions, PollOptions
+from ._resources import AsyncBatchResults, Batches, Beta, Files
 from ._resume import ResumeInfo
 from ._retry import RetryInfo, RetryPolicy
 from ._sse import MAX_EVENT_SIZE, SSEDecoder
 from ._stream import MessageStream
 from ._sync_client import Client, SyncMessages
+from ._sync_resources import SyncBatches, SyncBatchResults, SyncBeta, SyncFiles
 from ._sync_stream import SyncMessageStream
 from ._version import __version__
 
 __all__ = [
+    "BatchRequest",
+    "BatchResult",
+    "BatchWaitTimeoutError",
+    "DeletedFile",
+    "DeletedMessageBatch",
+    "FileMetadata",
+    "MessageBatch",
+    "MessageBatchCanceledResult",
+    "MessageBatchErroredResult",
+    "MessageBatchExpiredResult",
+    "MessageBatchRequestCounts",
+    "MessageBatchResult",
+    "MessageBatchSucceededResult",
+    "MessageBatchUnknownResult",
+    "MessageCreateParams",
+    "MessageTokensCount",
+    "ResultsNotReadyError",
+    "CountTokensParams",
+    "BodyCallOptions",
+    "CallOptions",
+    "PollOptions",
+    "AsyncBatchResults",
+    "Batches",
+    "Beta",
+    "Files",
+    "SyncBatches",
+    "SyncBatchResults",
+    "SyncBeta",
+    "SyncFiles",
     "DEFAULT_MODEL",
     "MAX_EVENT_SIZE",
     "NOT_GIVEN",
@@ -118,6 +176,9 @@ __all__ = [
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
     "ErrorEvent",
+    "Governor",
+    "GovernorSnapshot",
+    "GovernorTimeoutError",
     "Hook",
     "IncompleteStreamError",
     "InputJSONDelta",

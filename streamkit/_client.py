@@ -11,14 +11,18 @@ from typing import Any, Literal, TypedDict, Unpack
 import httpx
 
 from ._accumulate import MessageAccumulator
+from ._batch_types import MessageTokensCount
+from ._batching import COUNT_TOKENS_PATH
 from ._errors import StreamingRequiredError, StreamkitError
 from ._events import StreamEvent
+from ._governed import Gate, Governor, governor_of
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._params import NOT_GIVEN, MessageParams, NotGiven, Query, message_body
+from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
 from ._replay import Rewind
-from ._request import API_VERSION, Requester, RequestOptions, Timeout, stream_opener, with_retries
+from ._request import API_VERSION, Requester, Timeout, request_options, stream_opener, with_retries
+from ._resources import Batches, Beta, Files
 from ._resume import ResumeInfo, ResumePlanner, ResumeStrategy
 from ._retry import RetryInfo, RetryPolicy
 from ._stream import MessageStream
@@ -54,6 +58,7 @@ class ClientOptions(TypedDict, total=False):
     api_version: str
     default_headers: Mapping[str, str]
     default_query: Query
+    governor: bool | Governor
 
 
 class ClientConfig:
@@ -81,6 +86,7 @@ class ClientConfig:
         api_version: str,
         default_headers: Mapping[str, str] | None,
         default_query: Query | None,
+        governor: bool | Governor = True,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -98,6 +104,8 @@ class ClientConfig:
         self.default_headers: dict[str, str] = dict(default_headers or {})
         self.default_query: dict[str, str | int | float | bool] = dict(default_query or {})
         self._prefill_rejected = set()  # models seen to answer prefill with a 400
+        self.governor: Governor | None = governor_of(governor)
+        """The rate governor admitting this client's requests (``governor=``), None when off."""
 
     def _changed(self, changes: ClientOptions) -> dict[str, Any]:
         """The constructor's options of a client like this one but for ``changes`` (``with_options``)."""
@@ -116,6 +124,7 @@ class ClientConfig:
             "retry_initial_delay": policy.initial_delay,
             "retry_max_delay": policy.max_delay,
             "api_version": self.api_version,
+            "governor": self.governor or False,
             **changes,
             "default_headers": {**self.default_headers, **changes.get("default_headers", {})},
             "default_query": {**self.default_query, **changes.get("default_query", {})},
@@ -194,6 +203,11 @@ class AsyncClient(ClientConfig):
     for no timeout) applies to every request, also on a caller's ``http_client``; not given,
     the pool's own (5 s to connect, 600 s between bytes on the default one).
     ``with_options(...)`` returns a client with other defaults on the same pool.
+    ``client.messages`` holds the Messages calls and ``batches``; ``client.files`` (also
+    ``client.beta.files``) is the Files API.
+    ``governor``: the rate governor that admits every request (``streamkit.Governor``);
+    True (the default) a fresh in-process one, False none; one Governor may serve several
+    clients.  ``client.governor.snapshot()`` shows what it knows.
     """
 
     def __init__(
@@ -215,6 +229,7 @@ class AsyncClient(ClientConfig):
         api_version: str = API_VERSION,
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
+        governor: bool | Governor = True,
     ) -> None:
         self._configure(
             api_key=api_key,
@@ -232,6 +247,7 @@ class AsyncClient(ClientConfig):
             api_version=api_version,
             default_headers=default_headers,
             default_query=default_query,
+            governor=governor,
         )
         self._owns_http = http_client is None
         if http_client is None:
@@ -248,6 +264,8 @@ class AsyncClient(ClientConfig):
         )
         self._prefill_rejected: set[str] = set()  # models seen to answer prefill with a 400
         self.messages = Messages(self)
+        self.files = Files(self)
+        self.beta = Beta(self.files)
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> AsyncClient:
         """A client with other defaults on the same connection pool, which it never closes.
@@ -277,22 +295,11 @@ class AsyncClient(ClientConfig):
             await self._http.aclose()
 
 
-def request_options(
-    timeout: Timeout | NotGiven,
-    extra_headers: Mapping[str, str] | None,
-    extra_query: Query | None,
-    extra_body: Mapping[str, Any] | None,
-    betas: Sequence[str] | None,
-) -> RequestOptions:
-    if isinstance(betas, str):  # a str is a Sequence[str]: one beta, not one per character
-        betas = [betas]
-    return RequestOptions(
-        timeout, dict(extra_headers or {}), dict(extra_query or {}), dict(extra_body or {}), betas or ()
-    )
-
-
 class Messages:
     """``client.messages``: ``stream()`` for replies as they are written, ``create()`` for whole ones.
+
+    ``count_tokens()`` counts a request's input tokens without running it; ``batches`` is the
+    Message Batches API, for many requests that can wait.
 
     Both take the API's parameters as typed keywords (``MessageParams``: ``system``, ``tools``,
     ``thinking``, ``temperature`` ...; a misspelled one is a type error, and a ``TypeError``
@@ -303,6 +310,7 @@ class Messages:
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+        self.batches = Batches(client)
 
     def stream(
         self,
@@ -343,8 +351,9 @@ class Messages:
             resume=resume,
             stall_timeout=stall_timeout,
         )
+        gate = Gate(client.governor, model, max_tokens)
         return MessageStream(
-            stream_opener(client._requester, MESSAGES_PATH, options, parts.retry),
+            stream_opener(client._requester, MESSAGES_PATH, options, parts.retry, gate),
             parts.body,
             hooks=Hooks(
                 on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume, on_rewind
@@ -380,4 +389,31 @@ class Messages:
         options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
-        return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)
+        gate = Gate(client.governor, model, max_tokens)
+        gate.sized(request.content)
+        message = await with_retries(lambda: requester.send_message(request), retry, [], on_retry, gate)
+        await gate.ended(None, message, finished=True)
+        return message
+
+    async def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        max_retries: int | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        timeout: Timeout = NOT_GIVEN,  # noqa: ASYNC109 - the request's timeout, as in the official SDK
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[CountTokensParams],
+    ) -> MessageTokensCount:
+        """The input tokens the request would take (``.input_tokens``), without running it; 32 MB checked first."""
+        body = message_body("count_tokens", model, None, messages, params, COUNT_TOKENS_PARAMS)
+        client = self._client
+        retry = client._retry_policy(max_retries)
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
+        requester = client._requester
+        request = requester.build(COUNT_TOKENS_PATH, body, options)
+        return await with_retries(lambda: requester.send_object(request, MessageTokensCount), retry, [], on_retry)

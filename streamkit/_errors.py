@@ -490,3 +490,33 @@ def stream_error(data: dict[str, Any], *, request_id: str | None, partial_messag
         text=json.dumps(data),
         partial_message=partial_message,
     )
+
+
+_KIND_CLASSES: dict[str, type[APIError]] = {
+    "invalid_request_error": InvalidRequestError,
+    "authentication_error": AuthenticationError,
+    "permission_error": PermissionDeniedError,
+    "not_found_error": NotFoundError,
+    "request_too_large": RequestTooLargeError,
+    "rate_limit_error": RateLimitError,
+    "api_error": InternalServerError,
+    "overloaded_error": OverloadedError,
+}
+"""The kind of each known ``error.type``, for an error of neither phase."""
+
+
+def result_error(data: object) -> APIError:
+    """The error of one request of a batch, from its error body: of its kind, of neither phase.
+
+    The request failed inside the batch, with no status of its own and no stream, so the
+    error is an instance of the kind (``except InvalidRequestError`` matches it), never of
+    ``APIStatusError`` or ``StreamError``.  It is handed back in the results, not raised.
+    """
+    error_type, message = _error_detail(data)
+    cls = _KIND_CLASSES.get(error_type or "", APIError)
+    return cls(
+        message or f"the request failed with an error of type {error_type!r}",
+        error_type=error_type,
+        body=data,
+        text=json.dumps(data),
+    )

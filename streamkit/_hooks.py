@@ -73,9 +73,13 @@ def call_hook_sync(hook: Hook[_T] | None, argument: _T) -> None:
 def check_sync_hooks(hooks: Hooks) -> None:
     """Refuse coroutine functions as hooks of the sync client up front, before any request."""
     for name in Hooks.__slots__:
-        hook = getattr(hooks, name)
-        if hook is not None and inspect.iscoroutinefunction(hook):
-            raise TypeError(
-                f"{name}={hook.__qualname__} is an async function: streamkit.Client calls hooks as plain "
-                "functions (use streamkit.AsyncClient for async hooks)"
-            )
+        check_sync_hook(name, getattr(hooks, name))
+
+
+def check_sync_hook(name: str, hook: Hook[Any] | None) -> None:
+    """Refuse a coroutine function as the sync client's hook ``name``."""
+    if hook is not None and inspect.iscoroutinefunction(hook):
+        raise TypeError(
+            f"{name}={hook.__qualname__} is an async function: streamkit.Client calls hooks as plain "
+            "functions (use streamkit.AsyncClient for async hooks)"
+        )

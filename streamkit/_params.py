@@ -63,21 +63,48 @@ class MessageParams(TypedDict, total=False):
 MESSAGE_PARAMS: frozenset[str] = frozenset(MessageParams.__optional_keys__)
 
 
+class CountTokensParams(TypedDict, total=False):
+    """The optional body parameters of token counting: those of ``MessageParams`` that shape the input.
+
+    Sampling and output parameters (``temperature``, ``stop_sequences`` ...) do not change
+    the count and the endpoint does not take them; ``max_tokens`` is not needed.
+    """
+
+    cache_control: Mapping[str, Any] | None
+    output_config: Mapping[str, Any]
+    system: str | Iterable[Mapping[str, Any]]
+    thinking: Mapping[str, Any]
+    tool_choice: Mapping[str, Any]
+    tools: Iterable[Mapping[str, Any]]
+
+
+COUNT_TOKENS_PARAMS: frozenset[str] = frozenset(CountTokensParams.__optional_keys__)
+
+
 def message_body(
-    caller: str, model: str, max_tokens: int, messages: Iterable[Mapping[str, Any]], params: Mapping[str, Any]
+    caller: str,
+    model: str,
+    max_tokens: int | None,
+    messages: Iterable[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    known: frozenset[str] = MESSAGE_PARAMS,
 ) -> dict[str, Any]:
     """The JSON body of a Messages request: only the parameters given, iterables as lists.
 
-    A keyword that is no parameter raises ``TypeError`` here too, for callers without a type
-    checker: it would otherwise reach the API and come back as a 400.
+    A keyword that is not one of ``known`` raises ``TypeError`` here too, for callers without
+    a type checker: it would otherwise reach the API and come back as a 400.  ``max_tokens``
+    None (token counting) is left out.
     """
-    unknown = sorted(params.keys() - MESSAGE_PARAMS)
+    unknown = sorted(params.keys() - known)
     if unknown:
         raise TypeError(
             f"{caller}() got an unexpected keyword argument {unknown[0]!r} (not a Messages API parameter "
             "streamkit knows; send a newer one with extra_body={...})"
         )
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": list(messages)}
+    body: dict[str, Any] = {"model": model}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body["messages"] = list(messages)
     for name, value in params.items():
         if name in ("tools", "stop_sequences") or (name == "system" and not isinstance(value, str | None)):
             value = list(value)

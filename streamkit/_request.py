@@ -1,23 +1,27 @@
 """The request layer: build a request, send it, map transport failures, retry before the stream.
 
 Every endpoint goes through ``Requester``: ``Messages.stream()`` opens each attempt with
-``open_stream`` and ``Messages.create()`` sends with ``send_message``.  A body read whole
-(an error, a ``create()`` reply) is read through ``read_capped``, which counts bytes after
-decompression: a small gzip body can inflate a thousandfold.  A stream's body is not read
-here: that is the stream shell's job, once the API has answered 200.
+``open_stream``, ``Messages.create()`` sends with ``send_message``, the other endpoints
+(batches, token counting, files) with ``send_object`` (a JSON reply) or ``open_body`` (a
+body read in pieces: batch results, a file's content).  A body read whole (an error, a
+JSON reply) is read through ``read_capped``, which counts bytes after decompression: a
+small gzip body can inflate a thousandfold.  A stream's body is not read here: that is
+the stream shell's job, once the API has answered 200.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict, TypeVar
 
 import anyio
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from ._batch_types import APIObject
+from ._batching import Upload
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -28,6 +32,7 @@ from ._errors import (
     StreamkitError,
     status_error,
 )
+from ._governed import Gate, GateBase
 from ._hooks import Hook, call_hook
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
@@ -38,8 +43,35 @@ from ._version import __version__
 API_VERSION = "2023-06-01"
 """The default ``anthropic-version`` header (``AsyncClient(api_version=...)`` changes it)."""
 USER_AGENT = f"streamkit/{__version__}"
-MAX_REQUEST_BYTES = 32 * 1024 * 1024  # documented limit of the Messages API
+_MB = 1024 * 1024
 _T = TypeVar("_T")
+APIObjectT = TypeVar("APIObjectT", bound=APIObject)
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """An endpoint's documented request size limit, and what to do instead of sending more."""
+
+    size: int
+    advice: str
+
+
+MESSAGES_LIMIT = BodyLimit(32 * _MB, "shrink the messages or use the Files API")
+"""Messages and token counting: 32 MB."""
+BATCH_LIMIT = BodyLimit(256 * _MB, "split the requests into several batches")
+"""Message Batches: 256 MB for the whole list of requests."""
+FILE_LIMIT = BodyLimit(500 * _MB, "the Files API takes at most 500 MB per file")
+"""Files: 500 MB per file."""
+MAX_REQUEST_BYTES = MESSAGES_LIMIT.size
+
+
+def too_large_request(size: int, limit: BodyLimit, what: str = "the request body") -> RequestTooLargeError:
+    """The local refusal of a body over ``limit``, with its size: nothing was sent."""
+    return RequestTooLargeError(
+        f"{what} is {size:,} bytes, over the API's limit of {limit.size:,} bytes: it was not sent ({limit.advice})",
+        error_type="request_too_large",
+    )
 
 
 def body_read_error(exc: httpx.HTTPError, response: httpx.Response) -> StreamkitError:
@@ -84,24 +116,40 @@ def too_large_error(response: httpx.Response, content: bytes) -> ProtocolError:
     )
 
 
-def parse_message(response: httpx.Response, content: bytes) -> Message:
-    """A whole (non-streaming) reply's body as a ``Message`` carrying its response's request id and headers."""
+def _validated(response: httpx.Response, content: bytes, model: type[_M]) -> _M:
+    """A JSON reply's body as ``model``; ``ProtocolError`` if it is not one."""
     try:
-        message = Message.model_validate_json(content)
+        return model.model_validate_json(content)
     except ValidationError as exc:
         raise ProtocolError(
-            f"the response is not a Message: {exc.errors()[0]['msg']}",
+            f"the response is not a {model.__name__}: {exc.errors()[0]['msg']}",
             data=content,
             request_id=response.headers.get("request-id"),
         ) from exc
-    return message._received(response.headers.get("request-id"), response.headers)
+
+
+def parse_object(response: httpx.Response, content: bytes, model: type[APIObjectT]) -> APIObjectT:
+    """A JSON reply's body as ``model``, carrying its response's request id and headers."""
+    return _validated(response, content, model)._received(response.headers.get("request-id"), response.headers)
+
+
+def parse_message(response: httpx.Response, content: bytes) -> Message:
+    """A whole (non-streaming) reply's body as a ``Message`` carrying its response's request id and headers."""
+    return _validated(response, content, Message)._received(response.headers.get("request-id"), response.headers)
 
 
 def next_retry(
-    error: APIStatusError | APIConnectionError, policy: RetryPolicy, done: int, records: list[RetryInfo]
+    error: APIStatusError | APIConnectionError,
+    policy: RetryPolicy,
+    done: int,
+    records: list[RetryInfo],
+    gate: GateBase | None = None,
 ) -> RetryInfo:
-    """One step of the pre-stream retry loop (both shells): the retry to do, recorded; else ``error`` raised."""
-    if not policy.should_retry(error, done):
+    """One step of the pre-stream retry loop (both shells): the retry to do, recorded; else ``error`` raised.
+
+    The rate governor's gate may have refused the retry (its retry budget is empty).
+    """
+    if not policy.should_retry(error, done) or (gate is not None and gate.refused(error)):
         raise error
     info = RetryInfo(done + 1, error, policy.delay(done, error))
     records.append(info)
@@ -176,6 +224,62 @@ class RequestOptions:
     betas: Sequence[str] = ()
 
 
+class PollOptions(TypedDict, total=False):
+    """The per-call options of ``batches.wait()``, whose ``timeout`` is the whole wait's (see ``CallOptions``)."""
+
+    max_retries: int | None
+    on_retry: Hook[RetryInfo] | None
+    extra_headers: Mapping[str, str] | None
+    extra_query: Query | None
+    betas: Sequence[str] | None
+
+
+class CallOptions(PollOptions, total=False):
+    """The per-call options of the batch, token counting and files calls (never sent in the body).
+
+    As on ``messages.create()``: ``timeout`` replaces the client's for each request,
+    ``max_retries`` the client's retry count, ``on_retry`` is called before each retry,
+    ``extra_headers`` and ``extra_query`` are added last, ``betas`` are joined into
+    ``anthropic-beta``.
+    """
+
+    timeout: Timeout
+
+
+class BodyCallOptions(CallOptions, total=False):
+    """``CallOptions`` of a call with a JSON body, and ``extra_body``: merged into the body last."""
+
+    extra_body: Mapping[str, Any] | None
+
+
+def request_options(
+    timeout: Timeout | NotGiven,
+    extra_headers: Mapping[str, str] | None,
+    extra_query: Query | None,
+    extra_body: Mapping[str, Any] | None,
+    betas: Sequence[str] | None,
+) -> RequestOptions:
+    if isinstance(betas, str):  # a str is a Sequence[str]: one beta, not one per character
+        betas = [betas]
+    return RequestOptions(
+        timeout, dict(extra_headers or {}), dict(extra_query or {}), dict(extra_body or {}), betas or ()
+    )
+
+
+def call_request_options(
+    options: Mapping[str, Any], *, betas: Sequence[str] = (), query: Mapping[str, str | int] | None = None
+) -> RequestOptions:
+    """The ``RequestOptions`` of a call's ``BodyCallOptions`` (or part), with the endpoint's ``betas`` and ``query``."""
+    made = request_options(
+        options.get("timeout", NOT_GIVEN),
+        options.get("extra_headers"),
+        {**(options.get("extra_query") or {}), **(query or {})},
+        options.get("extra_body"),
+        options.get("betas"),
+    )
+    return replace(made, betas=[*betas, *made.betas]) if betas else made
+
+
 def _with_betas(headers: dict[str, str], betas: Sequence[str]) -> None:
     """Join ``betas`` into the ``anthropic-beta`` header of ``headers`` (any case), without repeats."""
     names = [name for name in headers if name.lower() == "anthropic-beta"]
@@ -212,42 +316,63 @@ class RequestBuilder:
         self.default_headers = dict(default_headers or {})
         self.default_query = dict(default_query or {})
 
-    def build(self, path: str, body: Mapping[str, Any], options: RequestOptions, *, stream: bool) -> httpx.Request:
-        """The request, with the call's options applied; refused locally if its body is over the size limit.
+    def build(
+        self,
+        path: str,
+        body: Mapping[str, Any] | None,
+        options: RequestOptions,
+        *,
+        stream: bool = False,
+        method: str = "POST",
+        limit: BodyLimit = MESSAGES_LIMIT,
+        upload: Upload | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """The request, with the call's options applied; refused locally if its body is over ``limit``.
 
         This is the one place where options become a request: headers (streamkit's, the
-        client's defaults, the call's, then the betas), the query string, the body (the
-        call's ``extra_body`` merged last) and the timeout (in the request's extensions,
-        where the transport and the stall watchdog read it).
+        endpoint's ``headers``, the client's defaults, the call's, then the betas), the query
+        string, the body (a JSON ``body`` with the call's ``extra_body`` merged last, an
+        ``upload`` streamed as multipart, or none for a GET or DELETE) and the timeout (in the
+        request's extensions, where the transport and the stall watchdog read it).
         """
-        content = encode_request({**body, **options.extra_body} if options.extra_body else body)
-        if len(content) > MAX_REQUEST_BYTES:
-            raise RequestTooLargeError(
-                f"the request body is {len(content):,} bytes, over the API's limit of "
-                f"{MAX_REQUEST_BYTES:,} bytes: it was not sent (shrink the messages or use the Files API)",
-                error_type="request_too_large",
-            )
+        content: bytes | None = None
+        if body is not None:
+            content = encode_request({**body, **options.extra_body} if options.extra_body else body)
+            if len(content) > limit.size:
+                raise too_large_request(len(content), limit)
+        elif upload is not None and upload.size > limit.size:
+            raise too_large_request(upload.size, limit, f"the file {upload.filename!r}")
         all_headers = {
             "user-agent": USER_AGENT,
             "anthropic-version": self.api_version,
-            "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
+        if content is not None:
+            all_headers["content-type"] = "application/json"
         if self._api_key is not None:
             all_headers["x-api-key"] = self._api_key
+        all_headers.update(headers or {})
         all_headers.update(self.default_headers)
         all_headers.update(options.headers)
         _with_betas(all_headers, options.betas)
         query = {**self.default_query, **options.query}
         timeout = options.timeout if not isinstance(options.timeout, NotGiven) else self.timeout
         return self.http.build_request(
-            "POST",
+            method,
             f"{self.base_url}{path}",
             content=content,
+            files={"file": (upload.filename, upload.file, upload.mime_type)} if upload is not None else None,
             headers=all_headers,
             params=query or None,
             timeout=httpx.USE_CLIENT_DEFAULT if isinstance(timeout, NotGiven) else timeout,
         )
+
+
+OK = frozenset({200})
+"""The statuses ``open_body`` hands back by default; any other is raised as a status error."""
+RESUME_OK = frozenset({200, 206, 416})
+"""The statuses of a read that may resume with ``Range`` (``_jsonl.resume_skip`` judges them)."""
 
 
 class Requester(RequestBuilder):
@@ -285,36 +410,79 @@ class Requester(RequestBuilder):
         response = await self.send(request, stream=True)
         return parse_message(response, await read_response_body(response))
 
+    async def send_object(self, request: httpx.Request, model: type[APIObjectT]) -> APIObjectT:
+        """Send one request whose reply is a JSON object, and parse it as ``model``, read up to its cap."""
+        response = await self.send(request, stream=True)
+        return parse_object(response, await read_response_body(response), model)
+
+    async def open_body(self, request: httpx.Request, ok: frozenset[int] = OK) -> httpx.Response:
+        """Send one request whose body the caller reads in pieces; a status not in ``ok`` is raised, closed."""
+        response = await self.send(request, stream=True)
+        if response.status_code not in ok:
+            raise await read_status_error(response)
+        return response
+
 
 async def with_retries(
     send: Callable[[], Awaitable[_T]],
     policy: RetryPolicy,
     records: list[RetryInfo],
     on_retry: Hook[RetryInfo] | None,
+    gate: Gate | None = None,
 ) -> _T:
-    """Send until it works or the policy gives up; only failures before a response body retry."""
+    """Send until it works or the policy gives up; only failures before a response body retry.
+
+    With a ``gate``, the rate governor admits every attempt before it is sent.
+    """
     done = 0
     while True:
         try:
-            return await send()
+            if gate is None:
+                return await send()
+            return await gate.run(send, policy, done, records)
         except (APIStatusError, APIConnectionError) as error:
-            info = next_retry(error, policy, done, records)
+            info = next_retry(error, policy, done, records, gate)
             done += 1
             await call_hook(on_retry, info)
             await anyio.sleep(info.delay)
 
 
-OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], Awaitable[httpx.Response]]
-"""How a stream opens an attempt: the body to send, where to record pre-stream retries, the hook."""
+class OpenAttempt:
+    """How a stream opens each attempt (its endpoint, options and retry policy bound), governed.
 
+    Called with the body to send, where to record pre-stream retries, and the hook; the
+    stream shell tells ``ended`` when an attempt's stream ends, so its gate can settle it.
+    """
 
-def stream_opener(requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy) -> OpenAttempt:
-    """The ``OpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
+    def __init__(
+        self, requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy, gate: Gate | None
+    ) -> None:
+        self._requester = requester
+        self._path = path
+        self._options = options
+        self._policy = policy
+        self._gate = gate
 
-    async def open_attempt(
-        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    async def __call__(
+        self, body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
     ) -> httpx.Response:
-        request = requester.build(path, body, options, stream=True)
-        return await with_retries(lambda: requester.open_stream(request), policy, records, on_retry)
+        requester = self._requester
+        request = requester.build(self._path, body, self._options, stream=True)
+        if self._gate is not None:
+            self._gate.sized(request.content)
+        return await with_retries(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
 
-    return open_attempt
+    async def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        """The current attempt's stream ended; False: the governor refuses the retry ``error`` asks for."""
+        if self._gate is None:
+            return True
+        return await self._gate.ended(error, message, finished=finished, retry=retry)
+
+
+def stream_opener(
+    requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy, gate: Gate | None = None
+) -> OpenAttempt:
+    """The ``OpenAttempt`` of one ``stream()`` call."""
+    return OpenAttempt(requester, path, options, policy, gate)

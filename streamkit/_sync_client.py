@@ -8,29 +8,33 @@ sending, reading and sleeping are sync here (``_sync_request``, ``_sync_stream``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Unpack
 
 import httpx
 
+from ._batch_types import MessageTokensCount
+from ._batching import COUNT_TOKENS_PATH
 from ._client import (
     MESSAGES_PATH,
     ClientConfig,
     ClientOptions,
     create_body,
-    request_options,
 )
 from ._errors import StreamkitError
 from ._events import StreamEvent
+from ._governed import Governor, SyncGate
 from ._hooks import Hook, Hooks, check_sync_hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
-from ._params import NOT_GIVEN, MessageParams, NotGiven, Query
+from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
 from ._replay import Rewind
-from ._request import API_VERSION, Timeout
+from ._request import API_VERSION, Timeout, request_options
 from ._resume import ResumeInfo, ResumeStrategy
 from ._retry import RetryInfo
 from ._sync_request import SyncRequester, sync_stream_opener, with_retries_sync
+from ._sync_resources import SyncBatches, SyncBeta, SyncFiles
 from ._sync_stream import SyncMessageStream
 from ._transport import DEFAULT_DRAIN_TIMEOUT, default_sync_http_client
 
@@ -43,6 +47,9 @@ class Client(ClientConfig):
     the default one has keep-alive sockets and is closed on exit).  Hooks are plain
     functions.  ``client.messages.stream(...)`` is a context manager whose stream iterates
     events (``for event in stream``), with ``text_stream`` and ``get_final_message()``.
+    ``client.messages.batches``, ``client.messages.count_tokens()`` and ``client.files`` are
+    as on ``AsyncClient``.
+    ``governor``: as on ``AsyncClient`` (a Governor shared by sync clients on any threads).
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class Client(ClientConfig):
         api_version: str = API_VERSION,
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
+        governor: bool | Governor = True,
     ) -> None:
         self._configure(
             api_key=api_key,
@@ -81,6 +89,7 @@ class Client(ClientConfig):
             api_version=api_version,
             default_headers=default_headers,
             default_query=default_query,
+            governor=governor,
         )
         self._owns_http = http_client is None
         if http_client is None:
@@ -96,6 +105,8 @@ class Client(ClientConfig):
             default_query=self.default_query,
         )
         self.messages = SyncMessages(self)
+        self.files = SyncFiles(self)
+        self.beta = SyncBeta(self.files)
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> Client:
         """A client with other defaults on the same connection pool (see ``AsyncClient.with_options``)."""
@@ -121,10 +132,11 @@ class Client(ClientConfig):
 
 
 class SyncMessages:
-    """``client.messages`` of the sync client: ``stream()`` and ``create()``, as on ``AsyncClient``."""
+    """``client.messages`` of the sync client: ``stream()``, ``create()``, ``count_tokens()``, ``batches``."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self.batches = SyncBatches(client)
 
     def stream(
         self,
@@ -169,8 +181,9 @@ class SyncMessages:
             resume=resume,
             stall_timeout=stall_timeout,
         )
+        gate = SyncGate(client.governor, model, max_tokens)
         return SyncMessageStream(
-            sync_stream_opener(client._requester, MESSAGES_PATH, options, parts.retry),
+            sync_stream_opener(client._requester, MESSAGES_PATH, options, parts.retry, gate),
             parts.body,
             hooks=hooks,
             resume=parts.planner,
@@ -202,4 +215,33 @@ class SyncMessages:
         options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
-        return with_retries_sync(lambda: requester.send_message(request), retry, [], on_retry)
+        gate = SyncGate(client.governor, model, max_tokens)
+        gate.sized(request.content)
+        message = with_retries_sync(lambda: requester.send_message(request), retry, [], on_retry, gate)
+        gate.ended(None, message, finished=True)
+        return message
+
+    def count_tokens(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Mapping[str, Any]],
+        max_retries: int | None = None,
+        on_retry: Hook[RetryInfo] | None = None,
+        timeout: Timeout = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Query | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        **params: Unpack[CountTokensParams],
+    ) -> MessageTokensCount:
+        """The input tokens the request would take (``.input_tokens``), without running it; 32 MB checked first."""
+        body = message_body("count_tokens", model, None, messages, params, COUNT_TOKENS_PARAMS)
+        check_sync_hooks(Hooks(on_retry=on_retry))
+        client = self._client
+        retry = client._retry_policy(max_retries)
+        options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
+        requester = client._requester
+        request = requester.build(COUNT_TOKENS_PATH, body, options)
+        send = partial(requester.send_object, request, MessageTokensCount)
+        return with_retries_sync(send, retry, [], on_retry)

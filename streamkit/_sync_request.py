@@ -13,11 +13,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._errors import APIConnectionError, APIStatusError, status_error
+from ._errors import APIConnectionError, APIStatusError, StreamkitError, status_error
+from ._governed import SyncGate
 from ._hooks import Hook, call_hook_sync
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
 from ._request import (
+    OK,
+    APIObjectT,
     RequestBuilder,
     RequestOptions,
     body_read_error,
@@ -25,6 +28,7 @@ from ._request import (
     next_retry,
     not_an_event_stream,
     parse_message,
+    parse_object,
     send_error,
     too_large_error,
 )
@@ -53,6 +57,16 @@ def read_capped_sync(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
 def read_status_error_sync(response: httpx.Response) -> APIStatusError:
     content, truncated = read_capped_sync(response, MAX_ERROR_BODY)
     return status_error(response.status_code, response.headers, content, truncated=truncated)
+
+
+def read_response_body_sync(response: httpx.Response) -> bytes:
+    """``read_response_body`` for the sync client: a whole reply's body, up to ``MAX_RESPONSE_BODY``."""
+    if response.status_code != 200:
+        raise read_status_error_sync(response)
+    content, truncated = read_capped_sync(response, MAX_RESPONSE_BODY)
+    if truncated:
+        raise too_large_error(response, content)
+    return content
 
 
 class SyncRequester(RequestBuilder):
@@ -84,42 +98,74 @@ class SyncRequester(RequestBuilder):
     def send_message(self, request: httpx.Request) -> Message:
         """Send one non-streaming Messages request and parse the whole reply, read up to its cap."""
         response = self.send(request, stream=True)
-        if response.status_code != 200:
+        return parse_message(response, read_response_body_sync(response))
+
+    def send_object(self, request: httpx.Request, model: type[APIObjectT]) -> APIObjectT:
+        """Send one request whose reply is a JSON object, and parse it as ``model``, read up to its cap."""
+        response = self.send(request, stream=True)
+        return parse_object(response, read_response_body_sync(response), model)
+
+    def open_body(self, request: httpx.Request, ok: frozenset[int] = OK) -> httpx.Response:
+        """Send one request whose body the caller reads in pieces; a status not in ``ok`` is raised, closed."""
+        response = self.send(request, stream=True)
+        if response.status_code not in ok:
             raise read_status_error_sync(response)
-        content, truncated = read_capped_sync(response, MAX_RESPONSE_BODY)
-        if truncated:
-            raise too_large_error(response, content)
-        return parse_message(response, content)
+        return response
 
 
 def with_retries_sync(
-    send: Callable[[], _T], policy: RetryPolicy, records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    send: Callable[[], _T],
+    policy: RetryPolicy,
+    records: list[RetryInfo],
+    on_retry: Hook[RetryInfo] | None,
+    gate: SyncGate | None = None,
 ) -> _T:
     """``with_retries`` for the sync client: the same policy, ``time.sleep`` between tries."""
     done = 0
     while True:
         try:
-            return send()
+            if gate is None:
+                return send()
+            return gate.run(send, policy, done, records)
         except (APIStatusError, APIConnectionError) as error:
-            info = next_retry(error, policy, done, records)
+            info = next_retry(error, policy, done, records, gate)
             done += 1
             call_hook_sync(on_retry, info)
             time.sleep(info.delay)
 
 
-SyncOpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], httpx.Response]
-"""How a sync stream opens an attempt (``OpenAttempt`` without the await)."""
+class SyncOpenAttempt:
+    """``OpenAttempt`` for the sync stream shell."""
+
+    def __init__(
+        self, requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy, gate: SyncGate | None
+    ) -> None:
+        self._requester = requester
+        self._path = path
+        self._options = options
+        self._policy = policy
+        self._gate = gate
+
+    def __call__(
+        self, body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    ) -> httpx.Response:
+        requester = self._requester
+        request = requester.build(self._path, body, self._options, stream=True)
+        if self._gate is not None:
+            self._gate.sized(request.content)
+        return with_retries_sync(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
+
+    def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        """The current attempt's stream ended; False: the governor refuses the retry ``error`` asks for."""
+        if self._gate is None:
+            return True
+        return self._gate.ended(error, message, finished=finished, retry=retry)
 
 
 def sync_stream_opener(
-    requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy
+    requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy, gate: SyncGate | None = None
 ) -> SyncOpenAttempt:
-    """The ``SyncOpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
-
-    def open_attempt(
-        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
-    ) -> httpx.Response:
-        request = requester.build(path, body, options, stream=True)
-        return with_retries_sync(lambda: requester.open_stream(request), policy, records, on_retry)
-
-    return open_attempt
+    """The ``SyncOpenAttempt`` of one ``stream()`` call."""
+    return SyncOpenAttempt(requester, path, options, policy, gate)

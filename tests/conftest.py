@@ -23,7 +23,7 @@ import anyio.to_thread
 import pytest
 
 import streamkit
-from streamkit.testing import MockServer
+from streamkit.testing import MockServer, RedisServer
 
 # Recorded API streams (copied from ../shared/fixtures/recorded; see its README for their source).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
@@ -90,6 +90,20 @@ async def in_thread(consume: Callable[[], T]) -> T:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh, empty ``redis-server`` of this test's own on a free loopback port (starts in ~10 ms).
+
+    One per test rather than per session: a test may kill or restart it, and xdist workers never share one.
+    """
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
 
 
 STALL = 0.15

@@ -62,3 +62,15 @@ async def test_sync_client_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("\n[resumed after ConnectionLostError]\n") == 1
     assert out.endswith(f"\n[{len(module.TEXT)} characters, stop_reason end_turn]\n")
     assert out.replace("\n[resumed after ConnectionLostError]\n", "").startswith(module.TEXT)
+
+
+async def test_batch_example(capsys: pytest.CaptureFixture[str]) -> None:
+    written = await load("batch").main()
+    assert written == {f"essay-{i}": "An essay." for i in (0, 1, 2, 4)}
+    out = capsys.readouterr().out
+    assert out.startswith("[in_progress: 0 succeeded, 0 errored, 5 processing]\n")
+    assert out.endswith(
+        "[ended: 4 succeeded, 1 errored, 0 processing]\n"
+        "[essay-3 failed: OverloadedError: Overloaded]\n"
+        "[4 essays, results resumed 1 time(s)]\n"
+    )

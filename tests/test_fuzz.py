@@ -409,11 +409,11 @@ def test_fuzz_the_accumulator_with_json_values(cases: int) -> None:
 
 
 async def stream_once(
-    server: MockServer, resume: bool, consumer: str
+    server: MockServer, resume: bool, consumer: str, stall_timeout: float = 2.0
 ) -> tuple[streamkit.Message | streamkit.StreamkitError, list[str]]:
     texts: list[str] = []
     options: dict[str, Any] = {"max_retries": 1, "max_resumes": 1, "retry_initial_delay": 0.001}
-    options.update({"retry_max_delay": 0.002, "resume": "auto" if resume else False, "stall_timeout": 2.0})
+    options.update({"retry_max_delay": 0.002, "resume": "auto" if resume else False, "stall_timeout": stall_timeout})
     async with streamkit.AsyncClient(api_key="k", base_url=server.base_url, **options) as client:
         try:
             async with client.messages.stream(**REQUEST) as stream:
@@ -466,8 +466,10 @@ async def test_a_huge_line_over_the_wire_is_refused_with_a_protocol_error(tmp_pa
     path = tmp_path / "huge.sse"
     path.write_bytes(b"".join([*events[:4], b"data: " + b"a" * (MAX_EVENT_SIZE + 1), *events[4:]]))
     async with MockServer(default=Reply.from_fixture(path.name), fixture_dirs=[tmp_path]) as server:
-        with anyio.fail_after(15):
-            result, texts = await stream_once(server, resume=True, consumer="text_stream")
+        with anyio.fail_after(60):
+            # 32 MB in one line can pause longer than the usual stall timeout on a loaded machine;
+            # a stall there would resume, and the mock (which ignores the prefill) would say "Hello" twice.
+            result, texts = await stream_once(server, resume=True, consumer="text_stream", stall_timeout=30.0)
         assert isinstance(result, streamkit.ProtocolError)
         assert type(result) is streamkit.ProtocolError
         assert result.message.startswith("an event of more than 33,554,432 bytes (")

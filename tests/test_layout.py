@@ -79,6 +79,7 @@ def test_the_reply_machine_imports_no_io() -> None:
     """The sans-I/O pieces never import httpx or anyio, not even through another module."""
     graph = import_graph()
     sans_io = ["_reply", "_replay", "_splice", "_resume", "_retry", "_accumulate", "_sse", "_events", "_message"]
+    sans_io += ["_jsonl", "_batching", "_batch_types"]
     for name in sans_io:
         for module in reachable(graph, f"streamkit.{name}"):
             source = (PACKAGE.parent / (module.replace(".", "/") + ".py")).read_text()

