@@ -136,12 +136,18 @@ class AiohttpTransport(Admission, httpx.AsyncBaseTransport):
             session = self._session
             if session is None:
                 session = self._session = self._new_session()
+            headers = list(request.headers.multi_items())
+            try:
+                data: bytes | httpx.AsyncByteStream | None = request.content or None
+            except httpx.RequestNotRead:  # an upload, streamed: aiohttp frames it (chunked without a length)
+                data = request.stream  # type: ignore[assignment]
+                headers = [(name, value) for name, value in headers if name.lower() != "transfer-encoding"]
             with _httpx_errors():
                 response = await session.request(
                     request.method,
                     URL(str(request.url), encoded=True),
-                    headers=list(request.headers.multi_items()),
-                    data=request.content or None,
+                    headers=headers,
+                    data=data,
                     allow_redirects=False,
                     timeout=self._timeout(request),
                     proxy=self._proxy,
