@@ -31,7 +31,7 @@ from yarl import URL
 
 from ._wire import Admission, read_failure, stalled
 
-READ_SIZE = 16 * 1024  # at most per read: what arrived while the consumer was busy is handed out in pieces
+READ_SIZE = 16 * 1024  # at most per read: a backlog is handed out (and a gzip chunk inflated) in pieces
 
 
 def _mapped(exc: Exception) -> httpx.TransportError:
@@ -69,7 +69,7 @@ class AiohttpBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self.response.content
         with _httpx_errors():
-            while chunk := await content.readany():
+            while chunk := await content.read(READ_SIZE):  # bounded: httpx inflates a gzip chunk whole
                 yield chunk
 
     async def aclose(self) -> None:
