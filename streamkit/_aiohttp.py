@@ -51,6 +51,20 @@ def _mapped(exc: Exception) -> httpx.TransportError:
     return httpx.ReadError(str(exc))
 
 
+async def _read(content: aiohttp.StreamReader) -> bytes:
+    """At most ``READ_SIZE`` bytes; what arrived before a failure is handed out before the failure.
+
+    aiohttp's reads raise a failure (a cut body) ahead of the bytes still buffered; a resume
+    then starts from the last byte handed out, so those bytes would be fetched again.
+    """
+    try:
+        return await content.read(READ_SIZE)
+    except Exception:
+        if content._buffer:  # aiohttp's own buffer: no public read bypasses the failure
+            return content._read_nowait(READ_SIZE)
+        raise
+
+
 @contextmanager
 def _httpx_errors() -> Iterator[None]:
     try:
@@ -69,7 +83,7 @@ class AiohttpBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self.response.content
         with _httpx_errors():
-            while chunk := await content.read(READ_SIZE):  # bounded: httpx inflates a gzip chunk whole
+            while chunk := await _read(content):  # bounded: httpx inflates a gzip chunk whole
                 yield chunk
 
     async def aclose(self) -> None:
@@ -256,7 +270,7 @@ class AiohttpBodyReader:
                 self._arm(due if due > now else now)
         self._waiting = True
         try:
-            return await self._content.read(READ_SIZE) or None
+            return await _read(self._content) or None
         except _Watchdog:
             if self._draining:
                 return None
