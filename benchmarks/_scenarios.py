@@ -29,6 +29,8 @@ CONTENDERS = (
     "anthropic",
     "anthropic-ui",
     "streamkit",
+    "transport-aiohttp",
+    "streamkit-httpx",
     "streamkit-text",
     "streamkit-events",
     "streamkit-ui",
@@ -37,6 +39,7 @@ CONTENDERS = (
 SYNC_KINDS = ("text",)  # streamkit-sync (streamkit.Client) runs on the one-event-per-chunk text streams only
 BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # bulk framing and the mixed stream
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
+TRANSPORTS = ("transport-aiohttp", "streamkit-httpx")  # streamkit's other transport, the floor of its default one
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
 QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK is quadratic: no more unless --full
@@ -162,14 +165,15 @@ class Plan:
         # Time to first text: the whole reply in one write, one event per chunk, and paced 1 ms per event.
         ttft = (("ttft-bulk-1k", 1000, "bulk"), ("ttft-chunk-1k", 1000, "chunk"), ("ttft-paced", 50, "paced-1ms"))
         for scenario, size, framing in ttft[1:2] if self.quick else ttft:
-            for name in (c for c in have if c in BASE):
+            for name in (c for c in have if c in BASE + TRANSPORTS):
                 reply = ("text", size, framing, main)
                 jobs.append(Job(scenario + tag(main), "ttft", name, reply, values=self.ttft_runs))
         # Concurrency: paced streams on one client in one process; 10,000 streams with the floors only with --full.
         peer = min(PEER_STREAMS, self.streams)
         big: tuple[str, ...] = ("transport", "parser", "streamkit") if self.full else ("streamkit",)
         rows = [(self.streams, big)]
-        rows = [*rows, (peer, ("parser", "streamkit", "anthropic"))] if peer < self.streams else [(peer, BASE)]
+        peers = ("parser", "streamkit", "anthropic", *TRANSPORTS)
+        rows = [*rows, (peer, peers)] if peer < self.streams else [(peer, BASE + TRANSPORTS)]
         for count, names in rows:
             for name in (c for c in have if c in names):
                 reply = ("text", self.stream_deltas, "paced", main)

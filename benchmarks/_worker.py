@@ -74,6 +74,15 @@ def from_message(message: Any, deltas: int | None = None) -> Outcome:
     return outcome
 
 
+def parse_body(body: bytes) -> Outcome:
+    """The outcome of a whole event-stream body (the transport floors' reference)."""
+    floor = Floor()
+    for line in body.decode().split("\n"):
+        if line.startswith("data: "):
+            floor.apply(json.loads(line[6:]))
+    return floor.finish()
+
+
 # The contenders: setup(base_url, concurrent) -> client; consume(client, header, first) -> Outcome of the
 # whole stream; ``first`` (time to first text only) gets time.perf_counter() at the first text delta.
 
@@ -105,11 +114,32 @@ class Transport:
                 if keep:
                     body.append(chunk)
         if keep:
-            floor = Floor()
-            for line in b"".join(body).decode().split("\n"):
-                if line.startswith("data: "):
-                    floor.apply(json.loads(line[6:]))
-            self.reference = (nbytes, floor.finish())
+            self.reference = (nbytes, parse_body(b"".join(body)))
+        return self.reference[1] if nbytes == self.reference[0] else Outcome()
+
+
+class TransportAiohttp(Transport):
+    """aiohttp's ``iter_any()`` on a plain session: the transport floor on asyncio, the one streamkit picks there."""
+
+    async def setup(self, base_url: str, concurrent: bool) -> Any:
+        import aiohttp
+
+        self.url = f"{base_url}/v1/messages"
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+
+    async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
+        nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
+        async with client.post(self.url, json=BODY, headers={HEADER: header}) as response:
+            async for chunk in response.content.iter_any():
+                if first is not None and not first:
+                    if b'"text_delta"' in tail + chunk:
+                        first.append(time.perf_counter())
+                    tail = chunk[-16:]
+                nbytes += len(chunk)
+                if keep:
+                    body.append(chunk)
+        if keep:
+            self.reference = (nbytes, parse_body(b"".join(body)))
         return self.reference[1] if nbytes == self.reference[0] else Outcome()
 
 
@@ -164,15 +194,19 @@ class Anthropic:
 class Streamkit:
     """streamkit, consumed as ``way`` says: get_final_message() ("final"), every text_stream piece first
     ("text", a chat printing tokens), ``async for event`` (typed events), or as a UI redraws ("ui": reading
-    ``stream.current_message`` after every event, and its last block's text or tool input so far)."""
+    ``stream.current_message`` after every event, and its last block's text or tool input so far).
+    ``transport="httpx"``: the default client's httpx transport even where it would pick aiohttp's."""
 
-    def __init__(self, way: str = "final", resume: Any = "auto") -> None:
-        self.way, self.resume = way, resume
+    def __init__(self, way: str = "final", resume: Any = "auto", transport: str = "") -> None:
+        self.way, self.resume, self.transport = way, resume, transport
 
     async def setup(self, base_url: str, concurrent: bool) -> Any:
         import httpx
 
         import streamkit
+
+        if self.transport:
+            os.environ["STREAMKIT_TRANSPORT"] = self.transport  # read at the client's first request
 
         if not concurrent:
             return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url)
@@ -215,6 +249,7 @@ class StreamkitSync:
 
 CONTENDERS: dict[str, Any] = {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}
 CONTENDERS["anthropic-ui"] = partial(Anthropic, ui=True)
+CONTENDERS |= {"transport-aiohttp": TransportAiohttp, "streamkit-httpx": partial(Streamkit, transport="httpx")}
 CONTENDERS |= {f"streamkit-{way}": partial(Streamkit, way) for way in ("text", "events", "ui")}
 CONTENDERS["streamkit-resume-off"] = partial(Streamkit, resume=False)
 CONTENDERS["streamkit-sync"] = StreamkitSync

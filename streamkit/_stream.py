@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import httpx
@@ -29,7 +29,10 @@ from ._reply import END, NEED_DATA, ReplyMachine, ReplyState, Restart
 from ._request import OpenAttempt
 from ._resume import ResumeInfo, ResumePlanner
 from ._retry import RetryInfo
-from ._transport import BodyReader
+from ._transport import BodyReader, body_reader
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpBodyReader
 
 
 class StreamBase:
@@ -122,7 +125,7 @@ class MessageStream(StreamBase):
             accumulator=accumulator,
         )
         self._open = open_attempt
-        self._reader: BodyReader | None = None
+        self._reader: BodyReader | AiohttpBodyReader | None = None
         self.text_stream: AsyncGenerator[str, None] = self._texts()
         self._consumers: list[AsyncGenerator[Any, None]] = [self.text_stream]
 
@@ -165,7 +168,7 @@ class MessageStream(StreamBase):
         await self._open.ended(machine.error, machine.message, finished=finished)
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
-        self._reader = BodyReader(response, self._stall_timeout, self._drain_timeout)
+        self._reader = body_reader(response, self._stall_timeout, self._drain_timeout)
         self._headers = response.headers
         return self._machine.start(response.headers.get("request-id"))
 

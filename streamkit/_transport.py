@@ -1,39 +1,43 @@
-"""What streamkit knows of the wire: the default httpx client, and reading a stream's body.
+"""What streamkit knows of the wire: the default clients' transports, and reading a stream's body.
 
-The default client keeps sockets alive through long generations.
+The default async client picks its transport at its first request, by the event loop it
+runs in: on asyncio with aiohttp installed (``streamkit[aiohttp]``), aiohttp's HTTP/1.1
+behind httpx's interface (``_aiohttp.py``), far cheaper per chunk and per stream than
+httpcore; otherwise (trio, no aiohttp, ``STREAMKIT_TRANSPORT=httpx``) httpx's own, as the
+ten pools below.  Both take the same options and keep the same guarantees.
 
-A generation can run for many minutes with little traffic; NAT boxes and load balancers
-drop connections that look idle.  TCP keep-alive probes keep them known, and
-``TCP_USER_TIMEOUT`` makes a dead peer surface as an error instead of a silent hang.
-Passing a transport to httpx turns off its proxy lookup from the environment, so the
-proxy mounts are rebuilt here with the same socket options.
+Both keep sockets alive through long generations.  A generation can run for many minutes
+with little traffic; NAT boxes and load balancers drop connections that look idle.  TCP
+keep-alive probes keep them known, and ``TCP_USER_TIMEOUT`` makes a dead peer surface as
+an error instead of a silent hang.  Passing a transport to httpx turns off its proxy lookup
+from the environment, so the proxy mounts are rebuilt here with the same socket options.
 
-httpcore's pool costs CPU in its queued requests times its connections at every request
-and close, and a burst of requests on a warm pool all queue on its one idle connection and
-retry: 1,000 paced streams on one warm 1,000-connection pool took 26 s of CPU, on ten
-pools of 100, 4.5 s.  So the default transport is ten pools of 100 with admission in front.
+The ten pools: at every request and every close, httpcore's pool walks all its connections
+and requests, so a burst of streams costs CPU in proportion to what one pool holds, idle
+keep-alive connections included.  Measured on paced bursts, one pool costs several times
+the CPU of ten pools of 100, whether the pool starts cold or warm, and less the fewer idle
+connections it may keep: the cost is the pool's size at each operation, not a slow queue.
+So httpx's transport is ten pools of 100 with admission in front.  httpx2's pool is the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
-from ._errors import (
-    ConnectionLostError,
-    IncompleteStreamError,
-    ProtocolError,
-    StallError,
-    StreamkitError,
-    StreamTimeoutError,
-)
+from ._wire import Admission, read_failure, stalled
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpBodyReader
 
 KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
 KEEPALIVE_INTERVAL = 15  # seconds between probes
@@ -60,7 +64,7 @@ def keepalive_socket_options() -> list[tuple[int, int, int]]:
     return options
 
 
-class ShardedTransport(httpx.AsyncBaseTransport):
+class ShardedTransport(Admission, httpx.AsyncBaseTransport):
     """httpx's transport, as several httpcore pools of at most SHARD_CONNECTIONS connections.
 
     Each request goes to the least busy pool and holds a slot until its response is closed;
@@ -69,9 +73,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, **options: Any) -> None:
+        super().__init__(limits)
         total = limits.max_connections
-        if total is None:
-            raise ValueError("ShardedTransport needs limits with a max_connections")
+        assert total is not None
         count = -(-total // SHARD_CONNECTIONS)
         keepalive = limits.max_keepalive_connections
         shard_limits = httpx.Limits(
@@ -85,17 +89,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         self._shards = [httpx.AsyncHTTPTransport(verify=tls, limits=shard_limits, **options) for _ in range(count)]
         self._busy = [0] * count
-        self._slots = anyio.Semaphore(total)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            self._slots.acquire_nowait()
-        except anyio.WouldBlock:
-            timeout = (request.extensions.get("timeout") or {}).get("pool")
-            with anyio.move_on_after(timeout) as scope:
-                await self._slots.acquire()
-            if scope.cancelled_caught:
-                raise httpx.PoolTimeout(f"no connection free within {timeout} s", request=request) from None
+        await self.admit(request)
         busy = self._busy
         shard = busy.index(min(busy))
         busy[shard] += 1
@@ -110,7 +106,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     def _leave(self, shard: int) -> None:
         self._busy[shard] -= 1
-        self._slots.release()
+        self.leave()
 
     async def aclose(self) -> None:
         for shard in self._shards:
@@ -137,6 +133,54 @@ class _Releasing(httpx.AsyncByteStream):
                 transport._leave(self._shard)
 
 
+TRANSPORT_VARIABLE = "STREAMKIT_TRANSPORT"  # "httpx": never the aiohttp transport
+
+
+class DefaultTransport(httpx.AsyncBaseTransport):
+    """The default client's transport, picked at its first request by the event loop it runs in.
+
+    On asyncio with aiohttp installed (``streamkit[aiohttp]``): ``AiohttpTransport``, which
+    costs a fraction of httpcore's CPU per chunk and per stream.  Otherwise (trio, no aiohttp,
+    or ``STREAMKIT_TRANSPORT=httpx``): ``ShardedTransport``.  Both take the same options.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._chosen: httpx.AsyncBaseTransport | None = None
+
+    def chosen(self) -> httpx.AsyncBaseTransport:
+        """The transport for the running event loop (picked once)."""
+        if self._chosen is None:
+            self._chosen = _pick(self._options)
+        return self._chosen
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await (self._chosen or self.chosen()).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._chosen is not None:
+            await self._chosen.aclose()
+
+
+def _pick(options: dict[str, Any]) -> httpx.AsyncBaseTransport:
+    if os.environ.get(TRANSPORT_VARIABLE, "").lower() != "httpx" and _on_asyncio():
+        try:
+            from ._aiohttp import AiohttpTransport
+        except ImportError:  # aiohttp is an optional extra
+            pass
+        else:
+            return AiohttpTransport(**options)
+    return ShardedTransport(**options)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _proxy_mounts(
     transport_options: dict[str, Any], *, sync: bool = False
 ) -> dict[str, httpx.AsyncBaseTransport | httpx.BaseTransport | None]:
@@ -151,7 +195,7 @@ def _proxy_mounts(
             mounts[f"{scheme}://"] = (
                 httpx.HTTPTransport(proxy=url, **transport_options)
                 if sync
-                else ShardedTransport(proxy=url, **transport_options)
+                else DefaultTransport(proxy=url, **transport_options)
             )
     for host in (h.strip() for h in proxies.get("no", "").split(",")):
         if host == "*":
@@ -197,21 +241,13 @@ def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.A
         assert mount is None or isinstance(mount, httpx.AsyncBaseTransport)
         mounts[pattern] = mount
     return httpx.AsyncClient(
-        transport=ShardedTransport(**options),
+        transport=DefaultTransport(**options),
         mounts=mounts,
         timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
     )
 
 
 DEFAULT_DRAIN_TIMEOUT = 1.0  # after message_stop, how long to wait for the end of the body (to reuse the connection)
-
-
-def _transport_error(exc: httpx.HTTPError) -> type[IncompleteStreamError | ProtocolError]:
-    if isinstance(exc, httpx.TimeoutException):
-        return StreamTimeoutError
-    if isinstance(exc, httpx.DecodingError):
-        return ProtocolError
-    return ConnectionLostError
 
 
 def _lower_read_timeout(response: httpx.Response, stall_timeout: float | None) -> bool:
@@ -229,17 +265,6 @@ def _lower_read_timeout(response: httpx.Response, stall_timeout: float | None) -
         return False
     response.request.extensions["timeout"] = {**timeouts, "read": stall_timeout}
     return True
-
-
-def _stalled(stall_timeout: float | None) -> StallError:
-    return StallError(f"no progress for {stall_timeout} s (only pings or silence): the stream stalled")
-
-
-def _read_failure(exc: httpx.HTTPError, stall_timeout: float | None, by_read_timeout: bool) -> StreamkitError:
-    """How a failed read of a started stream is raised: a lowered read timeout is a stall."""
-    if by_read_timeout and isinstance(exc, httpx.ReadTimeout):
-        return _stalled(stall_timeout)
-    return _transport_error(exc)(f"the connection failed after the stream started: {exc!r}")
 
 
 class BodyReader:
@@ -294,13 +319,13 @@ class BodyReader:
                 return await self._chunks.__anext__()
             if self._draining:
                 return None
-            raise _stalled(self._stall)
+            raise stalled(self._stall)
         except StopAsyncIteration:
             return None
         except httpx.HTTPError as exc:
             if self._draining:
                 return None
-            raise _read_failure(exc, self._stall, self._by_read_timeout) from exc
+            raise read_failure(exc, self._stall, self._by_read_timeout) from exc
 
     def progressed(self, progress: bool) -> None:
         """After a chunk was decoded: progress stops the no-progress timer, pings alone start it.
@@ -325,6 +350,19 @@ class BodyReader:
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def body_reader(
+    response: httpx.Response, stall_timeout: float | None, drain_timeout: float
+) -> BodyReader | AiohttpBodyReader:
+    """The reader of a stream's body: aiohttp's own for its responses, else httpx's."""
+    if "aiohttp_response" in response.extensions:
+        from ._aiohttp import aiohttp_body_reader
+
+        reader = aiohttp_body_reader(response, stall_timeout, drain_timeout)
+        if reader is not None:
+            return reader
+    return BodyReader(response, stall_timeout, drain_timeout)
 
 
 class SyncBodyReader:
@@ -361,12 +399,12 @@ class SyncBodyReader:
         except httpx.HTTPError as exc:
             if self._draining:
                 return None
-            raise _read_failure(exc, self._stall, self._by_read_timeout) from exc
+            raise read_failure(exc, self._stall, self._by_read_timeout) from exc
         deadline = self._deadline
         if deadline is not None and time.monotonic() > deadline:
             if self._draining:
                 return None
-            raise _stalled(self._stall)
+            raise stalled(self._stall)
         return chunk
 
     def progressed(self, progress: bool) -> None:

@@ -827,19 +827,23 @@ async def test_a_resumed_stream_leaks_no_connection(kind: str) -> None:
 
 
 async def test_leaving_a_resumed_stream_early_leaks_no_connection() -> None:
-    async with MockServer(faulty("cut", 30), CLEAN) as server, client_for(server) as sk:
-        async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
-            seen = ""
-            async for piece in stream.text_stream:
-                seen += piece
-                if len(seen) > len(kept(30)) + 100:
-                    break
-        assert len(stream.resumes) == 1
-        assert TEXT.startswith(seen)
-        transport = sk._http._transport
-        assert isinstance(transport, ShardedTransport) and transport._busy == [0] * 10
-        assert [c for shard in transport._shards for c in shard._pool.connections if not c.is_idle()] == []
-        await server.wait_connections(0, timeout=3)  # the half-read response's connection was closed
+    async with MockServer(faulty("cut", 30), CLEAN) as server:
+        async with client_for(server) as sk:
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                seen = ""
+                async for piece in stream.text_stream:
+                    seen += piece
+                    if len(seen) > len(kept(30)) + 100:
+                        break
+            assert len(stream.resumes) == 1
+            assert TEXT.startswith(seen)
+            transport = sk._http._transport.chosen()  # on asyncio with aiohttp installed, the aiohttp transport
+            assert transport.admitted == 0
+            if isinstance(transport, ShardedTransport):
+                assert [c for shard in transport._shards for c in shard._pool.connections if not c.is_idle()] == []
+                await server.wait_connections(0, timeout=3)  # the half-read response's connection was closed
+        # (aiohttp returns a connection whose whole body has arrived to the pool, read or not)
+        await server.wait_connections(0, timeout=3)
 
 
 async def test_the_default_client_closes_everything() -> None:

@@ -293,6 +293,8 @@ async def test_a_raising_hook_propagates_and_the_snapshot_stays_consistent() -> 
         assert snapshot is not None
         assert snapshot.text == "abcdef" == "".join(received)
         assert snapshot.stop_reason is None
+        assert client._http._transport.chosen().admitted == 0  # type: ignore[attr-defined]  # the response closed
+        await client.aclose()  # (aiohttp pools a connection whose whole body has arrived, read or not)
         await wait_closed(server)
 
 

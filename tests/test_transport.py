@@ -14,12 +14,16 @@ from conftest import client_for, closed_port
 
 import streamkit
 from streamkit import ResumeInfo
+from streamkit._aiohttp import AiohttpBodyReader, AiohttpTransport
 from streamkit._transport import (
+    DEFAULT_LIMITS,
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
     SHARD_CONNECTIONS,
+    TRANSPORT_VARIABLE,
     USER_TIMEOUT_MS,
+    DefaultTransport,
     ShardedTransport,
     default_http_client,
     keepalive_socket_options,
@@ -57,9 +61,32 @@ def live_socket(stream: streamkit.MessageStream) -> Any:
     """The socket under the stream's current response (asyncio's TransportSocket or trio's socket)."""
     response = stream._reader._response  # type: ignore[union-attr]
     assert response is not None
-    sock = response.extensions["network_stream"].get_extra_info("socket")
+    if "aiohttp_response" in response.extensions:
+        sock = response.extensions["aiohttp_response"]._protocol.transport.get_extra_info("socket")
+    else:
+        sock = response.extensions["network_stream"].get_extra_info("socket")
     assert sock is not None and sock.type == socket.SOCK_STREAM
     return sock
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each transport the default client can pick: httpx's everywhere, aiohttp's on asyncio only."""
+    if request.param == "aiohttp":
+        if "trio" in request.node.name:
+            pytest.skip("aiohttp runs on asyncio only")
+        monkeypatch.delenv(TRANSPORT_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(TRANSPORT_VARIABLE, "httpx")
+    return str(request.param)
+
+
+def chosen(http: httpx.AsyncClient, transport: str) -> Any:
+    """The transport the default client picked; the one asked for."""
+    assert isinstance(http._transport, DefaultTransport)
+    picked = http._transport.chosen()
+    assert type(picked) is {"httpx": ShardedTransport, "aiohttp": AiohttpTransport}[transport]
+    return picked
 
 
 @pytest.fixture
@@ -77,11 +104,18 @@ def mounts_of(http: httpx.AsyncClient) -> dict[str, httpx.AsyncBaseTransport | N
 
 def pools_of(transport: httpx.AsyncBaseTransport | None) -> list[Any]:
     """The httpcore pools under one of streamkit's transports."""
+    if isinstance(transport, DefaultTransport):
+        transport = transport.chosen()
     assert isinstance(transport, ShardedTransport)
     return [shard._pool for shard in transport._shards]
 
 
 def proxy_of(transport: httpx.AsyncBaseTransport | None) -> tuple[bytes, bytes, int | None]:
+    if isinstance(transport, DefaultTransport):
+        transport = transport.chosen()
+    if isinstance(transport, AiohttpTransport):
+        url = httpx.URL(transport._proxy or "")
+        return url.raw_scheme, url.raw_host, url.port
     urls = {(url.scheme, url.host, url.port) for url in (pool._proxy_url for pool in pools_of(transport))}
     assert len(urls) == 1
     return urls.pop()
@@ -104,7 +138,7 @@ def test_keepalive_option_values() -> None:
 
 
 @linux_only
-async def test_keepalive_on_the_live_socket(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_keepalive_on_the_live_socket(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     async with MockServer(Reply.text(TEXT)) as server, client_for(server.base_url) as sk:
         async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
             sock = live_socket(stream)
@@ -114,7 +148,7 @@ async def test_keepalive_on_the_live_socket(no_proxy_env: pytest.MonkeyPatch) ->
 
 
 @linux_only
-async def test_keepalive_on_the_socket_of_a_resumed_stream(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_keepalive_on_the_socket_of_a_resumed_stream(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     seen: list[tuple[int, dict[str, int]]] = []
     first = Reply.text(TEXT, chunk_size=7, fault=Fault("cut", after=30))
     async with MockServer(first, Reply.text(TEXT, chunk_size=7)) as server, client_for(server.base_url) as sk:
@@ -135,20 +169,47 @@ async def test_keepalive_on_the_socket_of_a_resumed_stream(no_proxy_env: pytest.
     assert options == EXPECTED_KEEPALIVE
 
 
-async def test_the_default_pool_uses_the_options_and_long_timeouts(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_the_default_pool_uses_the_options_and_long_timeouts(
+    no_proxy_env: pytest.MonkeyPatch, transport: str
+) -> None:
     async with client_for("http://127.0.0.1:1") as sk:
         http = sk._http
-        pools = pools_of(http._transport)
-        assert [pool._socket_options for pool in pools] == [keepalive_socket_options()] * 10
-        assert {(pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry) for pool in pools} == {
-            (SHARD_CONNECTIONS, 10, 5.0)
-        }
-        assert len({id(pool._ssl_context) for pool in pools}) == 1  # one TLS context, built once
+        picked = chosen(http, transport)
+        if transport == "httpx":
+            pools = pools_of(picked)
+            assert [pool._socket_options for pool in pools] == [keepalive_socket_options()] * 10
+            assert {
+                (pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry) for pool in pools
+            } == {(SHARD_CONNECTIONS, 10, 5.0)}
+            assert len({id(pool._ssl_context) for pool in pools}) == 1  # one TLS context, built once
+        else:
+            assert (picked._socket_options, picked._keepalive, picked._proxy) == (keepalive_socket_options(), 5.0, None)
         assert (http.timeout.connect, http.timeout.read) == (5.0, 600.0)
         assert mounts_of(http) == {}
     async with client_for("http://127.0.0.1:1", timeout=3.0) as sk:
         assert sk._http.timeout == httpx.Timeout(3.0)
-        assert [pool._socket_options for pool in pools_of(sk._http._transport)] == [keepalive_socket_options()] * 10
+
+
+async def test_the_aiohttp_transport_watches_a_stream_with_one_timer(
+    no_proxy_env: pytest.MonkeyPatch, transport: str
+) -> None:
+    """aiohttp's timer restarted at every chunk is off while the stream's reader watches it; other reads keep it."""
+    if transport != "aiohttp":
+        pytest.skip("the aiohttp transport's reader")
+    async with MockServer(Reply.text(TEXT, chunk_size=10, delay=0.001)) as server:
+        async with client_for(server.base_url, stall_timeout=30.0) as sk:
+            async with sk.messages.stream(model="m", max_tokens=99, messages=USER) as stream:
+                reader = stream._reader
+                assert isinstance(reader, AiohttpBodyReader)
+                response = reader._response.extensions["aiohttp_response"]
+                assert response._protocol.read_timeout is None
+                assert (reader._quiet, reader._quiet_is_stall) == (30.0, True)  # the stall timeout, under 600 s
+                async for event in stream:  # one timer, set for the stall timeout, not one per chunk
+                    assert event.type == "message_start"
+                    assert reader._timer is not None and reader._timer.when() > anyio.current_time() + 10
+                    break
+                assert await stream.get_final_text() == TEXT
+            assert reader._timer is None  # cancelled on close
 
 
 async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env: pytest.MonkeyPatch) -> None:
@@ -163,8 +224,13 @@ async def test_a_callers_http_client_is_used_as_given_and_left_open(no_proxy_env
 # -- admission to the pool --------------------------------------------------------------------
 
 
-def two_slot_client(pool_timeout: float = 5.0) -> tuple[ShardedTransport, httpx.AsyncClient]:
-    transport = ShardedTransport(limits=httpx.Limits(max_connections=2, max_keepalive_connections=2))
+def two_slot_client(kind: str = "httpx", pool_timeout: float = 5.0) -> tuple[Any, httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    transport: ShardedTransport | AiohttpTransport = (
+        ShardedTransport(limits=limits)
+        if kind == "httpx"
+        else AiohttpTransport(limits=limits, socket_options=keepalive_socket_options())
+    )
     return transport, httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, pool=pool_timeout))
 
 
@@ -172,11 +238,12 @@ def held(sk: streamkit.AsyncClient) -> streamkit.MessageStream:
     return sk.messages.stream(model="m", max_tokens=99, messages=USER)
 
 
-async def test_the_default_pool_admits_up_to_max_connections(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_the_default_pool_admits_up_to_max_connections(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     async with client_for("http://127.0.0.1:1") as sk:
-        transport = sk._http._transport
-        assert isinstance(transport, ShardedTransport)
-        assert (transport._slots.value, len(transport._shards), SHARD_CONNECTIONS) == (1000, 10, 100)
+        picked = chosen(sk._http, transport)
+        assert (picked._slots.value, picked.admitted, DEFAULT_LIMITS.max_connections) == (1000, 0, 1000)
+        if transport == "httpx":
+            assert (len(picked._shards), SHARD_CONNECTIONS) == (10, 100)
 
 
 def test_a_pool_without_a_connection_limit_is_refused() -> None:
@@ -232,9 +299,11 @@ async def test_a_request_over_the_limit_waits_outside_httpcores_queue(no_proxy_e
         assert len(server.requests) == 3
 
 
-async def test_waiting_for_a_slot_counts_against_the_pool_timeout(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_waiting_for_a_slot_counts_against_the_pool_timeout(
+    no_proxy_env: pytest.MonkeyPatch, transport: str
+) -> None:
     async with MockServer(default=Reply.text(TEXT)) as server:
-        transport, http = two_slot_client(pool_timeout=0.2)
+        transport, http = two_slot_client(transport, pool_timeout=0.2)
         async with http, client_for(server.base_url, http_client=http, max_retries=0) as sk:
             async with held(sk) as one, held(sk) as two:
                 with pytest.raises(streamkit.APITimeoutError) as caught:
@@ -247,9 +316,9 @@ async def test_waiting_for_a_slot_counts_against_the_pool_timeout(no_proxy_env: 
         assert len(server.requests) == 2
 
 
-async def test_early_exit_and_cancelled_waits_give_slots_back(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_early_exit_and_cancelled_waits_give_slots_back(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     async with MockServer(default=Reply.text(TEXT, chunk_size=5)) as server:
-        transport, http = two_slot_client()
+        transport, http = two_slot_client(transport)
         async with http, client_for(server.base_url, http_client=http) as sk:
             slots = transport._slots
             async with held(sk) as one, held(sk):
@@ -270,7 +339,7 @@ async def test_early_exit_and_cancelled_waits_give_slots_back(no_proxy_env: pyte
 # -- proxies from the environment ---------------------------------------------------------------
 
 
-def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     no_proxy_env.setenv("HTTP_PROXY", "http://proxy.internal:3128")
     no_proxy_env.setenv("HTTPS_PROXY", "secure-proxy.internal:8443")  # no scheme: http:// is meant
     no_proxy_env.setenv("NO_PROXY", "127.0.0.1,.corp.example")
@@ -282,7 +351,12 @@ def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPat
     assert proxy_of(mounts["http://"]) == (b"http", b"proxy.internal", 3128)
     assert proxy_of(mounts["https://"]) == (b"http", b"secure-proxy.internal", 8443)
     for scheme in ("http://", "https://"):
-        assert [pool._socket_options for pool in pools_of(mounts[scheme])] == [keepalive_socket_options()] * 10
+        mount = mounts[scheme]
+        assert isinstance(mount, DefaultTransport)
+        if transport == "httpx":
+            assert [pool._socket_options for pool in pools_of(mount)] == [keepalive_socket_options()] * 10
+        else:
+            assert mount.chosen()._socket_options == keepalive_socket_options()  # type: ignore[attr-defined]
     # the routing httpx does with these mounts
     assert http._transport_for_url(httpx.URL("http://api.example.com/v1/messages")) is mounts["http://"]
     assert http._transport_for_url(httpx.URL("https://api.anthropic.com/v1/messages")) is mounts["https://"]
@@ -292,7 +366,7 @@ def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPat
     assert http._transport_for_url(httpx.URL("https://notcorp.example/v1")) is mounts["https://"]
 
 
-def test_all_proxy_and_lowercase_variables(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_all_proxy_and_lowercase_variables(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     no_proxy_env.setenv("all_proxy", "http://everything.internal:9000")
     mounts = mounts_of(default_http_client())
     assert set(mounts) == {"all://"}
@@ -305,7 +379,7 @@ def test_no_proxy_star_turns_proxies_off(no_proxy_env: pytest.MonkeyPatch) -> No
     assert mounts_of(default_http_client()) == {}
 
 
-async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")  # a proxy that is down
     no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
     async with MockServer(Reply.text(TEXT)) as server, client_for(server.base_url) as sk:
@@ -316,7 +390,7 @@ async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch) 
         assert stream.retries == []
 
 
-async def test_requests_go_through_the_proxy(no_proxy_env: pytest.MonkeyPatch) -> None:
+async def test_requests_go_through_the_proxy(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     """The mock server plays the proxy: it receives the absolute URL, so it answers 404."""
     async with MockServer(allowed_hosts=["api.example.test"]) as proxy:  # a proxy is asked for other hosts
         no_proxy_env.setenv("HTTP_PROXY", proxy.base_url)
@@ -334,7 +408,7 @@ async def test_requests_go_through_the_proxy(no_proxy_env: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize(("no_proxy", "ipv6"), [("localhost,127.0.0.1,::1", "::1"), ("127.0.0.1,fe80::1", "fe80::1")])
 async def test_an_ipv6_no_proxy_entry_does_not_break_the_client(
-    no_proxy_env: pytest.MonkeyPatch, no_proxy: str, ipv6: str
+    no_proxy_env: pytest.MonkeyPatch, no_proxy: str, ipv6: str, transport: str
 ) -> None:
     """``NO_PROXY=localhost,127.0.0.1,::1`` is a common default; the client must still work."""
     no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")

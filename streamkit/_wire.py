@@ -1,0 +1,62 @@
+"""What both transports share: admission to the pool, and how a failed read of a started stream is raised."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+
+from ._errors import (
+    ConnectionLostError,
+    IncompleteStreamError,
+    ProtocolError,
+    StallError,
+    StreamkitError,
+    StreamTimeoutError,
+)
+
+
+class Admission:
+    """Admission of requests up to ``max_connections``: beyond it a request waits here, against the pool timeout."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        if limits.max_connections is None:
+            raise ValueError(f"{type(self).__name__} needs limits with a max_connections")
+        self._limit = limits.max_connections
+        self._slots = anyio.Semaphore(limits.max_connections)
+
+    @property
+    def admitted(self) -> int:
+        """Requests whose response is not closed yet."""
+        return self._limit - self._slots.value
+
+    async def admit(self, request: httpx.Request) -> None:
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            timeout = (request.extensions.get("timeout") or {}).get("pool")
+            with anyio.move_on_after(timeout) as scope:
+                await self._slots.acquire()
+            if scope.cancelled_caught:
+                raise httpx.PoolTimeout(f"no connection free within {timeout} s", request=request) from None
+
+    def leave(self) -> None:
+        self._slots.release()
+
+
+def transport_error(exc: httpx.HTTPError) -> type[IncompleteStreamError | ProtocolError]:
+    if isinstance(exc, httpx.TimeoutException):
+        return StreamTimeoutError
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError
+    return ConnectionLostError
+
+
+def stalled(stall_timeout: float | None) -> StallError:
+    return StallError(f"no progress for {stall_timeout} s (only pings or silence): the stream stalled")
+
+
+def read_failure(exc: httpx.HTTPError, stall_timeout: float | None, by_read_timeout: bool) -> StreamkitError:
+    """How a failed read of a started stream is raised: a lowered read timeout is a stall."""
+    if by_read_timeout and isinstance(exc, httpx.ReadTimeout):
+        return stalled(stall_timeout)
+    return transport_error(exc)(f"the connection failed after the stream started: {exc!r}")
