@@ -13,6 +13,7 @@ import httpx
 from ._accumulate import MessageAccumulator
 from ._errors import StreamingRequiredError, StreamkitError
 from ._events import StreamEvent
+from ._governed import Gate, Governor, governor_of
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
@@ -54,6 +55,7 @@ class ClientOptions(TypedDict, total=False):
     api_version: str
     default_headers: Mapping[str, str]
     default_query: Query
+    governor: bool | Governor
 
 
 class ClientConfig:
@@ -81,6 +83,7 @@ class ClientConfig:
         api_version: str,
         default_headers: Mapping[str, str] | None,
         default_query: Query | None,
+        governor: bool | Governor = True,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -98,6 +101,8 @@ class ClientConfig:
         self.default_headers: dict[str, str] = dict(default_headers or {})
         self.default_query: dict[str, str | int | float | bool] = dict(default_query or {})
         self._prefill_rejected = set()  # models seen to answer prefill with a 400
+        self.governor: Governor | None = governor_of(governor)
+        """The rate governor admitting this client's requests (``governor=``), None when off."""
 
     def _changed(self, changes: ClientOptions) -> dict[str, Any]:
         """The constructor's options of a client like this one but for ``changes`` (``with_options``)."""
@@ -116,6 +121,7 @@ class ClientConfig:
             "retry_initial_delay": policy.initial_delay,
             "retry_max_delay": policy.max_delay,
             "api_version": self.api_version,
+            "governor": self.governor or False,
             **changes,
             "default_headers": {**self.default_headers, **changes.get("default_headers", {})},
             "default_query": {**self.default_query, **changes.get("default_query", {})},
@@ -194,6 +200,9 @@ class AsyncClient(ClientConfig):
     for no timeout) applies to every request, also on a caller's ``http_client``; not given,
     the pool's own (5 s to connect, 600 s between bytes on the default one).
     ``with_options(...)`` returns a client with other defaults on the same pool.
+    ``governor``: the rate governor that admits every request (``streamkit.Governor``);
+    True (the default) a fresh in-process one, False none; one Governor may serve several
+    clients.  ``client.governor.snapshot()`` shows what it knows.
     """
 
     def __init__(
@@ -215,6 +224,7 @@ class AsyncClient(ClientConfig):
         api_version: str = API_VERSION,
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
+        governor: bool | Governor = True,
     ) -> None:
         self._configure(
             api_key=api_key,
@@ -232,6 +242,7 @@ class AsyncClient(ClientConfig):
             api_version=api_version,
             default_headers=default_headers,
             default_query=default_query,
+            governor=governor,
         )
         self._owns_http = http_client is None
         if http_client is None:
@@ -343,8 +354,9 @@ class Messages:
             resume=resume,
             stall_timeout=stall_timeout,
         )
+        gate = Gate(client.governor, model, max_tokens)
         return MessageStream(
-            stream_opener(client._requester, MESSAGES_PATH, options, parts.retry),
+            stream_opener(client._requester, MESSAGES_PATH, options, parts.retry, gate),
             parts.body,
             hooks=Hooks(
                 on_text, on_thinking, on_tool_input, on_event, on_message, on_error, on_retry, on_resume, on_rewind
@@ -380,4 +392,8 @@ class Messages:
         options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
-        return await with_retries(lambda: requester.send_message(request), retry, [], on_retry)
+        gate = Gate(client.governor, model, max_tokens)
+        gate.sized(request.content)
+        message = await with_retries(lambda: requester.send_message(request), retry, [], on_retry, gate)
+        await gate.ended(None, message, finished=True)
+        return message

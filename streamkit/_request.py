@@ -28,6 +28,7 @@ from ._errors import (
     StreamkitError,
     status_error,
 )
+from ._governed import Gate, GateBase
 from ._hooks import Hook, call_hook
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
@@ -98,10 +99,17 @@ def parse_message(response: httpx.Response, content: bytes) -> Message:
 
 
 def next_retry(
-    error: APIStatusError | APIConnectionError, policy: RetryPolicy, done: int, records: list[RetryInfo]
+    error: APIStatusError | APIConnectionError,
+    policy: RetryPolicy,
+    done: int,
+    records: list[RetryInfo],
+    gate: GateBase | None = None,
 ) -> RetryInfo:
-    """One step of the pre-stream retry loop (both shells): the retry to do, recorded; else ``error`` raised."""
-    if not policy.should_retry(error, done):
+    """One step of the pre-stream retry loop (both shells): the retry to do, recorded; else ``error`` raised.
+
+    The rate governor's gate may have refused the retry (its retry budget is empty).
+    """
+    if not policy.should_retry(error, done) or (gate is not None and gate.refused(error)):
         raise error
     info = RetryInfo(done + 1, error, policy.delay(done, error))
     records.append(info)
@@ -291,30 +299,61 @@ async def with_retries(
     policy: RetryPolicy,
     records: list[RetryInfo],
     on_retry: Hook[RetryInfo] | None,
+    gate: Gate | None = None,
 ) -> _T:
-    """Send until it works or the policy gives up; only failures before a response body retry."""
+    """Send until it works or the policy gives up; only failures before a response body retry.
+
+    With a ``gate``, the rate governor admits every attempt before it is sent.
+    """
     done = 0
     while True:
         try:
-            return await send()
+            if gate is None:
+                return await send()
+            return await gate.run(send, policy, done, records)
         except (APIStatusError, APIConnectionError) as error:
-            info = next_retry(error, policy, done, records)
+            info = next_retry(error, policy, done, records, gate)
             done += 1
             await call_hook(on_retry, info)
             await anyio.sleep(info.delay)
 
 
-OpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], Awaitable[httpx.Response]]
-"""How a stream opens an attempt: the body to send, where to record pre-stream retries, the hook."""
+class OpenAttempt:
+    """How a stream opens each attempt (its endpoint, options and retry policy bound), governed.
 
+    Called with the body to send, where to record pre-stream retries, and the hook; the
+    stream shell tells ``ended`` when an attempt's stream ends, so its gate can settle it.
+    """
 
-def stream_opener(requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy) -> OpenAttempt:
-    """The ``OpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
+    def __init__(
+        self, requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy, gate: Gate | None
+    ) -> None:
+        self._requester = requester
+        self._path = path
+        self._options = options
+        self._policy = policy
+        self._gate = gate
 
-    async def open_attempt(
-        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    async def __call__(
+        self, body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
     ) -> httpx.Response:
-        request = requester.build(path, body, options, stream=True)
-        return await with_retries(lambda: requester.open_stream(request), policy, records, on_retry)
+        requester = self._requester
+        request = requester.build(self._path, body, self._options, stream=True)
+        if self._gate is not None:
+            self._gate.sized(request.content)
+        return await with_retries(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
 
-    return open_attempt
+    async def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        """The current attempt's stream ended; False: the governor refuses the retry ``error`` asks for."""
+        if self._gate is None:
+            return True
+        return await self._gate.ended(error, message, finished=finished, retry=retry)
+
+
+def stream_opener(
+    requester: Requester, path: str, options: RequestOptions, policy: RetryPolicy, gate: Gate | None = None
+) -> OpenAttempt:
+    """The ``OpenAttempt`` of one ``stream()`` call."""
+    return OpenAttempt(requester, path, options, policy, gate)

@@ -14,13 +14,18 @@ from ._errors import APIConnectionError, APIError, APIStatusError, IncompleteStr
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryInfo:
-    """One retry of a request that failed before any content (the ``on_retry`` argument)."""
+    """One retry of a request that failed before any content (the ``on_retry`` argument).
+
+    ``governor_wait`` is set once the retry is sent: the seconds the rate governor held it
+    after ``delay`` (0.0 when it went at once).
+    """
 
     attempt: int
     error: StreamkitError
     delay: float
+    governor_wait: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

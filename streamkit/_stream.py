@@ -147,6 +147,7 @@ class MessageStream(StreamBase):
         if self._closed:
             return
         self._closed = True
+        await self._settle()  # shielded by the gate
         self._machine.close()
         with anyio.CancelScope(shield=True):
             await self._close_reader()
@@ -156,6 +157,12 @@ class MessageStream(StreamBase):
     async def _close_reader(self) -> None:
         if self._reader is not None:
             await self._reader.aclose()
+
+    async def _settle(self) -> None:
+        """The attempt being read is over: the rate governor settles it (once) with its usage."""
+        machine = self._machine
+        finished = machine.state is ReplyState.FINISHED or machine.state is ReplyState.DRAINING
+        await self._open.ended(machine.error, machine.message, finished=finished)
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
         self._reader = BodyReader(response, self._stall_timeout, self._drain_timeout)
@@ -225,6 +232,7 @@ class MessageStream(StreamBase):
             if item is NEED_DATA:
                 await self._read()
             elif item is END:
+                await self._settle()
                 return None
             elif isinstance(item, Restart):
                 try:
@@ -255,6 +263,8 @@ class MessageStream(StreamBase):
     async def _restart(self, restart: Restart) -> None:
         """Close the broken response and open the one that repairs it."""
         await self._close_reader()
+        if not await self._open.ended(restart.cause, self._machine.message, finished=False, retry=True):
+            raise self._machine.end_with(restart.cause)  # the governor's retry budget is empty
         if restart.strategy == "retry":
             await call_hook(self._hooks.on_retry, self._retry_info(restart))
         await anyio.sleep(restart.delay)

@@ -22,6 +22,7 @@ from ._client import (
 )
 from ._errors import StreamkitError
 from ._events import StreamEvent
+from ._governed import Governor, SyncGate
 from ._hooks import Hook, Hooks, check_sync_hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
@@ -43,6 +44,7 @@ class Client(ClientConfig):
     the default one has keep-alive sockets and is closed on exit).  Hooks are plain
     functions.  ``client.messages.stream(...)`` is a context manager whose stream iterates
     events (``for event in stream``), with ``text_stream`` and ``get_final_message()``.
+    ``governor``: as on ``AsyncClient`` (a Governor shared by sync clients on any threads).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Client(ClientConfig):
         api_version: str = API_VERSION,
         default_headers: Mapping[str, str] | None = None,
         default_query: Query | None = None,
+        governor: bool | Governor = True,
     ) -> None:
         self._configure(
             api_key=api_key,
@@ -81,6 +84,7 @@ class Client(ClientConfig):
             api_version=api_version,
             default_headers=default_headers,
             default_query=default_query,
+            governor=governor,
         )
         self._owns_http = http_client is None
         if http_client is None:
@@ -169,8 +173,9 @@ class SyncMessages:
             resume=resume,
             stall_timeout=stall_timeout,
         )
+        gate = SyncGate(client.governor, model, max_tokens)
         return SyncMessageStream(
-            sync_stream_opener(client._requester, MESSAGES_PATH, options, parts.retry),
+            sync_stream_opener(client._requester, MESSAGES_PATH, options, parts.retry, gate),
             parts.body,
             hooks=hooks,
             resume=parts.planner,
@@ -202,4 +207,8 @@ class SyncMessages:
         options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(MESSAGES_PATH, body, options, stream=False)
-        return with_retries_sync(lambda: requester.send_message(request), retry, [], on_retry)
+        gate = SyncGate(client.governor, model, max_tokens)
+        gate.sized(request.content)
+        message = with_retries_sync(lambda: requester.send_message(request), retry, [], on_retry, gate)
+        gate.ended(None, message, finished=True)
+        return message

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._errors import APIConnectionError, APIStatusError, status_error
+from ._errors import APIConnectionError, APIStatusError, StreamkitError, status_error
+from ._governed import SyncGate
 from ._hooks import Hook, call_hook_sync
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
 from ._message import Message
@@ -93,33 +94,58 @@ class SyncRequester(RequestBuilder):
 
 
 def with_retries_sync(
-    send: Callable[[], _T], policy: RetryPolicy, records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    send: Callable[[], _T],
+    policy: RetryPolicy,
+    records: list[RetryInfo],
+    on_retry: Hook[RetryInfo] | None,
+    gate: SyncGate | None = None,
 ) -> _T:
     """``with_retries`` for the sync client: the same policy, ``time.sleep`` between tries."""
     done = 0
     while True:
         try:
-            return send()
+            if gate is None:
+                return send()
+            return gate.run(send, policy, done, records)
         except (APIStatusError, APIConnectionError) as error:
-            info = next_retry(error, policy, done, records)
+            info = next_retry(error, policy, done, records, gate)
             done += 1
             call_hook_sync(on_retry, info)
             time.sleep(info.delay)
 
 
-SyncOpenAttempt = Callable[[dict[str, Any], list[RetryInfo], Hook[RetryInfo] | None], httpx.Response]
-"""How a sync stream opens an attempt (``OpenAttempt`` without the await)."""
+class SyncOpenAttempt:
+    """``OpenAttempt`` for the sync stream shell."""
+
+    def __init__(
+        self, requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy, gate: SyncGate | None
+    ) -> None:
+        self._requester = requester
+        self._path = path
+        self._options = options
+        self._policy = policy
+        self._gate = gate
+
+    def __call__(
+        self, body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
+    ) -> httpx.Response:
+        requester = self._requester
+        request = requester.build(self._path, body, self._options, stream=True)
+        if self._gate is not None:
+            self._gate.sized(request.content)
+        return with_retries_sync(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
+
+    def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        """The current attempt's stream ended; False: the governor refuses the retry ``error`` asks for."""
+        if self._gate is None:
+            return True
+        return self._gate.ended(error, message, finished=finished, retry=retry)
 
 
 def sync_stream_opener(
-    requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy
+    requester: SyncRequester, path: str, options: RequestOptions, policy: RetryPolicy, gate: SyncGate | None = None
 ) -> SyncOpenAttempt:
-    """The ``SyncOpenAttempt`` of one ``stream()`` call: its endpoint, options and retry policy bound."""
-
-    def open_attempt(
-        body: dict[str, Any], records: list[RetryInfo], on_retry: Hook[RetryInfo] | None
-    ) -> httpx.Response:
-        request = requester.build(path, body, options, stream=True)
-        return with_retries_sync(lambda: requester.open_stream(request), policy, records, on_retry)
-
-    return open_attempt
+    """The ``SyncOpenAttempt`` of one ``stream()`` call."""
+    return SyncOpenAttempt(requester, path, options, policy, gate)

@@ -80,6 +80,7 @@ class SyncMessageStream(StreamBase):
         if self._closed:
             return
         self._closed = True
+        self._settle()
         self._machine.close()
         self._close_reader()
         for generator in self._consumers:
@@ -88,6 +89,12 @@ class SyncMessageStream(StreamBase):
     def _close_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()
+
+    def _settle(self) -> None:
+        """The attempt being read is over: the rate governor settles it (once) with its usage."""
+        machine = self._machine
+        finished = machine.state is ReplyState.FINISHED or machine.state is ReplyState.DRAINING
+        self._open.ended(machine.error, machine.message, finished=finished)
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
         self._reader = SyncBodyReader(response, self._stall_timeout, self._drain_timeout)
@@ -149,6 +156,7 @@ class SyncMessageStream(StreamBase):
             if item is NEED_DATA:
                 self._read()
             elif item is END:
+                self._settle()
                 return None
             elif isinstance(item, Restart):
                 try:
@@ -179,6 +187,8 @@ class SyncMessageStream(StreamBase):
     def _restart(self, restart: Restart) -> None:
         """Close the broken response and open the one that repairs it."""
         self._close_reader()
+        if not self._open.ended(restart.cause, self._machine.message, finished=False, retry=True):
+            raise self._machine.end_with(restart.cause)  # the governor's retry budget is empty
         if restart.strategy == "retry":
             call_hook_sync(self._hooks.on_retry, self._retry_info(restart))
         time.sleep(restart.delay)

@@ -1,0 +1,472 @@
+"""The rate governor's shells: ``Governor`` (the public object) and the per-call gates.
+
+``Governor`` keeps a backend (the in-process ``GovernorPolicy`` behind a lock, or Redis) and
+a local first-come-first-served line: only the caller at its head asks the backend, the
+others wait for their turn, so callers of one process are admitted in the order they came.
+The backend answers each admission at once with the time to send (pacing is scheduled, not
+polled); only while the window of requests in flight is full does the head ask again, every
+``poll_interval``.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``.
+
+``Gate`` (async) and ``SyncGate`` govern one call's attempts: admit before each attempt is
+sent, settle when it ends (a failure before the stream at once; a stream when it ends, told by
+the stream shell; a ``create()`` with its reply's usage).  Nothing here runs per event.
+
+A Governor is shared by clients of one kind: async clients on one event loop, or sync
+clients on any threads (a turn is handed on through the waiter's own event).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._errors import APIError, StreamkitError
+from ._governor import (
+    Admission,
+    GovernorSnapshot,
+    GovernorTimeoutError,
+    MemoryBackend,
+    Outcome,
+    Settings,
+    Verdict,
+    outcome_of,
+    retryable_overload,
+)
+from ._message import Message
+from ._ratelimits import RateLimits
+from ._retry import RetryInfo, RetryPolicy
+
+if TYPE_CHECKING:
+    from ._governor_redis import RedisBackend
+
+_T = TypeVar("_T")
+BYTES_PER_TOKEN = 4  # the input estimate before the usage is known: the body's size over this
+
+
+class _Waiter:
+    __slots__ = ("wake",)
+
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self.wake = wake
+
+
+class Governor:
+    """A rate governor: admits every request before it is sent, at the pace the limits allow.
+
+    Every client has one by default (``AsyncClient(governor=True)``: a fresh in-process
+    governor that learns the limits from the ``anthropic-ratelimit-*`` headers), and light
+    traffic never waits: a burst of up to ``initial_window`` requests goes at once.  Pass
+    one ``Governor`` to several clients to pace them together, ``governor=False`` for none.
+
+    - ``requests_per_minute``, ``input_tokens_per_minute``, ``output_tokens_per_minute``:
+      explicit limits (else learned from the headers).  Output tokens are reserved from
+      ``max_tokens`` at admission and settled to the usage when the reply ends; input tokens
+      are estimated from the body's size and settled likewise.
+    - ``redis_url`` and ``key``: share one governor between processes and machines through
+      Redis (``pip install streamkit[redis]``); every governor with the same ``key`` on the
+      same Redis paces together.  While Redis is unreachable this governor falls back to its
+      in-process state (with one warning), and rejoins when Redis answers again.
+    - ``pool_timeout``: seconds a request may wait for its turn before ``GovernorTimeoutError``.
+    - ``lease_seconds``: an admitted request's slot and reservation are given back this long
+      after its send time if it never settles (its process died); a longer stream frees its
+      slot early.
+    - ``initial_window``: requests that may be in flight at start and after ``idle_after``
+      seconds idle; the window grows by one per success (doubling per round) up to
+      ``max_window``, is cut by ``backoff`` on a 429 or 529, then grows by one per round.
+    - ``retry_ratio``, ``retry_burst``: the retry budget.  Every first attempt adds
+      ``retry_ratio`` of a retry (and every second adds as much), up to ``retry_burst``; each
+      retry after a 429 or 529 takes one; with none left the 429/529 is raised, not retried.
+    - ``poll_interval``: how often the caller at the head of the line asks again while the
+      window is full; ``redis_timeout``: seconds for a Redis round trip before it counts as
+      down; ``redis_retry``: seconds before the first try to rejoin (doubling, to 30 s).
+    """
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
+        redis_url: str | None = None,
+        key: str = "streamkit",
+        pool_timeout: float = 300.0,
+        lease_seconds: float = 600.0,
+        initial_window: int = 16,
+        max_window: int = 4096,
+        backoff: float = 0.5,
+        idle_after: float = 30.0,
+        retry_ratio: float = 0.1,
+        retry_burst: float = 10.0,
+        poll_interval: float = 0.02,
+        redis_timeout: float = 1.0,
+        redis_retry: float = 1.0,
+    ) -> None:
+        if initial_window < 1 or max_window < initial_window:
+            raise StreamkitError("Governor: initial_window must be at least 1 and at most max_window")
+        if not 0 < backoff < 1:
+            raise StreamkitError("Governor: backoff must be between 0 and 1")
+        if pool_timeout < 0 or lease_seconds <= 0 or poll_interval <= 0:
+            raise StreamkitError("Governor: pool_timeout, lease_seconds and poll_interval must be positive")
+        for name, value in (
+            ("requests_per_minute", requests_per_minute),
+            ("input_tokens_per_minute", input_tokens_per_minute),
+            ("output_tokens_per_minute", output_tokens_per_minute),
+        ):
+            if value is not None and value <= 0:
+                raise StreamkitError(f"Governor: {name} must be positive, got {value}")
+        self.settings = Settings(
+            requests_per_minute=requests_per_minute,
+            input_tokens_per_minute=input_tokens_per_minute,
+            output_tokens_per_minute=output_tokens_per_minute,
+            initial_window=initial_window,
+            max_window=max_window,
+            backoff=backoff,
+            idle_after=idle_after,
+            lease_seconds=lease_seconds,
+            retry_ratio=retry_ratio,
+            retry_burst=retry_burst,
+        )
+        self.pool_timeout = pool_timeout
+        self.poll_interval = poll_interval
+        self._backend: MemoryBackend | RedisBackend
+        if redis_url is None:
+            self._backend = MemoryBackend(self.settings)
+        else:
+            from ._governor_redis import RedisBackend
+
+            self._backend = RedisBackend(
+                self.settings, redis_url, key, MemoryBackend(self.settings), timeout=redis_timeout, retry=redis_retry
+            )
+        self._line: deque[_Waiter] = deque()
+        self._line_lock = threading.Lock()
+        self._waited = 0.0
+        self._last_lane: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Governor(backend={self._backend.name!r})"
+
+    def snapshot(self, model: str | None = None) -> GovernorSnapshot:
+        """The state for ``model`` (default: the model of the last request admitted).
+
+        With the Redis backend this is one round trip; on a client, prefer calling it off
+        the event loop when Redis may be slow.
+        """
+        lane = model if model is not None else self._last_lane
+        backend = self._backend
+        fields = backend.snapshot_fields(lane if lane is not None else "")
+        fields["model"] = lane
+        return GovernorSnapshot(
+            backend=backend.name,
+            redis_connected=backend.connected,
+            queued=len(self._line),
+            waited=self._waited,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    # -- the line: first come, first served -----------------------------------------------
+
+    def _join(self, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
+        waiter = _Waiter(wake)
+        with self._line_lock:
+            self._line.append(waiter)
+            return waiter, self._line[0] is waiter
+
+    def _at_head(self, waiter: _Waiter) -> bool:
+        with self._line_lock:
+            return self._line[0] is waiter
+
+    def _leave(self, waiter: _Waiter) -> None:
+        with self._line_lock:
+            was_head = self._line[0] is waiter
+            self._line.remove(waiter)
+            following = self._line[0] if was_head and self._line else None
+        if following is not None:
+            following.wake()
+
+    def _decide(self, admission: Admission, started: float, deadline: float) -> float | None:
+        """After an answer of the backend: None when admitted, else how long to sleep before asking again."""
+        now = time.monotonic()
+        if admission.verdict is Verdict.ADMITTED:
+            return None
+        if admission.verdict is Verdict.TOO_LONG:
+            raise GovernorTimeoutError(
+                f"the rate governor would hold this request {admission.wait:.1f} s more, past its pool "
+                f"timeout of {self.pool_timeout:g} s (it waited {now - started:.1f} s): it was not sent",
+                waited=now - started,
+                wait=admission.wait,
+            )
+        if now >= deadline:
+            raise self._timeout(started)
+        return min(self.poll_interval, deadline - now)
+
+    def _timeout(self, started: float) -> GovernorTimeoutError:
+        waited = time.monotonic() - started
+        return GovernorTimeoutError(
+            f"the rate governor held this request {waited:.1f} s, its pool timeout ({self.pool_timeout:g} s), "
+            "while the window of requests in flight stayed full: it was not sent",
+            waited=waited,
+            wait=None,
+        )
+
+    # -- async shell ------------------------------------------------------------------------
+
+    async def _call(self, function: Callable[[], _T]) -> _T:
+        if self._backend.blocking:
+            return await anyio.to_thread.run_sync(function)
+        return function()
+
+    async def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool) -> tuple[str, float]:
+        """Wait for this attempt's turn; returns its lease and the seconds it was held."""
+        started = time.monotonic()
+        deadline = started + self.pool_timeout
+        event = anyio.Event()
+        waiter, head = self._join(event.set)
+        held = not head
+        try:
+            if not head:
+                with anyio.move_on_after(deadline - started):
+                    await event.wait()
+                if not self._at_head(waiter):
+                    raise self._timeout(started)
+            while True:
+                admission = await self._call(
+                    lambda: self._backend.admit(
+                        lane, input_tokens, output_tokens, retry=retry, max_wait=deadline - time.monotonic()
+                    )
+                )
+                pause = self._decide(admission, started, deadline)
+                if pause is None:
+                    break
+                held = True
+                await anyio.sleep(pause)
+        finally:
+            self._leave(waiter)
+        assert admission.lease is not None
+        try:
+            if admission.wait > 0:
+                await anyio.sleep(admission.wait)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.settle(lane, admission.lease, Outcome("failed"))  # never sent
+            raise
+        return admission.lease, self._held(lane, started, held or admission.wait > 0)
+
+    async def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        return await self._call(lambda: self._backend.settle(lane, lease, outcome))
+
+    # -- sync shell ---------------------------------------------------------------------
+
+    def admit_sync(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool) -> tuple[str, float]:
+        """``admit`` for the sync client: the same line, blocking waits."""
+        started = time.monotonic()
+        deadline = started + self.pool_timeout
+        event = threading.Event()
+        waiter, head = self._join(event.set)
+        held = not head
+        try:
+            if not head and not (event.wait(deadline - started) and self._at_head(waiter)):
+                raise self._timeout(started)
+            while True:
+                admission = self._backend.admit(
+                    lane, input_tokens, output_tokens, retry=retry, max_wait=deadline - time.monotonic()
+                )
+                pause = self._decide(admission, started, deadline)
+                if pause is None:
+                    break
+                held = True
+                time.sleep(pause)
+        finally:
+            self._leave(waiter)
+        assert admission.lease is not None
+        try:
+            if admission.wait > 0:
+                time.sleep(admission.wait)
+        except BaseException:
+            self.settle_sync(lane, admission.lease, Outcome("failed"))  # never sent
+            raise
+        return admission.lease, self._held(lane, started, held or admission.wait > 0)
+
+    def settle_sync(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        return self._backend.settle(lane, lease, outcome)
+
+    def _held(self, lane: str, started: float, held: bool) -> float:
+        """An admission was taken: the seconds the caller was held (0.0 when it went at once)."""
+        self._last_lane = lane
+        if not held:
+            return 0.0
+        waited = time.monotonic() - started
+        self._waited += waited
+        return waited
+
+
+# -- one call's gate ----------------------------------------------------------------------
+
+REFUSED_NOTE = (
+    "streamkit's rate governor did not retry this {status}: its retry budget is empty "
+    "(retries after 429/529 may add only a fraction of the requests, see Governor(retry_ratio=...))"
+)
+
+
+class GateBase:
+    """What both gates share: the call's lane and reservation, its current lease, what a retry record shows."""
+
+    def __init__(self, governor: Governor | None, model: str, max_tokens: int) -> None:
+        self.governor = governor
+        self.lane = model
+        self.max_tokens = max_tokens
+        self.input_estimate = 0.0
+        self._attempts = 0
+        self._records_seen = 0
+        self._lease: str | None = None
+        self._headers: RateLimits | None = None
+        self._headers_at = 0.0
+        self._refused: StreamkitError | None = None
+
+    def sized(self, content: bytes) -> None:
+        """The next attempt's body: its input tokens are estimated from its size."""
+        self.input_estimate = len(content) / BYTES_PER_TOKEN
+
+    def refused(self, error: StreamkitError) -> bool:
+        """Whether the governor refused to retry ``error`` (its budget was empty)."""
+        return self._refused is error
+
+    def _note_wait(self, records: list[RetryInfo], held: float) -> None:
+        if len(records) > self._records_seen:
+            self._records_seen = len(records)
+            if self._attempts > 1:
+                records[-1].governor_wait = held
+
+    def _failure(self, error: StreamkitError, wants_retry: bool) -> Outcome:
+        return outcome_of(error, retry=wants_retry and retryable_overload(outcome_of(error)))
+
+    def _ending(self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool) -> Outcome:
+        """The outcome of the current attempt, ending: its usage, and the headers its response had."""
+        outcome = self._failure(error, retry) if error is not None else Outcome("ok" if finished else "cancelled")
+        if message is not None:
+            usage = message.usage
+            outcome = replace(
+                outcome,
+                input_tokens=usage.input_tokens + (usage.cache_creation_input_tokens or 0),
+                output_tokens=usage.output_tokens,
+            )
+        if outcome.limits is None and self._headers is not None:
+            outcome = replace(outcome, limits=self._headers, header_age=time.monotonic() - self._headers_at)
+        return outcome
+
+    def _refusing(self, error: StreamkitError, allowed: bool) -> None:
+        if not allowed:
+            self._refused = error
+            status = (error.status_code or error.error_type) if isinstance(error, APIError) else type(error).__name__
+            error.add_note(REFUSED_NOTE.format(status=status))
+
+    def _opened(self, headers: RateLimits | None) -> None:
+        self._headers, self._headers_at = headers, time.monotonic()
+
+
+def _limits_of(result: object) -> RateLimits | None:
+    headers = getattr(result, "headers", None)
+    return RateLimits.from_headers(headers) if headers is not None else None
+
+
+class Gate(GateBase):
+    """One async call's governance: ``run`` each attempt, ``ended`` when a stream's attempt ends."""
+
+    async def run(
+        self, send: Callable[[], Awaitable[_T]], policy: RetryPolicy, done: int, records: list[RetryInfo]
+    ) -> _T:
+        """Admit, send, and settle at once if the attempt failed (a stream settles at its end).
+
+        ``policy`` and ``done`` (retries done so far) say whether a failure is to be retried:
+        a retry after a 429/529 draws from the governor's retry budget.
+        """
+        governor = self.governor
+        if governor is None:
+            return await send()
+        self._attempts += 1
+        self._lease, held = await governor.admit(
+            self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
+        )
+        self._note_wait(records, held)
+        try:
+            result = await send()
+        except StreamkitError as error:
+            lease, self._lease = self._lease, None
+            outcome = self._failure(error, policy.should_retry(error, done))
+            self._refusing(error, await governor.settle(self.lane, lease, outcome))
+            raise
+        except BaseException:
+            await self.ended(None, None, finished=False)
+            raise
+        self._opened(_limits_of(result))
+        return result
+
+    async def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        """The current attempt ended; returns whether the retry it asks for may go ahead (the budget)."""
+        governor, lease = self.governor, self._lease
+        if governor is None or lease is None:
+            return True
+        self._lease = None
+        with anyio.CancelScope(shield=True):
+            outcome = self._ending(error, message, finished=finished, retry=retry)
+            allowed = await governor.settle(self.lane, lease, outcome)
+        if error is not None:
+            self._refusing(error, allowed)
+        return allowed
+
+
+class SyncGate(GateBase):
+    """``Gate`` for the sync client."""
+
+    def run(self, send: Callable[[], _T], policy: RetryPolicy, done: int, records: list[RetryInfo]) -> _T:
+        governor = self.governor
+        if governor is None:
+            return send()
+        self._attempts += 1
+        self._lease, held = governor.admit_sync(
+            self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
+        )
+        self._note_wait(records, held)
+        try:
+            result = send()
+        except StreamkitError as error:
+            lease, self._lease = self._lease, None
+            outcome = self._failure(error, policy.should_retry(error, done))
+            self._refusing(error, governor.settle_sync(self.lane, lease, outcome))
+            raise
+        except BaseException:
+            self.ended(None, None, finished=False)
+            raise
+        self._opened(_limits_of(result))
+        return result
+
+    def ended(
+        self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
+    ) -> bool:
+        governor, lease = self.governor, self._lease
+        if governor is None or lease is None:
+            return True
+        self._lease = None
+        allowed = governor.settle_sync(self.lane, lease, self._ending(error, message, finished=finished, retry=retry))
+        if error is not None:
+            self._refusing(error, allowed)
+        return allowed
+
+
+def governor_of(option: bool | Governor) -> Governor | None:
+    """A client's ``governor=`` option: True, a fresh in-process governor; False, none."""
+    if option is True:
+        return Governor()
+    if option is False:
+        return None
+    if isinstance(option, Governor):
+        return option
+    raise StreamkitError(f"governor= takes True, False or a streamkit.Governor, not {option!r}")

@@ -1,0 +1,437 @@
+"""The rate governor's policy, sans-I/O: what to admit, when, and what an outcome teaches.
+
+One ``Lane`` per model (the API's limits are per model class) holds plain numbers, under the
+same names the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
+
+- token buckets for requests, input tokens and output tokens, refilled continuously at the
+  limit per minute, as the API's are.  A bucket may go below zero: admission *schedules* a
+  request (``wait`` seconds from now) and takes its cost at once, so callers are served in
+  the order they asked and pacing is smooth, and one call decides (one round trip in Redis).
+  Output tokens are reserved from ``max_tokens`` and settled to the actual count, input tokens
+  estimated from the body's size and settled to the usage; a settlement gives back the rest;
+- a window of requests in flight (admitted, not settled): slow start at ``initial_window``
+  (after idle too), one more per success, so it doubles every round of successes until the
+  first cut; then additive increase (one per round).  A 429 or 529 cuts it by ``backoff``,
+  once per round (only an attempt admitted after the last cut cuts again);
+- what the headers said: learned limits, and the bucket never above the remaining the API
+  reported (aged by the refill since); a 429 blocks the lane until its ``retry-after``;
+- a retry budget (as in gRPC retry throttling and Finagle): every first attempt deposits
+  ``retry_ratio`` of a retry, time deposits ``retry_ratio`` per second, the budget holds at
+  most ``retry_burst``; a retry after a 429 or 529 withdraws one, and none is left, the error
+  is the caller's;
+- leases: every admission is a lease that expires ``lease_seconds`` after its send time, so a
+  worker that dies without settling gives back its window slot and output reservation.
+
+Time is whatever clock the caller passes (monotonic in process, the Redis server's ``TIME``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._errors import APIError, OverloadedError, RateLimitError, StreamkitError
+from ._ratelimits import RateLimits
+
+DIMENSIONS = ("req", "in", "out")
+"""The three buckets: requests, input tokens, output tokens (per minute)."""
+SECONDS_PER_MINUTE = 60.0
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without retry-after still blocks the lane this long
+
+
+class GovernorTimeoutError(StreamkitError):
+    """A request waited longer than the governor's ``pool_timeout`` for its turn: it was not sent.
+
+    ``waited`` is how long it waited; ``wait`` how long it would still have had to wait, when
+    known (the limits said so at once), else None (the window of requests in flight stayed full).
+    """
+
+    def __init__(self, message: str, *, waited: float, wait: float | None) -> None:
+        super().__init__(message)
+        self.waited = waited
+        self.wait = wait
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a governor paces; every backend runs the same numbers (see ``streamkit.Governor``)."""
+
+    requests_per_minute: float | None = None
+    input_tokens_per_minute: float | None = None
+    output_tokens_per_minute: float | None = None
+    initial_window: int = 16
+    max_window: int = 4096
+    backoff: float = 0.5
+    idle_after: float = 30.0
+    lease_seconds: float = 600.0
+    retry_ratio: float = 0.1
+    retry_burst: float = 10.0
+
+    def explicit(self, dimension: str) -> float | None:
+        return {
+            "req": self.requests_per_minute,
+            "in": self.input_tokens_per_minute,
+            "out": self.output_tokens_per_minute,
+        }[dimension]
+
+
+class Verdict(enum.Enum):
+    ADMITTED = "admitted"  # send after ``wait`` seconds; the lease is taken
+    FULL = "full"  # the window of requests in flight is full: ask again after a settlement
+    TOO_LONG = "too long"  # it would have to wait ``wait`` seconds, past the caller's limit: nothing taken
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    verdict: Verdict
+    wait: float = 0.0
+    lease: str | None = None
+
+
+Status = Literal["ok", "rate_limited", "overloaded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, as a settlement reports it.
+
+    ``output_tokens``/``input_tokens``: the usage, when known (None: a pre-stream failure,
+    nothing was charged).  ``limits``: the rate-limit headers of its response, ``header_age``
+    seconds ago.  ``retry``: the caller means to retry it (a 429 or 529 draws from the budget).
+    """
+
+    status: Status
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    limits: RateLimits | None = None
+    header_age: float = 0.0
+    retry_after: float | None = None
+    retry: bool = False
+
+
+def outcome_of(error: StreamkitError | None, *, retry: bool = False) -> Outcome:
+    """The outcome of an attempt that ended with ``error`` (None: it worked), before its usage is known."""
+    if error is None:
+        return Outcome("ok", retry=retry)
+    headers = error.headers if isinstance(error, APIError) else None
+    limits = RateLimits.from_headers(headers) if headers is not None else None
+    if isinstance(error, RateLimitError):
+        status: Status = "rate_limited"
+    elif isinstance(error, OverloadedError):
+        status = "overloaded"
+    else:
+        status = "failed"
+    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    return Outcome(status, limits=limits, retry_after=retry_after, retry=retry)
+
+
+@dataclass(slots=True)
+class Lease:
+    lane: str
+    expires: float
+    admitted: float
+    reserved_in: float
+    reserved_out: float
+
+
+@dataclass(slots=True)
+class Lane:
+    """One model's state: the fields the Redis backend keeps in its hash, by the same names."""
+
+    window: float
+    ssthresh: float = math.inf
+    in_flight: int = 0
+    last_active: float | None = None
+    last_cut: float | None = None
+    blocked: float = 0.0
+    t: float | None = None  # when the buckets were last refilled
+    lim: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
+    lvl: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
+    budget: float = 0.0
+    budget_t: float | None = None
+    last_429: float | None = None
+    last_529: float | None = None
+    admitted: int = 0
+    refused: int = 0
+
+
+def retryable_overload(outcome: Outcome) -> bool:
+    return outcome.status in ("rate_limited", "overloaded")
+
+
+class GovernorPolicy:
+    """The in-process governor's state and decisions; every method takes ``now`` (seconds)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lanes: dict[str, Lane] = {}
+        self.leases: dict[str, Lease] = {}
+        self._next_lease = 0
+
+    def lane(self, name: str) -> Lane:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = self.lanes[name] = Lane(window=float(self.settings.initial_window), budget=self.settings.retry_burst)
+        return lane
+
+    def limit(self, lane: Lane, dimension: str) -> float | None:
+        return self.settings.explicit(dimension) or lane.lim[dimension]
+
+    # -- the prelude of both calls: expire leases, refill the buckets and the budget --------
+
+    def _prepare(self, lane_name: str, now: float) -> Lane:
+        lane = self.lane(lane_name)
+        for lease_id, lease in list(self.leases.items()):
+            if lease.lane == lane_name and lease.expires <= now:
+                del self.leases[lease_id]
+                lane.in_flight -= 1
+                self._refund(lane, "out", lease.reserved_out)
+                self._refund(lane, "in", lease.reserved_in)
+        if lane.t is not None:
+            elapsed = max(0.0, now - lane.t)
+            for dimension in DIMENSIONS:
+                limit, level = self.limit(lane, dimension), lane.lvl[dimension]
+                if limit is not None and level is not None:
+                    lane.lvl[dimension] = min(limit, level + limit / SECONDS_PER_MINUTE * elapsed)
+        lane.t = now
+        settings = self.settings
+        if lane.budget_t is not None:
+            lane.budget = min(settings.retry_burst, lane.budget + settings.retry_ratio * max(0.0, now - lane.budget_t))
+        lane.budget_t = now
+        return lane
+
+    def _refund(self, lane: Lane, dimension: str, amount: float) -> None:
+        limit, level = self.limit(lane, dimension), lane.lvl[dimension]
+        if limit is not None and level is not None:
+            lane.lvl[dimension] = min(limit, level + amount)
+
+    # -- admission --------------------------------------------------------------------
+
+    def admit(
+        self, lane_name: str, input_tokens: float, output_tokens: float, now: float, *, retry: bool, max_wait: float
+    ) -> Admission:
+        """Admit one attempt: scheduled ``wait`` seconds from now, refused, or the window is full."""
+        settings = self.settings
+        lane = self._prepare(lane_name, now)
+        idle = lane.last_active is not None and now - lane.last_active > settings.idle_after
+        if lane.in_flight == 0 and idle:
+            lane.window = float(settings.initial_window)  # slow start again after idle
+        if lane.in_flight >= math.floor(lane.window):
+            return Admission(Verdict.FULL)
+        costs = {"req": 1.0, "in": float(input_tokens), "out": float(output_tokens)}
+        wait = max(0.0, lane.blocked - now)
+        for dimension in DIMENSIONS:
+            limit = self.limit(lane, dimension)
+            if limit is None:
+                continue
+            if lane.lvl[dimension] is None:
+                lane.lvl[dimension] = limit
+            costs[dimension] = cost = min(costs[dimension], limit)
+            level = lane.lvl[dimension]
+            assert level is not None
+            if level < cost:
+                wait = max(wait, (cost - level) / (limit / SECONDS_PER_MINUTE))
+        if wait > max_wait:
+            return Admission(Verdict.TOO_LONG, wait)
+        for dimension in DIMENSIONS:
+            level = lane.lvl[dimension]
+            if level is not None and self.limit(lane, dimension) is not None:
+                lane.lvl[dimension] = level - costs[dimension]
+        self._next_lease += 1
+        lease_id = str(self._next_lease)
+        self.leases[lease_id] = Lease(lane_name, now + wait + settings.lease_seconds, now, costs["in"], costs["out"])
+        lane.in_flight += 1
+        lane.admitted += 1
+        lane.last_active = now
+        if not retry:
+            lane.budget = min(settings.retry_burst, lane.budget + settings.retry_ratio)
+        return Admission(Verdict.ADMITTED, wait, lease_id)
+
+    # -- settlement -------------------------------------------------------------------
+
+    def settle(self, lane_name: str, lease_id: str | None, outcome: Outcome, now: float) -> bool:
+        """Settle an attempt; returns whether the retry it asks for (if any) may go ahead."""
+        settings = self.settings
+        lane = self._prepare(lane_name, now)
+        lease = self.leases.pop(lease_id, None) if lease_id is not None else None
+        if lease is not None:
+            lane.in_flight -= 1
+        self._learn(lane, outcome)
+        self._settle_usage(lane, lease, outcome)
+        lane.last_active = now
+        if outcome.status == "ok":
+            if lane.in_flight + 1 >= lane.window / 2:  # grow only a window that was in use
+                lane.window += 1.0 if lane.window < lane.ssthresh else 1.0 / lane.window
+                lane.window = min(lane.window, float(settings.max_window))
+        elif retryable_overload(outcome):
+            if outcome.status == "rate_limited":
+                lane.last_429 = now
+                retry_after = outcome.retry_after if outcome.retry_after is not None else DEFAULT_RETRY_AFTER
+                lane.blocked = max(lane.blocked, now + retry_after)
+            else:
+                lane.last_529 = now
+            if lease is None or lane.last_cut is None or lease.admitted >= lane.last_cut:
+                lane.ssthresh = max(1.0, lane.window * settings.backoff)
+                lane.window = lane.ssthresh
+                lane.last_cut = now
+            if outcome.retry:
+                if lane.budget >= 1.0:
+                    lane.budget -= 1.0
+                    return True
+                lane.refused += 1
+                return False
+        return True
+
+    def _learn(self, lane: Lane, outcome: Outcome) -> None:
+        """What the headers say: the limits, and the buckets never above the remaining they report."""
+        limits = outcome.limits
+        if limits is None:
+            return
+        reports = (("req", limits.requests), ("in", limits.input_tokens), ("out", limits.output_tokens))
+        for dimension, reported in reports:
+            if reported is None:
+                continue
+            if reported.limit is not None and reported.limit > 0:
+                lane.lim[dimension] = float(reported.limit)
+            limit = self.limit(lane, dimension)
+            if limit is None or reported.remaining is None:
+                continue
+            remaining = min(limit, reported.remaining + limit / SECONDS_PER_MINUTE * outcome.header_age)
+            level = lane.lvl[dimension]
+            lane.lvl[dimension] = remaining if level is None else min(level, remaining)
+
+    def _settle_usage(self, lane: Lane, lease: Lease | None, outcome: Outcome) -> None:
+        """Give back what was reserved past the usage (all of it when nothing was charged)."""
+        for dimension, used in (("in", outcome.input_tokens), ("out", outcome.output_tokens)):
+            reserved = 0.0 if lease is None else (lease.reserved_in if dimension == "in" else lease.reserved_out)
+            nothing_charged = 0.0 if outcome.status != "cancelled" else reserved  # a cancel may have been charged
+            charged = nothing_charged if used is None else float(used)
+            self._refund(lane, dimension, reserved - charged)
+
+    # -- what it shows ----------------------------------------------------------------
+
+    def snapshot_fields(self, lane_name: str, now: float) -> dict[str, object]:
+        """The lane's state now, as ``GovernorSnapshot`` fields (``_governed`` adds the shell's)."""
+        lane = self._prepare(lane_name, now)
+        return lane_fields(
+            lane_name,
+            limits={dimension: self.limit(lane, dimension) for dimension in DIMENSIONS},
+            levels=dict(lane.lvl),
+            window=lane.window,
+            in_flight=lane.in_flight,
+            budget=lane.budget,
+            since_429=None if lane.last_429 is None else now - lane.last_429,
+            since_529=None if lane.last_529 is None else now - lane.last_529,
+            blocked_for=max(0.0, lane.blocked - now),
+            admitted=lane.admitted,
+            refused=lane.refused,
+        )
+
+
+def lane_fields(
+    model: str,
+    *,
+    limits: dict[str, float | None],
+    levels: dict[str, float | None],
+    window: float,
+    in_flight: int,
+    budget: float,
+    since_429: float | None,
+    since_529: float | None,
+    blocked_for: float,
+    admitted: int,
+    refused: int,
+) -> dict[str, object]:
+    """One lane as ``GovernorSnapshot`` fields, from either backend's numbers."""
+
+    def remaining(dimension: str) -> float | None:
+        return levels[dimension] if limits[dimension] is not None else None
+
+    return {
+        "model": model,
+        "requests_per_minute": limits["req"],
+        "input_tokens_per_minute": limits["in"],
+        "output_tokens_per_minute": limits["out"],
+        "requests_remaining": remaining("req"),
+        "input_tokens_remaining": remaining("in"),
+        "output_tokens_remaining": remaining("out"),
+        "window": window,
+        "in_flight": in_flight,
+        "retry_budget": budget,
+        "seconds_since_429": since_429,
+        "seconds_since_529": since_529,
+        "blocked_for": blocked_for,
+        "admitted": admitted,
+        "retries_refused": refused,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorSnapshot:
+    """What a governor knows and does for one model, at one moment (``Governor.snapshot()``).
+
+    Limits are per minute (explicit, else learned from the ``anthropic-ratelimit-*`` headers;
+    None: not known yet, not enforced).  ``*_remaining`` is the governor's own bucket: below
+    zero when admissions are scheduled ahead.  ``window`` is how many requests may be in flight
+    (it ramps by slow start and is cut on 429/529), ``in_flight`` how many are (admitted, not
+    settled; in Redis, across every process), ``queued`` how many callers of this process wait
+    for their turn.  ``seconds_since_429``/``seconds_since_529``: since the last one (None:
+    none yet).  ``blocked_for``: seconds until a 429's ``retry-after`` is over.
+    ``retry_budget``: retries of a 429/529 left; ``retries_refused``: such retries not made for
+    want of budget.  ``admitted``: attempts admitted.  ``waited``: seconds this process's callers
+    spent waiting in all.  ``backend``: ``"memory"`` or ``"redis"`` (``"redis"`` also while
+    falling back); ``redis_connected``: whether Redis answers now (None in memory).
+    """
+
+    model: str | None
+    backend: Literal["memory", "redis"]
+    redis_connected: bool | None
+    requests_per_minute: float | None
+    input_tokens_per_minute: float | None
+    output_tokens_per_minute: float | None
+    requests_remaining: float | None
+    input_tokens_remaining: float | None
+    output_tokens_remaining: float | None
+    window: float
+    in_flight: int
+    queued: int
+    retry_budget: float
+    retries_refused: int
+    seconds_since_429: float | None
+    seconds_since_529: float | None
+    blocked_for: float
+    admitted: int
+    waited: float
+
+
+class MemoryBackend:
+    """The policy in this process, behind a lock (callers may be threads), on the monotonic clock."""
+
+    name: Literal["memory", "redis"] = "memory"
+    blocking = False  # its calls never wait on I/O
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = GovernorPolicy(settings)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    @property
+    def connected(self) -> bool | None:
+        return None
+
+    def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool, max_wait: float) -> Admission:
+        with self._lock:
+            return self.policy.admit(lane, input_tokens, output_tokens, self._clock(), retry=retry, max_wait=max_wait)
+
+    def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        with self._lock:
+            return self.policy.settle(lane, lease, outcome, self._clock())
+
+    def snapshot_fields(self, lane: str) -> dict[str, object]:
+        with self._lock:
+            return self.policy.snapshot_fields(lane, self._clock())
