@@ -3,6 +3,8 @@
 Start with ``AsyncClient`` and ``client.messages.stream(...)``; everything it raises
 derives from ``StreamkitError``.  ``Client`` is the same client for sync code (``with
 Client() as client``, ``with client.messages.stream(...) as stream``, ``for event in stream``).
+Every request passes a rate ``Governor`` first (in process by default, shared through Redis
+on request); ``client.governor.snapshot()`` shows what it does.
 """
 
 from ._accumulate import MessageAccumulator
@@ -71,6 +73,8 @@ from ._events import (
     UnknownEvent,
     parse_event,
 )
+from ._governed import Governor
+from ._governor import GovernorSnapshot, GovernorTimeoutError
 from ._hooks import Hook
 from ._message import (
     ContentBlock,
@@ -118,6 +122,9 @@ __all__ = [
     "ContentBlockStartEvent",
     "ContentBlockStopEvent",
     "ErrorEvent",
+    "Governor",
+    "GovernorSnapshot",
+    "GovernorTimeoutError",
     "Hook",
     "IncompleteStreamError",
     "InputJSONDelta",

@@ -3,9 +3,10 @@
 ``Governor`` keeps a backend (the in-process ``GovernorPolicy`` behind a lock, or Redis) and
 a local first-come-first-served line: only the caller at its head asks the backend, the
 others wait for their turn, so callers of one process are admitted in the order they came.
-The backend answers each admission at once with the time to send (pacing is scheduled, not
-polled); only while the window of requests in flight is full does the head ask again, every
-``poll_interval``.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``.
+The backend answers an admission with the time to send: within its horizon the request is
+admitted and the caller sleeps until then; further off, the head sleeps until the horizon
+and asks again.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``
+at once, never after a hang.
 
 ``Gate`` (async) and ``SyncGate`` govern one call's attempts: admit before each attempt is
 sent, settle when it ends (a failure before the stream at once; a stream when it ends, told by
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._errors import APIError, StreamkitError
+from ._errors import APIStatusError, StreamkitError
 from ._governor import (
     Admission,
     GovernorSnapshot,
@@ -73,19 +74,23 @@ class Governor:
       Redis (``pip install streamkit[redis]``); every governor with the same ``key`` on the
       same Redis paces together.  While Redis is unreachable this governor falls back to its
       in-process state (with one warning), and rejoins when Redis answers again.
-    - ``pool_timeout``: seconds a request may wait for its turn before ``GovernorTimeoutError``.
-    - ``lease_seconds``: an admitted request's slot and reservation are given back this long
-      after its send time if it never settles (its process died); a longer stream frees its
-      slot early.
-    - ``initial_window``: requests that may be in flight at start and after ``idle_after``
-      seconds idle; the window grows by one per success (doubling per round) up to
-      ``max_window``, is cut by ``backoff`` on a 429 or 529, then grows by one per round.
+    - ``pool_timeout``: seconds a request may wait for its turn; past it (or when the limits
+      say at once that it would), ``GovernorTimeoutError`` and the request is not sent.
+    - Ramp: requests are paced at a rate that starts at ``initial_window`` per
+      ``ramp_seconds`` (a burst of ``initial_window`` goes at once), also after ``idle_after``
+      seconds idle, and, while demand holds it back, doubles every ``ramp_doubling`` seconds
+      (slow start) until the first 429 or 529; each cuts it by ``backoff`` (not below
+      ``min_rate`` requests a second), after which it grows by ``recovery`` requests a second
+      each second.  It never passes the requests-per-minute limit.
+    - ``horizon``: an admission within this many seconds is taken at once; further off, the
+      caller asks again later (so a cut or a refund reaches requests not yet sent).
+    - ``lease_seconds``: an admitted request's reservation is given back this long after its
+      send time if it never settles (its process died).
     - ``retry_ratio``, ``retry_burst``: the retry budget.  Every first attempt adds
       ``retry_ratio`` of a retry (and every second adds as much), up to ``retry_burst``; each
       retry after a 429 or 529 takes one; with none left the 429/529 is raised, not retried.
-    - ``poll_interval``: how often the caller at the head of the line asks again while the
-      window is full; ``redis_timeout``: seconds for a Redis round trip before it counts as
-      down; ``redis_retry``: seconds before the first try to rejoin (doubling, to 30 s).
+    - ``redis_timeout``: seconds for a Redis round trip before it counts as down;
+      ``redis_retry``: seconds before the first try to rejoin (doubling, to 30 s).
     """
 
     def __init__(
@@ -97,44 +102,54 @@ class Governor:
         redis_url: str | None = None,
         key: str = "streamkit",
         pool_timeout: float = 300.0,
-        lease_seconds: float = 600.0,
-        initial_window: int = 16,
-        max_window: int = 4096,
+        initial_window: int = 10,
+        ramp_seconds: float = 5.0,
+        ramp_doubling: float = 25.0,
+        recovery: float = 0.5,
         backoff: float = 0.5,
+        min_rate: float = 0.1,
         idle_after: float = 30.0,
+        horizon: float = 1.0,
+        lease_seconds: float = 600.0,
         retry_ratio: float = 0.1,
         retry_burst: float = 10.0,
-        poll_interval: float = 0.02,
         redis_timeout: float = 1.0,
         redis_retry: float = 1.0,
     ) -> None:
-        if initial_window < 1 or max_window < initial_window:
-            raise StreamkitError("Governor: initial_window must be at least 1 and at most max_window")
+        if initial_window < 1:
+            raise StreamkitError(f"Governor: initial_window must be at least 1, got {initial_window}")
         if not 0 < backoff < 1:
-            raise StreamkitError("Governor: backoff must be between 0 and 1")
-        if pool_timeout < 0 or lease_seconds <= 0 or poll_interval <= 0:
-            raise StreamkitError("Governor: pool_timeout, lease_seconds and poll_interval must be positive")
+            raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {backoff}")
         for name, value in (
             ("requests_per_minute", requests_per_minute),
             ("input_tokens_per_minute", input_tokens_per_minute),
             ("output_tokens_per_minute", output_tokens_per_minute),
+            ("ramp_seconds", ramp_seconds),
+            ("ramp_doubling", ramp_doubling),
+            ("min_rate", min_rate),
+            ("lease_seconds", lease_seconds),
         ):
             if value is not None and value <= 0:
                 raise StreamkitError(f"Governor: {name} must be positive, got {value}")
+        if pool_timeout < 0 or horizon < 0 or recovery < 0 or retry_ratio < 0 or retry_burst < 0:
+            raise StreamkitError("Governor: pool_timeout, horizon, recovery and the retry budget cannot be negative")
         self.settings = Settings(
             requests_per_minute=requests_per_minute,
             input_tokens_per_minute=input_tokens_per_minute,
             output_tokens_per_minute=output_tokens_per_minute,
             initial_window=initial_window,
-            max_window=max_window,
+            ramp_seconds=ramp_seconds,
+            ramp_doubling=ramp_doubling,
+            recovery=recovery,
             backoff=backoff,
+            min_rate=min_rate,
             idle_after=idle_after,
+            horizon=horizon,
             lease_seconds=lease_seconds,
             retry_ratio=retry_ratio,
             retry_burst=retry_burst,
         )
         self.pool_timeout = pool_timeout
-        self.poll_interval = poll_interval
         self._backend: MemoryBackend | RedisBackend
         if redis_url is None:
             self._backend = MemoryBackend(self.settings)
@@ -202,15 +217,13 @@ class Governor:
                 waited=now - started,
                 wait=admission.wait,
             )
-        if now >= deadline:
-            raise self._timeout(started)
-        return min(self.poll_interval, deadline - now)
+        return min(max(0.0, admission.wait - self.settings.horizon / 2), max(0.0, deadline - now))
 
     def _timeout(self, started: float) -> GovernorTimeoutError:
         waited = time.monotonic() - started
         return GovernorTimeoutError(
             f"the rate governor held this request {waited:.1f} s, its pool timeout ({self.pool_timeout:g} s), "
-            "while the window of requests in flight stayed full: it was not sent",
+            "while it waited its turn behind other requests: it was not sent",
             waited=waited,
             wait=None,
         )
@@ -238,7 +251,7 @@ class Governor:
             while True:
                 admission = await self._call(
                     lambda: self._backend.admit(
-                        lane, input_tokens, output_tokens, retry=retry, max_wait=deadline - time.monotonic()
+                        lane, input_tokens, output_tokens, retry=retry, max_wait=max(0.0, deadline - time.monotonic())
                     )
                 )
                 pause = self._decide(admission, started, deadline)
@@ -275,7 +288,7 @@ class Governor:
                 raise self._timeout(started)
             while True:
                 admission = self._backend.admit(
-                    lane, input_tokens, output_tokens, retry=retry, max_wait=deadline - time.monotonic()
+                    lane, input_tokens, output_tokens, retry=retry, max_wait=max(0.0, deadline - time.monotonic())
                 )
                 pause = self._decide(admission, started, deadline)
                 if pause is None:
@@ -363,7 +376,7 @@ class GateBase:
     def _refusing(self, error: StreamkitError, allowed: bool) -> None:
         if not allowed:
             self._refused = error
-            status = (error.status_code or error.error_type) if isinstance(error, APIError) else type(error).__name__
+            status = error.status_code if isinstance(error, APIStatusError) else getattr(error, "error_type", None)
             error.add_note(REFUSED_NOTE.format(status=status))
 
     def _opened(self, headers: RateLimits | None) -> None:

@@ -4,23 +4,29 @@ One ``Lane`` per model (the API's limits are per model class) holds plain number
 same names the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
 
 - token buckets for requests, input tokens and output tokens, refilled continuously at the
-  limit per minute, as the API's are.  A bucket may go below zero: admission *schedules* a
-  request (``wait`` seconds from now) and takes its cost at once, so callers are served in
-  the order they asked and pacing is smooth, and one call decides (one round trip in Redis).
-  Output tokens are reserved from ``max_tokens`` and settled to the actual count, input tokens
-  estimated from the body's size and settled to the usage; a settlement gives back the rest;
-- a window of requests in flight (admitted, not settled): slow start at ``initial_window``
-  (after idle too), one more per success, so it doubles every round of successes until the
-  first cut; then additive increase (one per round).  A 429 or 529 cuts it by ``backoff``,
-  once per round (only an attempt admitted after the last cut cuts again);
-- what the headers said: learned limits, and the bucket never above the remaining the API
-  reported (aged by the refill since); a 429 blocks the lane until its ``retry-after``;
+  limit per minute, as the API's are.  Output tokens are reserved from ``max_tokens`` at
+  admission and settled to the actual count, input tokens estimated from the body's size and
+  settled to the usage; a settlement gives back the rest;
+- a pacer: a bucket of ``initial_window`` requests refilled at ``rate`` requests a second, so
+  a burst that small goes at once and more are spread evenly.  The rate starts at
+  ``initial_window`` per ``ramp_seconds`` (and again after ``idle_after`` seconds idle) and,
+  while the pacer is what holds requests back, grows: slow start doubles it every
+  ``ramp_doubling`` seconds until the first cut (gradually, as acceleration limits ask);
+  after a cut it grows additively by ``recovery`` requests a second each second.  A 429 or 529
+  cuts it by ``backoff``, once per round (only an attempt admitted after the last cut cuts
+  again), never below ``min_rate``;
+- admission asks for the latest of the times every bucket and the pacer allow (a 429's
+  ``retry-after`` too).  Within ``horizon`` seconds it is taken at once (scheduled: the caller
+  sleeps, then sends); further off, nothing is taken and the caller asks again later, so a cut
+  or a settlement's refund applies to every request not yet sent;
+- what the headers said: learned limits, and a bucket never above the remaining the API
+  reported (aged by the refill since);
 - a retry budget (as in gRPC retry throttling and Finagle): every first attempt deposits
   ``retry_ratio`` of a retry, time deposits ``retry_ratio`` per second, the budget holds at
-  most ``retry_burst``; a retry after a 429 or 529 withdraws one, and none is left, the error
-  is the caller's;
+  most ``retry_burst``; a retry after a 429 or 529 withdraws one, and when none is left the
+  error is the caller's;
 - leases: every admission is a lease that expires ``lease_seconds`` after its send time, so a
-  worker that dies without settling gives back its window slot and output reservation.
+  worker that dies without settling gives back its reservation.
 
 Time is whatever clock the caller passes (monotonic in process, the Redis server's ``TIME``).
 """
@@ -48,7 +54,7 @@ class GovernorTimeoutError(StreamkitError):
     """A request waited longer than the governor's ``pool_timeout`` for its turn: it was not sent.
 
     ``waited`` is how long it waited; ``wait`` how long it would still have had to wait, when
-    known (the limits said so at once), else None (the window of requests in flight stayed full).
+    known (the limits said so at once), else None (it waited its turn behind other callers).
     """
 
     def __init__(self, message: str, *, waited: float, wait: float | None) -> None:
@@ -64,13 +70,26 @@ class Settings:
     requests_per_minute: float | None = None
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
-    initial_window: int = 16
-    max_window: int = 4096
+    initial_window: int = 10
+    ramp_seconds: float = 5.0
+    ramp_doubling: float = 25.0
+    recovery: float = 0.5
     backoff: float = 0.5
+    min_rate: float = 0.1
     idle_after: float = 30.0
+    horizon: float = 1.0
     lease_seconds: float = 600.0
     retry_ratio: float = 0.1
     retry_burst: float = 10.0
+
+    @property
+    def initial_rate(self) -> float:
+        return self.initial_window / self.ramp_seconds
+
+    @property
+    def growth(self) -> float:
+        """Slow start: what each paced success adds to the rate (the rate doubles every ``ramp_doubling`` s)."""
+        return math.log(2) / self.ramp_doubling
 
     def explicit(self, dimension: str) -> float | None:
         return {
@@ -82,7 +101,7 @@ class Settings:
 
 class Verdict(enum.Enum):
     ADMITTED = "admitted"  # send after ``wait`` seconds; the lease is taken
-    FULL = "full"  # the window of requests in flight is full: ask again after a settlement
+    LATER = "later"  # its time is ``wait`` seconds off, past the horizon: nothing taken, ask again then
     TOO_LONG = "too long"  # it would have to wait ``wait`` seconds, past the caller's limit: nothing taken
 
 
@@ -137,14 +156,16 @@ class Lease:
     admitted: float
     reserved_in: float
     reserved_out: float
+    paced: bool  # the pacer was what held requests back when it was admitted
 
 
 @dataclass(slots=True)
 class Lane:
     """One model's state: the fields the Redis backend keeps in its hash, by the same names."""
 
-    window: float
-    ssthresh: float = math.inf
+    rate: float
+    pace: float  # the pacer's level, in requests
+    ssthresh: float = math.inf  # slow start below it; set by the first cut
     in_flight: int = 0
     last_active: float | None = None
     last_cut: float | None = None
@@ -176,7 +197,9 @@ class GovernorPolicy:
     def lane(self, name: str) -> Lane:
         lane = self.lanes.get(name)
         if lane is None:
-            lane = self.lanes[name] = Lane(window=float(self.settings.initial_window), budget=self.settings.retry_burst)
+            settings = self.settings
+            lane = Lane(rate=settings.initial_rate, pace=float(settings.initial_window), budget=settings.retry_burst)
+            self.lanes[name] = lane
         return lane
 
     def limit(self, lane: Lane, dimension: str) -> float | None:
@@ -198,6 +221,7 @@ class GovernorPolicy:
                 limit, level = self.limit(lane, dimension), lane.lvl[dimension]
                 if limit is not None and level is not None:
                     lane.lvl[dimension] = min(limit, level + limit / SECONDS_PER_MINUTE * elapsed)
+            lane.pace = min(float(self.settings.initial_window), lane.pace + lane.rate * elapsed)
         lane.t = now
         settings = self.settings
         if lane.budget_t is not None:
@@ -215,14 +239,12 @@ class GovernorPolicy:
     def admit(
         self, lane_name: str, input_tokens: float, output_tokens: float, now: float, *, retry: bool, max_wait: float
     ) -> Admission:
-        """Admit one attempt: scheduled ``wait`` seconds from now, refused, or the window is full."""
+        """Admit one attempt (scheduled ``wait`` seconds from now), or say how long until it could be."""
         settings = self.settings
         lane = self._prepare(lane_name, now)
-        idle = lane.last_active is not None and now - lane.last_active > settings.idle_after
-        if lane.in_flight == 0 and idle:
-            lane.window = float(settings.initial_window)  # slow start again after idle
-        if lane.in_flight >= math.floor(lane.window):
-            return Admission(Verdict.FULL)
+        if lane.in_flight == 0 and lane.last_active is not None and now - lane.last_active > settings.idle_after:
+            lane.rate, lane.ssthresh = settings.initial_rate, math.inf  # slow start again after idle
+            lane.pace = max(lane.pace, float(settings.initial_window))
         costs = {"req": 1.0, "in": float(input_tokens), "out": float(output_tokens)}
         wait = max(0.0, lane.blocked - now)
         for dimension in DIMENSIONS:
@@ -236,15 +258,25 @@ class GovernorPolicy:
             assert level is not None
             if level < cost:
                 wait = max(wait, (cost - level) / (limit / SECONDS_PER_MINUTE))
+        paced = lane.pace < 1.0
+        pace_wait = (1.0 - lane.pace) / lane.rate if paced else 0.0
+        paced = paced and pace_wait >= wait
+        wait = max(wait, pace_wait)
         if wait > max_wait:
             return Admission(Verdict.TOO_LONG, wait)
+        if wait > settings.horizon:
+            return Admission(Verdict.LATER, wait)
+        taken = dict.fromkeys(DIMENSIONS, 0.0)  # from a bucket of a known limit: given back at settlement
         for dimension in DIMENSIONS:
             level = lane.lvl[dimension]
             if level is not None and self.limit(lane, dimension) is not None:
                 lane.lvl[dimension] = level - costs[dimension]
+                taken[dimension] = costs[dimension]
+        lane.pace -= 1.0
         self._next_lease += 1
         lease_id = str(self._next_lease)
-        self.leases[lease_id] = Lease(lane_name, now + wait + settings.lease_seconds, now, costs["in"], costs["out"])
+        expires = now + wait + settings.lease_seconds
+        self.leases[lease_id] = Lease(lane_name, expires, now, taken["in"], taken["out"], paced)
         lane.in_flight += 1
         lane.admitted += 1
         lane.last_active = now
@@ -265,9 +297,14 @@ class GovernorPolicy:
         self._settle_usage(lane, lease, outcome)
         lane.last_active = now
         if outcome.status == "ok":
-            if lane.in_flight + 1 >= lane.window / 2:  # grow only a window that was in use
-                lane.window += 1.0 if lane.window < lane.ssthresh else 1.0 / lane.window
-                lane.window = min(lane.window, float(settings.max_window))
+            if lease is not None and lease.paced:  # grow only a rate that holds requests back
+                if lane.rate < lane.ssthresh:
+                    lane.rate += settings.growth
+                else:
+                    lane.rate += min(lane.rate, settings.recovery / lane.rate)
+                limit = self.limit(lane, "req")
+                if limit is not None:
+                    lane.rate = min(lane.rate, limit / SECONDS_PER_MINUTE)
         elif retryable_overload(outcome):
             if outcome.status == "rate_limited":
                 lane.last_429 = now
@@ -276,8 +313,8 @@ class GovernorPolicy:
             else:
                 lane.last_529 = now
             if lease is None or lane.last_cut is None or lease.admitted >= lane.last_cut:
-                lane.ssthresh = max(1.0, lane.window * settings.backoff)
-                lane.window = lane.ssthresh
+                lane.rate = max(settings.min_rate, lane.rate * settings.backoff)
+                lane.ssthresh = lane.rate
                 lane.last_cut = now
             if outcome.retry:
                 if lane.budget >= 1.0:
@@ -322,7 +359,7 @@ class GovernorPolicy:
             lane_name,
             limits={dimension: self.limit(lane, dimension) for dimension in DIMENSIONS},
             levels=dict(lane.lvl),
-            window=lane.window,
+            rate=lane.rate,
             in_flight=lane.in_flight,
             budget=lane.budget,
             since_429=None if lane.last_429 is None else now - lane.last_429,
@@ -338,7 +375,7 @@ def lane_fields(
     *,
     limits: dict[str, float | None],
     levels: dict[str, float | None],
-    window: float,
+    rate: float,
     in_flight: int,
     budget: float,
     since_429: float | None,
@@ -360,7 +397,7 @@ def lane_fields(
         "requests_remaining": remaining("req"),
         "input_tokens_remaining": remaining("in"),
         "output_tokens_remaining": remaining("out"),
-        "window": window,
+        "rate": rate,
         "in_flight": in_flight,
         "retry_budget": budget,
         "seconds_since_429": since_429,
@@ -377,10 +414,10 @@ class GovernorSnapshot:
 
     Limits are per minute (explicit, else learned from the ``anthropic-ratelimit-*`` headers;
     None: not known yet, not enforced).  ``*_remaining`` is the governor's own bucket: below
-    zero when admissions are scheduled ahead.  ``window`` is how many requests may be in flight
-    (it ramps by slow start and is cut on 429/529), ``in_flight`` how many are (admitted, not
-    settled; in Redis, across every process), ``queued`` how many callers of this process wait
-    for their turn.  ``seconds_since_429``/``seconds_since_529``: since the last one (None:
+    zero for a moment when an admission is scheduled ahead.  ``rate`` is the pace in requests a
+    second (it ramps by slow start and is cut on 429/529), ``in_flight`` how many requests are
+    admitted and not settled (in Redis, across every process), ``queued`` how many callers of
+    this process wait for their turn.  ``seconds_since_429``/``seconds_since_529``: since the last one (None:
     none yet).  ``blocked_for``: seconds until a 429's ``retry-after`` is over.
     ``retry_budget``: retries of a 429/529 left; ``retries_refused``: such retries not made for
     want of budget.  ``admitted``: attempts admitted.  ``waited``: seconds this process's callers
@@ -397,7 +434,7 @@ class GovernorSnapshot:
     requests_remaining: float | None
     input_tokens_remaining: float | None
     output_tokens_remaining: float | None
-    window: float
+    rate: float
     in_flight: int
     queued: int
     retry_budget: float

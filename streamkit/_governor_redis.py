@@ -45,7 +45,11 @@ local dims = {'req', 'in', 'out'}
 local st = {}
 local raw = redis.call('HGETALL', S)
 for i = 1, #raw, 2 do st[raw[i]] = tonumber(raw[i + 1]) end
-if st.window == nil then st.window = cfg.initial_window; st.budget = cfg.retry_burst end
+if st.rate == nil then
+  st.rate = cfg.initial_window / cfg.ramp_seconds
+  st.pace = cfg.initial_window
+  st.budget = cfg.retry_burst
+end
 local function fmt(x) return string.format('%.17g', x) end
 local function limit(d)
   local e = cfg['x_' .. d]
@@ -79,6 +83,7 @@ if st.t then
     local lim, lvl = limit(d), st['lvl_' .. d]
     if lim and lvl then st['lvl_' .. d] = math.min(lim, lvl + lim / 60 * elapsed) end
   end
+  st.pace = math.min(cfg.initial_window, st.pace + st.rate * elapsed)
 end
 st.t = now
 if st.budget_t then
@@ -89,9 +94,10 @@ local inflight = redis.call('ZCARD', L)
 
 if mode == 'admit' then
   if inflight == 0 and st.last_active and now - st.last_active > cfg.idle_after then
-    st.window = cfg.initial_window
+    st.rate = cfg.initial_window / cfg.ramp_seconds
+    st.ssthresh = nil
+    st.pace = math.max(st.pace, cfg.initial_window)
   end
-  if inflight >= math.floor(st.window) then save(); return {'full', '0', ''} end
   local costs = {req = 1, ['in'] = tonumber(ARGV[3]), out = tonumber(ARGV[4])}
   local wait = math.max(0, (st.blocked or 0) - now)
   for _, d in ipairs(dims) do
@@ -102,14 +108,26 @@ if mode == 'admit' then
       if st['lvl_' .. d] < costs[d] then wait = math.max(wait, (costs[d] - st['lvl_' .. d]) / (lim / 60)) end
     end
   end
+  local paced, pace_wait = st.pace < 1, 0
+  if paced then pace_wait = (1 - st.pace) / st.rate end
+  paced = paced and pace_wait >= wait
+  wait = math.max(wait, pace_wait)
   if wait > tonumber(ARGV[6]) then save(); return {'too long', fmt(wait), ''} end
+  if wait > cfg.horizon then save(); return {'later', fmt(wait), ''} end
+  local taken = {req = 0, ['in'] = 0, out = 0}
   for _, d in ipairs(dims) do
-    if limit(d) and st['lvl_' .. d] then st['lvl_' .. d] = st['lvl_' .. d] - costs[d] end
+    if limit(d) and st['lvl_' .. d] then
+      st['lvl_' .. d] = st['lvl_' .. d] - costs[d]
+      taken[d] = costs[d]
+    end
   end
+  st.pace = st.pace - 1
   st.seq = (st.seq or 0) + 1
   local id = tostring(st.seq)
+  local flag = '0'
+  if paced then flag = '1' end
   redis.call('ZADD', L, now + wait + cfg.lease_seconds, id)
-  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(costs['in']) .. ' ' .. fmt(costs.out))
+  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(taken['in']) .. ' ' .. fmt(taken.out) .. ' ' .. flag)
   redis.call('EXPIRE', L, cfg.ttl)
   redis.call('EXPIRE', I, cfg.ttl)
   st.admitted = (st.admitted or 0) + 1
@@ -123,10 +141,10 @@ if mode == 'settle' then
   local lease, status, allowed = ARGV[3], ARGV[4], 1
   local info = false
   if lease ~= '' then info = redis.call('HGET', I, lease) end
-  local admitted_at, rin, rout = nil, 0, 0
+  local admitted_at, rin, rout, paced = nil, 0, 0, false
   if info then
-    local a, i, o = string.match(info, '(%S+) (%S+) (%S+)')
-    admitted_at, rin, rout = tonumber(a), tonumber(i), tonumber(o)
+    local a, i, o, f = string.match(info, '(%S+) (%S+) (%S+) (%S+)')
+    admitted_at, rin, rout, paced = tonumber(a), tonumber(i), tonumber(o), f == '1'
     redis.call('HDEL', I, lease)
     redis.call('ZREM', L, lease)
     inflight = inflight - 1
@@ -153,10 +171,11 @@ if mode == 'settle' then
   end
   st.last_active = now
   if status == 'ok' then
-    if inflight + 1 >= st.window / 2 then
-      if st.ssthresh == nil or st.window < st.ssthresh then st.window = st.window + 1
-      else st.window = st.window + 1 / st.window end
-      st.window = math.min(st.window, cfg.max_window)
+    if paced then
+      if st.ssthresh == nil or st.rate < st.ssthresh then st.rate = st.rate + cfg.growth
+      else st.rate = st.rate + math.min(st.rate, cfg.recovery / st.rate) end
+      local lim = limit('req')
+      if lim then st.rate = math.min(st.rate, lim / 60) end
     end
   elseif status == 'rate_limited' or status == 'overloaded' then
     if status == 'rate_limited' then
@@ -168,8 +187,8 @@ if mode == 'settle' then
       st.last_529 = now
     end
     if (not info) or st.last_cut == nil or admitted_at >= st.last_cut then
-      st.ssthresh = math.max(1, st.window * cfg.backoff)
-      st.window = st.ssthresh
+      st.rate = math.max(cfg.min_rate, st.rate * cfg.backoff)
+      st.ssthresh = st.rate
       st.last_cut = now
     end
     if ARGV[15] == '1' then
@@ -182,7 +201,7 @@ if mode == 'settle' then
 end
 
 save()
-local out = {fmt(st.window), tostring(inflight), fmt(st.budget), fmt(math.max(0, (st.blocked or 0) - now)),
+local out = {fmt(st.rate), tostring(inflight), fmt(st.budget), fmt(math.max(0, (st.blocked or 0) - now)),
   tostring(st.admitted or 0), tostring(st.refused or 0)}
 for _, name in ipairs({'last_429', 'last_529'}) do
   if st[name] then out[#out + 1] = fmt(now - st[name]) else out[#out + 1] = '' end
@@ -233,9 +252,13 @@ class RedisBackend:
             {
                 **{f"x_{dimension}": settings.explicit(dimension) or 0 for dimension in DIMENSIONS},
                 "initial_window": settings.initial_window,
-                "max_window": settings.max_window,
+                "ramp_seconds": settings.ramp_seconds,
+                "growth": settings.growth,
+                "recovery": settings.recovery,
                 "backoff": settings.backoff,
+                "min_rate": settings.min_rate,
                 "idle_after": settings.idle_after,
+                "horizon": settings.horizon,
                 "lease_seconds": settings.lease_seconds,
                 "retry_ratio": settings.retry_ratio,
                 "retry_burst": settings.retry_burst,
@@ -326,12 +349,12 @@ class RedisBackend:
         result = self._run(lane, "snapshot")
         if result is None:
             return self.fallback.snapshot_fields(lane)
-        window, in_flight, budget, blocked, admitted, refused, since_429, since_529, *dims = result
+        rate, in_flight, budget, blocked, admitted, refused, since_429, since_529, *dims = result
         return lane_fields(
             lane,
             limits={dimension: _number(dims[2 * n]) for n, dimension in enumerate(DIMENSIONS)},
             levels={dimension: _number(dims[2 * n + 1]) for n, dimension in enumerate(DIMENSIONS)},
-            window=float(window),
+            rate=float(rate),
             in_flight=int(in_flight),
             budget=float(budget),
             since_429=_number(since_429),

@@ -1,0 +1,463 @@
+"""The rate governor: its policy on an injected clock, and every client admitted by it over real sockets."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import anyio
+import pytest
+from conftest import client_for, in_thread, sync_client_for
+
+import streamkit
+from streamkit import Governor, GovernorSnapshot, GovernorTimeoutError
+from streamkit._governor import Admission, GovernorPolicy, Outcome, Settings, Verdict
+from streamkit._ratelimits import RateLimits
+from streamkit.testing import Fault, Limits, MockServer, RateLimiter, Reply
+
+MODEL = "claude-mock-1"
+USER = [{"role": "user", "content": "Hello"}]
+GROWTH = math.log(2) / 25  # what one paced success adds to the rate in slow start (doubling every 25 s)
+
+
+def policy(**settings: Any) -> GovernorPolicy:
+    return GovernorPolicy(Settings(**settings))
+
+
+def admit(p: GovernorPolicy, now: float, output: float = 100, *, retry: bool = False, max_wait: float = 60) -> Admission:
+    return p.admit("m", 10, output, now, retry=retry, max_wait=max_wait)
+
+
+def headers(**values: int) -> RateLimits:
+    """``output_tokens_limit=6000`` -> the ``anthropic-ratelimit-output-tokens-limit: 6000`` header, parsed."""
+    return RateLimits.from_headers(
+        {
+            f"anthropic-ratelimit-{name.rpartition('_')[0].replace('_', '-')}-{name.rpartition('_')[2]}": str(value)
+            for name, value in values.items()
+        }
+    )
+
+
+# -- the policy, sans-I/O -----------------------------------------------------------------
+
+
+def test_a_burst_of_the_initial_window_goes_at_once_then_requests_are_paced() -> None:
+    p = policy()  # 10 at once, then 2 a second
+    assert [admit(p, 0.0).wait for _ in range(10)] == [0.0] * 10
+    assert admit(p, 0.0) == Admission(Verdict.ADMITTED, 0.5, "11")
+    assert admit(p, 0.0) == Admission(Verdict.ADMITTED, 1.0, "12")  # within the horizon: scheduled
+    assert admit(p, 0.0) == Admission(Verdict.LATER, 1.5)  # past it: nothing taken, ask again
+    assert admit(p, 0.5) == Admission(Verdict.ADMITTED, 1.0, "13")
+    assert p.lanes["m"].in_flight == 13
+
+
+def test_slow_start_grows_the_rate_only_while_the_pacer_holds_requests_back() -> None:
+    p = policy()
+    leases = [admit(p, 0.0).lease for _ in range(12)]  # the last two waited for the pacer
+    for lease in leases:
+        p.settle("m", lease, Outcome("ok"), 2.0)
+    assert p.lanes["m"].rate == pytest.approx(2.0 + 2 * GROWTH, rel=1e-12)
+    assert p.lanes["m"].in_flight == 0
+
+
+def test_a_529_cuts_the_rate_once_per_round_then_it_recovers_additively() -> None:
+    p = policy()
+    leases = [admit(p, 0.0).lease for _ in range(12)]
+    assert p.settle("m", leases[0], Outcome("overloaded"), 1.0) is True
+    lane = p.lanes["m"]
+    assert (lane.rate, lane.ssthresh, lane.last_529, lane.last_cut) == (1.0, 1.0, 1.0, 1.0)
+    p.settle("m", leases[1], Outcome("overloaded"), 1.1)  # sent before the cut: the same round
+    assert lane.rate == 1.0
+    late = admit(p, 1.2).lease
+    p.settle("m", late, Outcome("overloaded"), 1.3)  # sent after it: a new round
+    assert (lane.rate, lane.ssthresh) == (0.5, 0.5)
+    for _ in range(30):
+        p.settle("m", "0", Outcome("ok"), 2.0)  # no lease: not known to be paced, no growth
+    assert lane.rate == 0.5
+    lane.pace, lane.t = 0.6, 2.0
+    paced = admit(p, 2.0)
+    assert paced == Admission(Verdict.ADMITTED, pytest.approx(0.8), "14")
+    p.settle("m", paced.lease, Outcome("ok"), 3.0)
+    assert lane.rate == 0.5 + 0.5  # additive: recovery / rate, at most doubling per success
+
+
+def test_the_rate_never_falls_below_min_rate_nor_passes_the_requests_limit() -> None:
+    p = policy(min_rate=0.4, requests_per_minute=120)
+    lane = p.lane("m")
+    for now in range(1, 6):
+        p.settle("m", None, Outcome("overloaded"), float(now))
+    assert lane.rate == 0.4
+    lane.rate, lane.ssthresh, lane.pace, lane.t = 1.99, 0.0, 0.0, 10.0
+    paced = admit(p, 10.0)
+    p.settle("m", paced.lease, Outcome("ok"), 10.0)
+    assert lane.rate == 2.0  # 120 a minute
+
+
+def test_a_429_blocks_the_lane_until_its_retry_after() -> None:
+    p = policy()
+    lease = admit(p, 10.0).lease
+    p.settle("m", lease, Outcome("rate_limited", retry_after=2.5), 10.0)
+    assert admit(p, 10.0) == Admission(Verdict.LATER, 2.5)
+    assert admit(p, 11.75) == Admission(Verdict.ADMITTED, 0.75, "2")
+    assert p.lanes["m"].last_429 == 10.0
+    p.settle("m", None, Outcome("rate_limited"), 20.0)  # no retry-after: a second
+    assert p.lanes["m"].blocked == 21.0
+
+
+def test_limits_are_learned_from_the_headers_and_output_is_reserved_then_settled() -> None:
+    p = policy()
+    first = admit(p, 0.0, 1000).lease
+    p.settle("m", first, Outcome("ok", limits=headers(output_tokens_limit=6000, output_tokens_remaining=1000)), 0.0)
+    lane = p.lanes["m"]
+    assert (lane.lim["out"], lane.lvl["out"]) == (6000.0, 1000.0)
+    second = admit(p, 0.0, 1000)
+    assert second == Admission(Verdict.ADMITTED, 0.0, "2")
+    assert admit(p, 0.0, 1000) == Admission(Verdict.LATER, 10.0)  # 100 tokens a second
+    p.settle("m", second.lease, Outcome("ok", input_tokens=3, output_tokens=200), 0.0)
+    assert lane.lvl["out"] == 800.0
+    assert admit(p, 0.0, 1000) == Admission(Verdict.LATER, 2.0)
+    assert admit(p, 1.5, 1000) == Admission(Verdict.ADMITTED, 0.5, "3")
+
+
+def test_a_bucket_never_rises_above_the_remaining_the_headers_report_aged_by_the_refill() -> None:
+    p = policy(output_tokens_per_minute=6000)
+    lease = admit(p, 0.0, 100).lease
+    p.settle("m", lease, Outcome("ok", output_tokens=100, limits=headers(output_tokens_remaining=0), header_age=3.0), 0.0)
+    assert p.lanes["m"].lvl["out"] == 300.0
+
+
+def test_a_request_that_would_wait_past_the_callers_limit_takes_nothing() -> None:
+    p = policy(output_tokens_per_minute=600)
+    admit(p, 0.0, 600)
+    assert admit(p, 0.0, 600, max_wait=5.0) == Admission(Verdict.TOO_LONG, 60.0)
+    assert (p.lanes["m"].lvl["out"], p.lanes["m"].in_flight, p.lanes["m"].admitted) == (0.0, 1, 1)
+
+
+def test_failures_before_the_stream_give_back_everything_a_cancel_keeps_its_reservation() -> None:
+    p = policy(output_tokens_per_minute=6000, input_tokens_per_minute=6000)
+    lane = p.lane("m")
+    p.settle("m", admit(p, 0.0, 1000).lease, Outcome("overloaded"), 0.0)
+    assert (lane.lvl["in"], lane.lvl["out"]) == (6000.0, 6000.0)
+    p.settle("m", admit(p, 0.0, 1000).lease, Outcome("cancelled"), 0.0)
+    assert (lane.lvl["in"], lane.lvl["out"]) == (5990.0, 5000.0)
+    p.settle("m", admit(p, 0.0, 1000).lease, Outcome("cancelled", input_tokens=4, output_tokens=30), 0.0)
+    assert (lane.lvl["in"], lane.lvl["out"]) == (5986.0, 4970.0)
+
+
+def test_a_lease_never_settled_expires_and_gives_its_reservation_back() -> None:
+    p = policy(output_tokens_per_minute=6000, lease_seconds=5.0)
+    admit(p, 0.0, 1000)
+    assert p.snapshot_fields("m", 4.0)["in_flight"] == 1
+    assert p.snapshot_fields("m", 4.0)["output_tokens_remaining"] == 5400.0
+    assert p.snapshot_fields("m", 5.0)["in_flight"] == 0
+    assert p.snapshot_fields("m", 5.0)["output_tokens_remaining"] == 6000.0
+    assert p.settle("m", "1", Outcome("ok", output_tokens=10), 6.0) is True  # late: its usage is charged
+    assert p.lanes["m"].lvl["out"] == 5990.0
+
+
+def test_the_retry_budget_allows_a_fraction_of_the_requests_as_retries_of_429_and_529() -> None:
+    p = policy(retry_burst=2.0)
+    asked = [p.settle("m", None, Outcome("overloaded", retry=True), 0.0) for _ in range(3)]
+    assert asked == [True, True, False]
+    assert p.settle("m", None, Outcome("failed", retry=True), 0.0) is True  # not an overload: not budgeted
+    assert p.lanes["m"].refused == 1
+    for _ in range(10):
+        admit(p, 0.0, retry=False)  # each first attempt deposits 0.1
+    admit(p, 0.0, retry=True)  # a retry deposits nothing
+    assert p.lanes["m"].budget == pytest.approx(1.0)
+    assert p.snapshot_fields("m", 5.0)["retry_budget"] == pytest.approx(1.5)  # and every second 0.1
+    assert p.settle("m", None, Outcome("rate_limited", retry=True), 5.0) is True
+
+
+def test_after_idle_the_rate_starts_over() -> None:
+    p = policy(idle_after=30.0)
+    lane = p.lane("m")
+    lane.rate, lane.ssthresh = 7.0, 3.0
+    p.settle("m", admit(p, 0.0).lease, Outcome("ok"), 1.0)
+    admit(p, 20.0)
+    assert lane.rate == 7.0  # one in flight: not idle
+    p.settle("m", "2", Outcome("ok"), 20.0)
+    admit(p, 51.0)
+    assert (lane.rate, lane.ssthresh) == (2.0, math.inf)
+
+
+def test_lanes_are_per_model() -> None:
+    p = policy()
+    for _ in range(10):
+        p.admit("a", 1, 1, 0.0, retry=False, max_wait=60)
+    assert p.admit("a", 1, 1, 0.0, retry=False, max_wait=60).wait == 0.5
+    assert p.admit("b", 1, 1, 0.0, retry=False, max_wait=60).wait == 0.0
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+def test_governor_options_are_checked() -> None:
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(backoff=1.5)
+    assert str(caught.value) == "Governor: backoff must be between 0 and 1, got 1.5"
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(output_tokens_per_minute=0)
+    assert str(caught.value) == "Governor: output_tokens_per_minute must be positive, got 0"
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        streamkit.AsyncClient(api_key="k", governor="yes")  # type: ignore[arg-type]
+    assert str(caught.value) == "governor= takes True, False or a streamkit.Governor, not 'yes'"
+
+
+def test_a_redis_governor_without_the_redis_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(redis_url="redis://127.0.0.1:1/0")
+    assert str(caught.value) == "Governor(redis_url=...) needs the redis package: pip install 'streamkit[redis]'"
+
+
+def test_every_client_has_its_own_governor_by_default_and_can_share_or_drop_one() -> None:
+    first, second = streamkit.AsyncClient(api_key="k"), streamkit.Client(api_key="k")
+    assert isinstance(first.governor, Governor) and isinstance(second.governor, Governor)
+    assert first.governor is not second.governor
+    assert first.with_options(max_retries=5).governor is first.governor
+    assert first.with_options(governor=False).governor is None
+    shared = Governor()
+    assert streamkit.AsyncClient(api_key="k", governor=shared).governor is shared
+    assert streamkit.Client(api_key="k", governor=False).governor is None
+    snapshot = shared.snapshot()
+    assert snapshot == GovernorSnapshot(
+        model=None,
+        backend="memory",
+        redis_connected=None,
+        requests_per_minute=None,
+        input_tokens_per_minute=None,
+        output_tokens_per_minute=None,
+        requests_remaining=None,
+        input_tokens_remaining=None,
+        output_tokens_remaining=None,
+        rate=2.0,
+        in_flight=0,
+        queued=0,
+        retry_budget=10.0,
+        retries_refused=0,
+        seconds_since_429=None,
+        seconds_since_529=None,
+        blocked_for=0.0,
+        admitted=0,
+        waited=0.0,
+    )
+
+
+# -- over real sockets --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_light_traffic_is_never_delayed() -> None:
+    async with MockServer(default=Reply.text("Hi")) as server:
+        async with client_for(server) as client:
+            texts: list[str] = []
+
+            async def one() -> None:
+                async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                    texts.append(await stream.get_final_text())
+                    assert stream.retries == []
+
+            async with anyio.create_task_group() as group:
+                for _ in range(10):
+                    group.start_soon(one)
+            assert texts == ["Hi"] * 10
+            assert client.governor is not None
+            snapshot = client.governor.snapshot()
+            assert (snapshot.model, snapshot.admitted, snapshot.in_flight, snapshot.waited) == (MODEL, 10, 0, 0.0)
+            assert (snapshot.queued, snapshot.rate) == (0, 2.0)
+
+
+@pytest.mark.anyio
+async def test_limits_are_learned_from_the_mock_limits_headers_and_usage_is_settled() -> None:
+    limits = RateLimiter(Limits(requests_per_minute=600, output_tokens_per_minute=40_000))
+    async with MockServer(Reply.text("Hello there", output_tokens=7), limits=limits) as server:
+        async with client_for(server) as client:
+            async with client.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hello there"
+            assert client.governor is not None
+            snapshot = client.governor.snapshot()
+    assert (snapshot.requests_per_minute, snapshot.output_tokens_per_minute) == (600.0, 40_000.0)
+    assert snapshot.input_tokens_per_minute is None
+    # The 200 said 39,900 output tokens remained (its max_tokens reserved): the limit was not known when it
+    # was admitted, so nothing reserved comes back; the 7 it used are charged, and 667 a second refill.
+    assert snapshot.output_tokens_remaining == pytest.approx(39_893, abs=25)
+    assert snapshot.in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_create_is_admitted_and_settled_with_its_usage() -> None:
+    governor = Governor(output_tokens_per_minute=60)  # one token a second: the refill is negligible
+    async with MockServer(Reply.text("Hi", output_tokens=7)) as server:
+        async with client_for(server, governor=governor) as client:
+            message = await client.messages.create(model=MODEL, max_tokens=60, messages=USER)
+    assert message.text == "Hi"
+    snapshot = governor.snapshot()
+    assert (snapshot.admitted, snapshot.in_flight) == (1, 0)
+    assert snapshot.output_tokens_remaining == pytest.approx(53, abs=0.5)
+
+
+@pytest.mark.anyio
+async def test_requests_past_the_starting_burst_are_paced_in_the_order_they_came() -> None:
+    governor = Governor(initial_window=1, ramp_seconds=0.1)  # one at once, then 10 a second
+    async with MockServer(default=Reply.text("Hi")) as server:
+        async with client_for(server, governor=governor) as client:
+
+            async def one(n: int) -> None:
+                messages = [{"role": "user", "content": f"request {n}"}]
+                async with client.messages.stream(model=MODEL, max_tokens=9, messages=messages) as stream:
+                    await stream.get_final_text()
+
+            started = time.monotonic()
+            async with anyio.create_task_group() as group:
+                for n in range(4):
+                    group.start_soon(one, n)
+                    while governor.snapshot().admitted < n + 1:  # admitted (scheduled) in this order
+                        await anyio.sleep(0.001)
+            elapsed = time.monotonic() - started
+    order = [request.json["messages"][0]["content"] for request in server.requests]
+    assert order == ["request 0", "request 1", "request 2", "request 3"]
+    assert 0.3 <= elapsed < 1.0
+    assert governor.snapshot().waited == pytest.approx(0.1 + 0.2 + 0.3, abs=0.15)
+
+
+@pytest.mark.anyio
+async def test_a_request_the_limits_would_hold_past_its_pool_timeout_is_refused_at_once() -> None:
+    governor = Governor(output_tokens_per_minute=600, pool_timeout=1.0)
+    async with MockServer(default=Reply.text("Hi", output_tokens=600)) as server:
+        async with client_for(server, governor=governor) as client:
+            await client.messages.create(model=MODEL, max_tokens=600, messages=USER)
+            started = time.monotonic()
+            with pytest.raises(GovernorTimeoutError) as caught:
+                async with client.messages.stream(model=MODEL, max_tokens=600, messages=USER):
+                    pass
+            assert time.monotonic() - started < 0.5
+    assert str(caught.value).startswith("the rate governor would hold this request 60.0 s more, past its pool timeout")
+    assert str(caught.value).endswith("s): it was not sent")
+    assert caught.value.wait == pytest.approx(60.0, abs=0.2)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_529_cuts_the_rate_and_the_retry_waits_for_the_pacer_in_its_record() -> None:
+    governor = Governor(initial_window=1, ramp_seconds=0.2)  # one at once, then 5 a second
+    async with MockServer(Reply.error(529), Reply.text("Hi")) as server:
+        async with client_for(server, governor=governor) as client:
+            async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hi"
+    [retry] = stream.retries
+    assert isinstance(retry.error, streamkit.OverloadedStatusError)
+    assert 0.0 < retry.governor_wait <= 0.4 + 0.05  # the cut: 2.5 a second
+    snapshot = governor.snapshot()
+    assert (snapshot.admitted, snapshot.retries_refused) == (2, 0)
+    assert snapshot.rate == pytest.approx(2.5 + 0.5 / 2.5)  # cut to 2.5, then the retry's success adds 0.5 / rate
+    assert snapshot.seconds_since_529 is not None and snapshot.seconds_since_429 is None
+
+
+@pytest.mark.anyio
+async def test_a_429_is_retried_after_its_retry_after_not_twice_that() -> None:
+    governor = Governor()
+    async with MockServer(Reply.error(429, headers={"retry-after": "0.3"}), Reply.text("Hi")) as server:
+        async with client_for(server, governor=governor) as client:
+            started = time.monotonic()
+            async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hi"
+            elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 0.55
+    assert [type(retry.error) for retry in stream.retries] == [streamkit.RateLimitStatusError]
+    snapshot = governor.snapshot()
+    assert snapshot.seconds_since_429 is not None and snapshot.blocked_for == 0.0
+
+
+NOTE = (
+    "streamkit's rate governor did not retry this {}: its retry budget is empty "
+    "(retries after 429/529 may add only a fraction of the requests, see Governor(retry_ratio=...))"
+)
+
+
+@pytest.mark.anyio
+async def test_with_the_retry_budget_empty_a_529_before_the_stream_is_raised_not_retried() -> None:
+    governor = Governor(retry_burst=0)
+    async with MockServer(Reply.error(529), Reply.text("never sent")) as server:
+        async with client_for(server, governor=governor) as client:
+            with pytest.raises(streamkit.OverloadedStatusError) as caught:
+                async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER):
+                    pass
+    assert caught.value.__notes__ == [NOTE.format(529)]
+    assert len(server.requests) == 1
+    snapshot = governor.snapshot()
+    assert (snapshot.retries_refused, snapshot.rate, snapshot.in_flight) == (1, 1.0, 0)
+
+
+@pytest.mark.anyio
+async def test_with_the_retry_budget_empty_an_overloaded_error_event_is_raised_with_the_partial_reply() -> None:
+    governor = Governor(retry_burst=0)
+    broken = Reply.text("Hello, world", chunk_size=4, fault=Fault("error", after=4))
+    async with MockServer(broken, Reply.text("never sent")) as server:
+        async with client_for(server, governor=governor) as client:
+            with pytest.raises(streamkit.OverloadedStreamError) as caught:
+                async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                    await stream.get_final_message()
+    assert caught.value.__notes__ == [NOTE.format("overloaded_error")]
+    assert caught.value.partial_message is not None
+    assert caught.value.partial_message.text == "Hello, w"
+    assert len(server.requests) == 1
+    assert (governor.snapshot().retries_refused, governor.snapshot().in_flight) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_an_overloaded_error_event_is_resumed_when_the_budget_allows() -> None:
+    governor = Governor()
+    broken = Reply.text("Hello, world", chunk_size=4, fault=Fault("error", after=4))
+    async with MockServer(broken, Reply.text("Hello, world")) as server:
+        async with client_for(server, governor=governor) as client:
+            async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hello, world"
+    assert len(stream.resumes) == 1
+    snapshot = governor.snapshot()
+    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 0, 1.0)
+    assert snapshot.retry_budget == pytest.approx(9.0, abs=0.05)  # full, less the resume
+
+
+@pytest.mark.anyio
+async def test_one_governor_paces_several_clients() -> None:
+    shared = Governor()
+    async with MockServer(default=Reply.text("Hi")) as server:
+        async with client_for(server, governor=shared) as first, client_for(server, governor=shared) as second:
+            for client in (first, second):
+                async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                    await stream.get_final_text()
+    assert shared.snapshot().admitted == 2
+
+
+@pytest.mark.anyio
+async def test_governor_off_sends_without_admission() -> None:
+    async with MockServer(Reply.error(529), Reply.text("Hi")) as server:
+        async with client_for(server, governor=False) as client:
+            assert client.governor is None
+            async with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hi"
+    assert [retry.governor_wait for retry in stream.retries] == [0.0]
+
+
+@pytest.mark.anyio
+async def test_the_sync_client_is_governed_the_same_way() -> None:
+    governor = Governor(retry_burst=0, output_tokens_per_minute=60)
+    async with MockServer(Reply.text("Hi", output_tokens=7), Reply.error(529), Reply.text("Hi")) as server:
+
+        def consume() -> tuple[str, type[BaseException], list[str]]:
+            with sync_client_for(server, governor=governor) as client:
+                with client.messages.stream(model=MODEL, max_tokens=20, messages=USER) as stream:
+                    text = stream.get_final_text()
+                try:
+                    client.messages.create(model=MODEL, max_tokens=20, messages=USER)
+                except streamkit.OverloadedStatusError as exc:
+                    return text, type(exc), exc.__notes__
+                raise AssertionError("the 529 was retried")
+
+        assert await in_thread(consume) == ("Hi", streamkit.OverloadedStatusError, [NOTE.format(529)])
+    snapshot = governor.snapshot()
+    assert (snapshot.admitted, snapshot.in_flight, snapshot.retries_refused, snapshot.rate) == (2, 0, 1, 1.0)
+    assert snapshot.output_tokens_remaining == pytest.approx(53, abs=0.5)
