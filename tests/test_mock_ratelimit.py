@@ -276,6 +276,7 @@ async def test_generated_replies_follow_max_tokens_and_queued_replies_still_win(
 def test_generated_replies_are_paced_and_sized_as_configured() -> None:
     reply = Generation(output_tokens=30, tokens_per_second=60, tokens_per_event=6).reply(max_tokens=1_000)
     assert (reply.output_tokens, reply.delay, reply.blocks[0].chunk_size) == (30, 0.1, 24)  # type: ignore[union-attr]
+    assert reply.stop_reason == "end_turn"  # it stopped before max_tokens
     assert len(reply.blocks[0].text) == 120  # type: ignore[union-attr]
 
 
