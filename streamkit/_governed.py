@@ -4,8 +4,9 @@
 a local first-come-first-served line: only the caller at its head asks the backend, the
 others wait for their turn, so callers of one process are admitted in the order they came.
 The backend answers an admission with the time to send: within its horizon the request is
-admitted and the caller sleeps until then; further off, the head sleeps until the horizon
-and asks again.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``
+admitted and the caller sleeps until then, still at the head of the line (so each process
+holds at most one admission scheduled ahead, and processes sharing Redis take turns);
+further off, the head sleeps until the horizon and asks again.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``
 at once, never after a hang.
 
 ``Gate`` (async) and ``SyncGate`` govern one call's attempts: admit before each attempt is
@@ -102,14 +103,14 @@ class Governor:
         redis_url: str | None = None,
         key: str = "streamkit",
         pool_timeout: float = 300.0,
-        initial_window: int = 10,
+        initial_window: int = 5,
         ramp_seconds: float = 5.0,
         ramp_doubling: float = 25.0,
-        recovery: float = 0.5,
+        recovery: float = 0.35,
         backoff: float = 0.5,
         min_rate: float = 0.1,
         idle_after: float = 30.0,
-        horizon: float = 1.0,
+        horizon: float = 2.0,
         lease_seconds: float = 600.0,
         retry_ratio: float = 0.1,
         retry_burst: float = 10.0,
@@ -259,16 +260,16 @@ class Governor:
                     break
                 held = True
                 await anyio.sleep(pause)
+            assert admission.lease is not None
+            try:
+                if admission.wait > 0:
+                    await anyio.sleep(admission.wait)  # at the head: one admission ahead per process
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.settle(lane, admission.lease, Outcome("failed"))  # never sent
+                raise
         finally:
             self._leave(waiter)
-        assert admission.lease is not None
-        try:
-            if admission.wait > 0:
-                await anyio.sleep(admission.wait)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.settle(lane, admission.lease, Outcome("failed"))  # never sent
-            raise
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     async def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
@@ -295,15 +296,15 @@ class Governor:
                     break
                 held = True
                 time.sleep(pause)
+            assert admission.lease is not None
+            try:
+                if admission.wait > 0:
+                    time.sleep(admission.wait)  # at the head: one admission ahead per process
+            except BaseException:
+                self.settle_sync(lane, admission.lease, Outcome("failed"))  # never sent
+                raise
         finally:
             self._leave(waiter)
-        assert admission.lease is not None
-        try:
-            if admission.wait > 0:
-                time.sleep(admission.wait)
-        except BaseException:
-            self.settle_sync(lane, admission.lease, Outcome("failed"))  # never sent
-            raise
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     def settle_sync(self, lane: str, lease: str | None, outcome: Outcome) -> bool:

@@ -10,9 +10,9 @@ same names the Redis backend keeps in its hash (``_governor_redis`` runs this po
 - a pacer: a bucket of ``initial_window`` requests refilled at ``rate`` requests a second, so
   a burst that small goes at once and more are spread evenly.  The rate starts at
   ``initial_window`` per ``ramp_seconds`` (and again after ``idle_after`` seconds idle) and,
-  while the pacer is what holds requests back, grows: slow start doubles it every
-  ``ramp_doubling`` seconds until the first cut (gradually, as acceleration limits ask);
-  after a cut it grows additively by ``recovery`` requests a second each second.  A 429 or 529
+  while the pacer is what holds requests back, grows with the time it holds them back: slow
+  start doubles it every ``ramp_doubling`` seconds until the first cut (gradually, as
+  acceleration limits ask); after a cut it grows by ``recovery`` requests a second each second.  A 429 or 529
   cuts it by ``backoff``, once per round (only an attempt admitted after the last cut cuts
   again), never below ``min_rate``;
 - admission asks for the latest of the times every bucket and the pacer allow (a 429's
@@ -70,14 +70,14 @@ class Settings:
     requests_per_minute: float | None = None
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
-    initial_window: int = 10
+    initial_window: int = 5
     ramp_seconds: float = 5.0
     ramp_doubling: float = 25.0
-    recovery: float = 0.5
+    recovery: float = 0.35
     backoff: float = 0.5
     min_rate: float = 0.1
     idle_after: float = 30.0
-    horizon: float = 1.0
+    horizon: float = 2.0
     lease_seconds: float = 600.0
     retry_ratio: float = 0.1
     retry_burst: float = 10.0
@@ -85,11 +85,6 @@ class Settings:
     @property
     def initial_rate(self) -> float:
         return self.initial_window / self.ramp_seconds
-
-    @property
-    def growth(self) -> float:
-        """Slow start: what each paced success adds to the rate (the rate doubles every ``ramp_doubling`` s)."""
-        return math.log(2) / self.ramp_doubling
 
     def explicit(self, dimension: str) -> float | None:
         return {
@@ -156,7 +151,6 @@ class Lease:
     admitted: float
     reserved_in: float
     reserved_out: float
-    paced: bool  # the pacer was what held requests back when it was admitted
 
 
 @dataclass(slots=True)
@@ -166,6 +160,7 @@ class Lane:
     rate: float
     pace: float  # the pacer's level, in requests
     ssthresh: float = math.inf  # slow start below it; set by the first cut
+    grow_t: float | None = None  # when the rate last grew (or was cut)
     in_flight: int = 0
     last_active: float | None = None
     last_cut: float | None = None
@@ -244,6 +239,7 @@ class GovernorPolicy:
         lane = self._prepare(lane_name, now)
         if lane.in_flight == 0 and lane.last_active is not None and now - lane.last_active > settings.idle_after:
             lane.rate, lane.ssthresh = settings.initial_rate, math.inf  # slow start again after idle
+            lane.grow_t = now
             lane.pace = max(lane.pace, float(settings.initial_window))
         costs = {"req": 1.0, "in": float(input_tokens), "out": float(output_tokens)}
         wait = max(0.0, lane.blocked - now)
@@ -258,10 +254,9 @@ class GovernorPolicy:
             assert level is not None
             if level < cost:
                 wait = max(wait, (cost - level) / (limit / SECONDS_PER_MINUTE))
-        paced = lane.pace < 1.0
-        pace_wait = (1.0 - lane.pace) / lane.rate if paced else 0.0
-        paced = paced and pace_wait >= wait
-        wait = max(wait, pace_wait)
+        self._grow(lane, now, paced=lane.pace < 1.0 and (1.0 - lane.pace) / lane.rate >= wait)
+        if lane.pace < 1.0:
+            wait = max(wait, (1.0 - lane.pace) / lane.rate)
         if wait > max_wait:
             return Admission(Verdict.TOO_LONG, wait)
         if wait > settings.horizon:
@@ -276,13 +271,27 @@ class GovernorPolicy:
         self._next_lease += 1
         lease_id = str(self._next_lease)
         expires = now + wait + settings.lease_seconds
-        self.leases[lease_id] = Lease(lane_name, expires, now, taken["in"], taken["out"], paced)
+        self.leases[lease_id] = Lease(lane_name, expires, now, taken["in"], taken["out"])
         lane.in_flight += 1
         lane.admitted += 1
         lane.last_active = now
         if not retry:
             lane.budget = min(settings.retry_burst, lane.budget + settings.retry_ratio)
         return Admission(Verdict.ADMITTED, wait, lease_id)
+
+    def _grow(self, lane: Lane, now: float, *, paced: bool) -> None:
+        """While the pacer holds requests back, the rate grows with the time since it last grew."""
+        if paced and lane.grow_t is not None:
+            elapsed = max(0.0, now - lane.grow_t)
+            settings = self.settings
+            if lane.rate < lane.ssthresh:
+                lane.rate *= 2.0 ** (elapsed / settings.ramp_doubling)
+            else:
+                lane.rate += settings.recovery * elapsed
+            limit = self.limit(lane, "req")
+            if limit is not None:
+                lane.rate = min(lane.rate, limit / SECONDS_PER_MINUTE)
+        lane.grow_t = now
 
     # -- settlement -------------------------------------------------------------------
 
@@ -296,16 +305,7 @@ class GovernorPolicy:
         self._learn(lane, outcome)
         self._settle_usage(lane, lease, outcome)
         lane.last_active = now
-        if outcome.status == "ok":
-            if lease is not None and lease.paced:  # grow only a rate that holds requests back
-                if lane.rate < lane.ssthresh:
-                    lane.rate += settings.growth
-                else:
-                    lane.rate += min(lane.rate, settings.recovery / lane.rate)
-                limit = self.limit(lane, "req")
-                if limit is not None:
-                    lane.rate = min(lane.rate, limit / SECONDS_PER_MINUTE)
-        elif retryable_overload(outcome):
+        if retryable_overload(outcome):
             if outcome.status == "rate_limited":
                 lane.last_429 = now
                 retry_after = outcome.retry_after if outcome.retry_after is not None else DEFAULT_RETRY_AFTER
@@ -315,7 +315,7 @@ class GovernorPolicy:
             if lease is None or lane.last_cut is None or lease.admitted >= lane.last_cut:
                 lane.rate = max(settings.min_rate, lane.rate * settings.backoff)
                 lane.ssthresh = lane.rate
-                lane.last_cut = now
+                lane.last_cut = lane.grow_t = now
             if outcome.retry:
                 if lane.budget >= 1.0:
                     lane.budget -= 1.0

@@ -96,6 +96,7 @@ if mode == 'admit' then
   if inflight == 0 and st.last_active and now - st.last_active > cfg.idle_after then
     st.rate = cfg.initial_window / cfg.ramp_seconds
     st.ssthresh = nil
+    st.grow_t = now
     st.pace = math.max(st.pace, cfg.initial_window)
   end
   local costs = {req = 1, ['in'] = tonumber(ARGV[3]), out = tonumber(ARGV[4])}
@@ -108,10 +109,15 @@ if mode == 'admit' then
       if st['lvl_' .. d] < costs[d] then wait = math.max(wait, (costs[d] - st['lvl_' .. d]) / (lim / 60)) end
     end
   end
-  local paced, pace_wait = st.pace < 1, 0
-  if paced then pace_wait = (1 - st.pace) / st.rate end
-  paced = paced and pace_wait >= wait
-  wait = math.max(wait, pace_wait)
+  if st.pace < 1 and (1 - st.pace) / st.rate >= wait and st.grow_t then
+    local elapsed = math.max(0, now - st.grow_t)
+    if st.ssthresh == nil or st.rate < st.ssthresh then st.rate = st.rate * 2 ^ (elapsed / cfg.ramp_doubling)
+    else st.rate = st.rate + cfg.recovery * elapsed end
+    local lim = limit('req')
+    if lim then st.rate = math.min(st.rate, lim / 60) end
+  end
+  st.grow_t = now
+  if st.pace < 1 then wait = math.max(wait, (1 - st.pace) / st.rate) end
   if wait > tonumber(ARGV[6]) then save(); return {'too long', fmt(wait), ''} end
   if wait > cfg.horizon then save(); return {'later', fmt(wait), ''} end
   local taken = {req = 0, ['in'] = 0, out = 0}
@@ -124,10 +130,8 @@ if mode == 'admit' then
   st.pace = st.pace - 1
   st.seq = (st.seq or 0) + 1
   local id = tostring(st.seq)
-  local flag = '0'
-  if paced then flag = '1' end
   redis.call('ZADD', L, now + wait + cfg.lease_seconds, id)
-  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(taken['in']) .. ' ' .. fmt(taken.out) .. ' ' .. flag)
+  redis.call('HSET', I, id, fmt(now) .. ' ' .. fmt(taken['in']) .. ' ' .. fmt(taken.out))
   redis.call('EXPIRE', L, cfg.ttl)
   redis.call('EXPIRE', I, cfg.ttl)
   st.admitted = (st.admitted or 0) + 1
@@ -141,10 +145,10 @@ if mode == 'settle' then
   local lease, status, allowed = ARGV[3], ARGV[4], 1
   local info = false
   if lease ~= '' then info = redis.call('HGET', I, lease) end
-  local admitted_at, rin, rout, paced = nil, 0, 0, false
+  local admitted_at, rin, rout = nil, 0, 0
   if info then
-    local a, i, o, f = string.match(info, '(%S+) (%S+) (%S+) (%S+)')
-    admitted_at, rin, rout, paced = tonumber(a), tonumber(i), tonumber(o), f == '1'
+    local a, i, o = string.match(info, '(%S+) (%S+) (%S+)')
+    admitted_at, rin, rout = tonumber(a), tonumber(i), tonumber(o)
     redis.call('HDEL', I, lease)
     redis.call('ZREM', L, lease)
     inflight = inflight - 1
@@ -170,14 +174,7 @@ if mode == 'settle' then
     refund(part[1], part[3] - charged)
   end
   st.last_active = now
-  if status == 'ok' then
-    if paced then
-      if st.ssthresh == nil or st.rate < st.ssthresh then st.rate = st.rate + cfg.growth
-      else st.rate = st.rate + math.min(st.rate, cfg.recovery / st.rate) end
-      local lim = limit('req')
-      if lim then st.rate = math.min(st.rate, lim / 60) end
-    end
-  elseif status == 'rate_limited' or status == 'overloaded' then
+  if status == 'rate_limited' or status == 'overloaded' then
     if status == 'rate_limited' then
       st.last_429 = now
       local ra = 1.0
@@ -190,6 +187,7 @@ if mode == 'settle' then
       st.rate = math.max(cfg.min_rate, st.rate * cfg.backoff)
       st.ssthresh = st.rate
       st.last_cut = now
+      st.grow_t = now
     end
     if ARGV[15] == '1' then
       if st.budget >= 1 then st.budget = st.budget - 1
@@ -253,7 +251,7 @@ class RedisBackend:
                 **{f"x_{dimension}": settings.explicit(dimension) or 0 for dimension in DIMENSIONS},
                 "initial_window": settings.initial_window,
                 "ramp_seconds": settings.ramp_seconds,
-                "growth": settings.growth,
+                "ramp_doubling": settings.ramp_doubling,
                 "recovery": settings.recovery,
                 "backoff": settings.backoff,
                 "min_rate": settings.min_rate,

@@ -1,0 +1,167 @@
+"""The governor shared through a real redis-server: one pace for many processes, leases, fallback, rejoin."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+from conftest import client_for, in_thread, sync_client_for
+
+import streamkit
+from streamkit import Governor, GovernorTimeoutError
+from streamkit._governor import Outcome
+from streamkit.testing import MockServer, RedisServer, Reply
+
+redis = pytest.importorskip("redis")
+from redis.crc import key_slot  # noqa: E402
+
+MODEL = "claude-mock-1"
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def test_two_governors_on_one_key_share_one_pace(redis_server: RedisServer) -> None:
+    slow = {"initial_window": 2, "ramp_seconds": 10.0}  # two at once, then one every 5 s
+    first = Governor(redis_url=redis_server.url, key="org", **slow)
+    second = Governor(redis_url=redis_server.url, key="org", pool_timeout=1.0, **slow)
+    assert [first.admit_sync(MODEL, 10, 100, retry=False) for _ in range(2)] == [("r:1", 0.0), ("r:2", 0.0)]
+    with pytest.raises(GovernorTimeoutError) as caught:
+        second.admit_sync(MODEL, 10, 100, retry=False)
+    assert caught.value.wait == pytest.approx(5.0, abs=0.1)
+    other_key = Governor(redis_url=redis_server.url, key="another-org", **slow)
+    assert other_key.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
+    snapshot = second.snapshot(MODEL)
+    assert (snapshot.backend, snapshot.redis_connected, snapshot.admitted, snapshot.in_flight) == ("redis", True, 2, 2)
+    assert snapshot.rate == pytest.approx(0.2, abs=0.01)  # slow start since the pacer held the second back
+    assert first.settle_sync(MODEL, "r:1", Outcome("ok", output_tokens=5)) is True
+    assert second.snapshot(MODEL).in_flight == 1
+
+
+def test_a_governors_keys_share_one_hash_tag_so_one_cluster_slot(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", output_tokens_per_minute=6000)
+    governor.admit_sync(MODEL, 10, 100, retry=False)
+    with redis.Redis.from_url(redis_server.url) as connection:
+        keys = sorted(connection.keys("*"))
+    assert keys == [
+        b"streamkit:{org}:claude-mock-1",
+        b"streamkit:{org}:claude-mock-1:lease-info",
+        b"streamkit:{org}:claude-mock-1:leases",
+    ]
+    assert len({key_slot(key) for key in keys}) == 1
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(redis_url=redis_server.url, key="a}b")
+    assert str(caught.value) == "Governor: key must be a non-empty name without braces, got 'a}b'"
+
+
+WORKER = """
+import sys, time
+import streamkit
+governor = streamkit.Governor(redis_url=sys.argv[1], key="org", output_tokens_per_minute=600, lease_seconds=0.5)
+print(governor.admit_sync("claude-mock-1", 10, 600, retry=False)[0], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_killed_with_sigkill_gives_its_reservation_back_when_its_lease_expires(
+    redis_server: RedisServer,
+) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WORKER), redis_server.url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == "r:1\n"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    finally:
+        worker.kill()
+    governor = Governor(redis_url=redis_server.url, key="org", output_tokens_per_minute=600)
+    held = governor.snapshot(MODEL)
+    assert held.in_flight == 1
+    assert held.output_tokens_remaining is not None and held.output_tokens_remaining < 100
+    deadline = time.monotonic() + 5.0
+    while governor.snapshot(MODEL).in_flight and time.monotonic() < deadline:  # the lease ends on Redis's clock
+        time.sleep(0.05)
+    freed = governor.snapshot(MODEL)
+    assert (freed.in_flight, freed.output_tokens_remaining) == (0, 600.0)
+
+
+def test_when_redis_goes_away_the_governor_falls_back_with_one_warning_and_rejoins(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", redis_retry=0.2, redis_timeout=0.5)
+    assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
+    redis_server.kill()
+    caplog.set_level(logging.INFO, logger="streamkit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:1", 0.0)
+        assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:2", 0.0)
+        assert governor.settle_sync(MODEL, "r:1", Outcome("ok", output_tokens=5)) is True
+        snapshot = governor.snapshot(MODEL)
+    assert [str(warning.message).split(" (")[0] for warning in caught] == [
+        "streamkit's rate governor cannot reach Redis"
+    ]
+    assert caught[0].category is RuntimeWarning
+    assert str(caught[0].message).endswith("it paces this process alone until Redis answers again")
+    assert (snapshot.backend, snapshot.redis_connected, snapshot.admitted, snapshot.in_flight) == (
+        "redis",
+        False,
+        2,
+        2,
+    )
+    assert governor.settle_sync(MODEL, "m:1", Outcome("ok", output_tokens=5)) is True
+    redis_server.restart()
+    time.sleep(0.25)  # the backoff before the next try (redis_retry)
+    assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)  # a fresh Redis: its own count
+    assert governor.snapshot(MODEL).redis_connected is True
+    messages = [(record.levelname, record.getMessage().split(" (")[0]) for record in caplog.records]
+    assert messages == [
+        ("WARNING", "streamkit's rate governor cannot reach Redis"),
+        ("INFO", "streamkit's rate governor: Redis answers again, rejoined the shared governor"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_client_governed_through_redis_streams_and_settles(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", output_tokens_per_minute=6000)
+    async with MockServer(Reply.text("Hello there", output_tokens=7)) as server:
+        async with client_for(server, governor=governor) as client:
+            async with client.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream:
+                assert await stream.get_final_text() == "Hello there"
+    snapshot = governor.snapshot()
+    assert (snapshot.model, snapshot.backend, snapshot.admitted, snapshot.in_flight) == (MODEL, "redis", 1, 0)
+    assert snapshot.output_tokens_remaining == pytest.approx(5993, abs=10)
+
+
+@pytest.mark.anyio
+async def test_the_retry_budget_is_shared_through_redis(redis_server: RedisServer) -> None:
+    spent = Governor(redis_url=redis_server.url, key="org", retry_burst=1)
+    assert spent.settle_sync(MODEL, None, Outcome("overloaded", retry=True)) is True  # the one retry, used
+    governor = Governor(redis_url=redis_server.url, key="org", retry_burst=1)
+    async with MockServer(Reply.error(529), Reply.text("never sent")) as server:
+        async with client_for(server, governor=governor) as client:
+            with pytest.raises(streamkit.OverloadedStatusError) as caught:
+                await client.messages.create(model=MODEL, max_tokens=9, messages=USER)
+    assert caught.value.__notes__[0].startswith("streamkit's rate governor did not retry this 529")
+    assert len(server.requests) == 1
+    assert spent.snapshot(MODEL).retries_refused == 1
+
+
+@pytest.mark.anyio
+async def test_the_sync_client_governed_through_redis(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org")
+    async with MockServer(Reply.text("Hi")) as server:
+
+        def consume() -> str:
+            with sync_client_for(server, governor=governor) as client:
+                with client.messages.stream(model=MODEL, max_tokens=9, messages=USER) as stream:
+                    return stream.get_final_text()
+
+        assert await in_thread(consume) == "Hi"
+    assert (governor.snapshot().admitted, governor.snapshot().in_flight) == (1, 0)
