@@ -6,8 +6,8 @@ others wait for their turn, so callers of one process are admitted in the order 
 The backend answers an admission with the time to send: within its horizon the request is
 admitted and the caller sleeps until then, still at the head of the line (so each process
 holds at most one admission scheduled ahead, and processes sharing Redis take turns);
-further off, the head sleeps until the horizon and asks again.  A caller that would wait past ``pool_timeout`` gets ``GovernorTimeoutError``
-at once, never after a hang.
+further off, the head sleeps until the horizon and asks again.  A caller that would wait
+past ``pool_timeout`` gets ``GovernorTimeoutError`` at once, never after a hang.
 
 ``Gate`` (async) and ``SyncGate`` govern one call's attempts: admit before each attempt is
 sent, settle when it ends (a failure before the stream at once; a stream when it ends, told by

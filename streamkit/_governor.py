@@ -7,7 +7,9 @@ same names the Redis backend keeps in its hash (``_governor_redis`` runs this po
   limit per minute, as the API's are.  Output tokens are reserved from ``max_tokens`` at
   admission and settled to the actual count, input tokens estimated from the body's size and
   settled to the usage; a settlement gives back the rest;
-- a pacer: a bucket of ``initial_window`` requests refilled at ``rate`` requests a second, so
+- a pacer (while the server reports limits or has refused with a 429 or 529: one whose answers
+  carry no ``anthropic-ratelimit-*`` headers, a test double say, has nothing to pace against):
+  a bucket of ``initial_window`` requests refilled at ``rate`` requests a second, so
   a burst that small goes at once and more are spread evenly.  The rate starts at
   ``initial_window`` per ``ramp_seconds`` (and again after ``idle_after`` seconds idle) and,
   while the pacer is what holds requests back, grows with the time it holds them back: slow
@@ -47,6 +49,7 @@ from ._ratelimits import RateLimits
 DIMENSIONS = ("req", "in", "out")
 """The three buckets: requests, input tokens, output tokens (per minute)."""
 SECONDS_PER_MINUTE = 60.0
+NO_LIMITS = RateLimits()  # an answer without anthropic-ratelimit-* headers
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without retry-after still blocks the lane this long
 
 
@@ -165,6 +168,7 @@ class Lane:
     last_active: float | None = None
     last_cut: float | None = None
     blocked: float = 0.0
+    unlimited: bool = False  # the server answers without rate-limit headers: nothing to pace against
     t: float | None = None  # when the buckets were last refilled
     lim: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     lvl: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
@@ -254,9 +258,10 @@ class GovernorPolicy:
             assert level is not None
             if level < cost:
                 wait = max(wait, (cost - level) / (limit / SECONDS_PER_MINUTE))
-        self._grow(lane, now, paced=lane.pace < 1.0 and (1.0 - lane.pace) / lane.rate >= wait)
-        if lane.pace < 1.0:
-            wait = max(wait, (1.0 - lane.pace) / lane.rate)
+        if not lane.unlimited:
+            self._grow(lane, now, paced=lane.pace < 1.0 and (1.0 - lane.pace) / lane.rate >= wait)
+            if lane.pace < 1.0:
+                wait = max(wait, (1.0 - lane.pace) / lane.rate)
         if wait > max_wait:
             return Admission(Verdict.TOO_LONG, wait)
         if wait > settings.horizon:
@@ -327,6 +332,10 @@ class GovernorPolicy:
     def _learn(self, lane: Lane, outcome: Outcome) -> None:
         """What the headers say: the limits, and the buckets never above the remaining they report."""
         limits = outcome.limits
+        if retryable_overload(outcome) or (limits is not None and limits != NO_LIMITS):
+            lane.unlimited = False
+        elif limits is not None and not any(lane.lim.values()):
+            lane.unlimited = True
         if limits is None:
             return
         reports = (("req", limits.requests), ("in", limits.input_tokens), ("out", limits.output_tokens))

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from ._errors import StreamkitError
-from ._governor import DIMENSIONS, Admission, MemoryBackend, Outcome, Settings, Verdict, lane_fields
+from ._governor import DIMENSIONS, NO_LIMITS, Admission, MemoryBackend, Outcome, Settings, Verdict, lane_fields
 
 logger = logging.getLogger("streamkit")
 MAX_RETRY = 30.0
@@ -109,7 +109,8 @@ if mode == 'admit' then
       if st['lvl_' .. d] < costs[d] then wait = math.max(wait, (costs[d] - st['lvl_' .. d]) / (lim / 60)) end
     end
   end
-  if st.pace < 1 and (1 - st.pace) / st.rate >= wait and st.grow_t then
+  local paced = st.unlimited ~= 1
+  if paced and st.pace < 1 and (1 - st.pace) / st.rate >= wait and st.grow_t then
     local elapsed = math.max(0, now - st.grow_t)
     if st.ssthresh == nil or st.rate < st.ssthresh then st.rate = st.rate * 2 ^ (elapsed / cfg.ramp_doubling)
     else st.rate = st.rate + cfg.recovery * elapsed end
@@ -117,7 +118,7 @@ if mode == 'admit' then
     if lim then st.rate = math.min(st.rate, lim / 60) end
   end
   st.grow_t = now
-  if st.pace < 1 then wait = math.max(wait, (1 - st.pace) / st.rate) end
+  if paced and st.pace < 1 then wait = math.max(wait, (1 - st.pace) / st.rate) end
   if wait > tonumber(ARGV[6]) then save(); return {'too long', fmt(wait), ''} end
   if wait > cfg.horizon then save(); return {'later', fmt(wait), ''} end
   local taken = {req = 0, ['in'] = 0, out = 0}
@@ -153,6 +154,8 @@ if mode == 'settle' then
     redis.call('ZREM', L, lease)
     inflight = inflight - 1
   end
+  if status == 'rate_limited' or status == 'overloaded' or ARGV[16] == 'limits' then st.unlimited = 0
+  elseif ARGV[16] == 'none' and not (st.lim_req or st.lim_in or st.lim_out) then st.unlimited = 1 end
   local age = tonumber(ARGV[13])
   for n, d in ipairs(dims) do
     local hl, hr = ARGV[5 + 2 * n], ARGV[6 + 2 * n]
@@ -338,6 +341,7 @@ class RedisBackend:
             _arg(outcome.header_age),
             _arg(outcome.retry_after),
             "1" if outcome.retry else "0",
+            "" if limits is None else "none" if limits == NO_LIMITS else "limits",
         )
         if result is None:
             return self.fallback.settle(lane, None, outcome)  # its lease in Redis expires there

@@ -279,6 +279,17 @@ async def test_light_traffic_is_never_delayed() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_server_that_reports_no_limits_is_not_paced_after_its_first_answer() -> None:
+    async with MockServer(default=Reply.text("Hi")) as server:
+        async with client_for(server) as client:
+            for _ in range(20):
+                await client.messages.create(model=MODEL, max_tokens=9, messages=USER)
+            assert client.governor is not None
+            snapshot = client.governor.snapshot()
+    assert (snapshot.admitted, snapshot.waited, snapshot.rate) == (20, 0.0, 1.0)
+
+
+@pytest.mark.anyio
 async def test_limits_are_learned_from_the_mock_limits_headers_and_usage_is_settled() -> None:
     limits = RateLimiter(Limits(requests_per_minute=600, output_tokens_per_minute=40_000))
     async with MockServer(Reply.text("Hello there", output_tokens=7), limits=limits) as server:
@@ -310,7 +321,8 @@ async def test_create_is_admitted_and_settled_with_its_usage() -> None:
 @pytest.mark.anyio
 async def test_requests_past_the_starting_burst_are_paced_in_the_order_they_came() -> None:
     governor = Governor(initial_window=1, ramp_seconds=0.1)  # one at once, then 10 a second
-    async with MockServer(default=Reply.text("Hi")) as server:
+    limits = RateLimiter(Limits(requests_per_minute=60_000))  # a server that reports limits: paced
+    async with MockServer(default=Reply.text("Hi"), limits=limits) as server:
         async with client_for(server, governor=governor) as client:
 
             async def one(n: int) -> None:
