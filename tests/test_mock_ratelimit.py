@@ -145,7 +145,8 @@ async def test_the_client_sees_the_429_as_a_rate_limit_error_with_its_limits() -
     limits = limiter(clock, Limits(requests_per_minute=1))
     full = streamkit.RateLimit(limit=1, remaining=0, reset=START.replace(minute=1))
     async with MockServer(default=Reply.text("Hi"), limits=limits) as server:
-        async with one_attempt_client(server) as client:
+        # No governor: it would read the headers and hold the second call for the minute they announce.
+        async with one_attempt_client(server, governor=False) as client:
             message = await client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "a"}])
             assert message.rate_limits.requests == full
             with pytest.raises(streamkit.RateLimitStatusError) as caught:
@@ -276,6 +277,7 @@ async def test_generated_replies_follow_max_tokens_and_queued_replies_still_win(
 def test_generated_replies_are_paced_and_sized_as_configured() -> None:
     reply = Generation(output_tokens=30, tokens_per_second=60, tokens_per_event=6).reply(max_tokens=1_000)
     assert (reply.output_tokens, reply.delay, reply.blocks[0].chunk_size) == (30, 0.1, 24)  # type: ignore[union-attr]
+    assert reply.stop_reason == "end_turn"  # it stopped before max_tokens
     assert len(reply.blocks[0].text) == 120  # type: ignore[union-attr]
 
 

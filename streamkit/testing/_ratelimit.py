@@ -108,14 +108,15 @@ class Generation:
     def reply(self, max_tokens: int) -> Reply:
         """The reply for a request with this ``max_tokens``."""
         tokens = self.output_tokens if self.output_tokens is not None else max(1, max_tokens)
-        return _generated(tokens, self.tokens_per_event, self.tokens_per_event / self.tokens_per_second)
+        stop_reason = "max_tokens" if tokens >= max_tokens else "end_turn"
+        return _generated(tokens, self.tokens_per_event, self.tokens_per_event / self.tokens_per_second, stop_reason)
 
 
 @lru_cache(maxsize=64)
-def _generated(tokens: int, per_event: int, delay: float) -> Reply:
+def _generated(tokens: int, per_event: int, delay: float, stop_reason: str) -> Reply:
     text = lorem(tokens * _CHARS_PER_TOKEN)
     chunk = per_event * _CHARS_PER_TOKEN
-    return Reply.text(text, chunk_size=chunk, output_tokens=tokens, delay=delay, stop_reason="max_tokens")
+    return Reply.text(text, chunk_size=chunk, output_tokens=tokens, delay=delay, stop_reason=stop_reason)
 
 
 class _Bucket:
