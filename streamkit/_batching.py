@@ -83,9 +83,35 @@ def results_path(batch: MessageBatch, base_url: str) -> str:
             batch=batch,
         )
     if url.startswith(f"{base_url}/"):
-        return url[len(base_url) :]
-    parts = urlsplit(url)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+        path = url[len(base_url) :]
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "http://[::1": refused below
+            parts = urlsplit("")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+    # The path is appended to base_url as text: one not starting with "/" ("@evil.example/x",
+    # ".evil.example/x") would change the host the key is sent to.
+    origin = _origin(base_url)
+    if not path.startswith("/") or origin is None or _origin(f"{base_url}{path}") != origin:
+        raise ProtocolError(
+            f"batch {batch.id}'s results_url {url!r} does not lead to a path on {base_url}: not read "
+            "(the API key is sent to the configured host only)",
+            data=url.encode(errors="replace"),
+        )
+    return path
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """Scheme, host and port (None: unparseable).
+
+    With the path starting with "/", the authority ends where base_url's does for any parser.
+    """
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return None
 
 
 class Page(APIObject):

@@ -194,6 +194,31 @@ async def test_a_results_file_that_keeps_breaking_is_given_up_after_max_resumes(
         assert sum(r.path.endswith("/results") for r in server.requests) == 3
 
 
+@pytest.mark.parametrize("hostile", ["@{evil}/x", ".evil.example/x", "http://{evil}/v1/.."])
+async def test_a_results_url_that_leads_to_another_host_is_refused_and_nothing_is_sent(hostile: str) -> None:
+    async with MockServer(Reply.text("Hi")) as server, MockServer(Reply.text("Hi")) as evil:
+        server.batches.seconds_per_request = 0
+        batch = await call(server, lambda c: c.messages.batches.create([request("a")]))
+        ended = await call(server, lambda c: c.messages.batches.retrieve(batch.id))
+        # "@127.0.0.1:<port>/x" after base_url would be the userinfo of a URL on the evil server.
+        url = hostile.format(evil=evil.base_url.removeprefix("http://"))
+        forged = ended.model_copy(update={"results_url": url})
+        before = len(server.requests)
+        if url.startswith("http://"):  # an absolute URL: only its path is taken, on our own host
+            with pytest.raises(streamkit.APIStatusError):
+                await call(server, lambda c: c.messages.batches.results(forged))
+            assert server.requests[before:] != []
+        else:
+            with pytest.raises(streamkit.ProtocolError) as caught:
+                await call(server, lambda c: c.messages.batches.results(forged))
+            assert caught.value.message == (
+                f"batch {batch.id}'s results_url {url!r} does not lead to a path on {server.base_url}: not read "
+                "(the API key is sent to the configured host only)"
+            )
+            assert server.requests[before:] == []
+        assert evil.requests == [] and evil.refused == []
+
+
 async def test_an_early_exit_closes_the_results_connection() -> None:
     async with MockServer(Reply.text("Hi")) as server:
         batch_id = server.batches.synthetic(2000, 200)

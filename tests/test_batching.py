@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamkit import MessageBatch, MessageBatchRequestCounts, ResultsNotReadyError
+from streamkit import MessageBatch, MessageBatchRequestCounts, ProtocolError, ResultsNotReadyError
 from streamkit._batching import Page, PollSchedule, next_page_query, resource_path, results_path
 
 BASE = "https://proxy.example/anthropic"
@@ -38,6 +38,18 @@ def test_results_are_read_on_the_clients_own_host() -> None:
         results_path(batch(None, "canceling"), BASE)
     assert caught.value.message == ("batch msgbatch_1 has no results yet: it is canceling (wait() until it has ended)")
     assert caught.value.batch.processing_status == "canceling"
+
+
+@pytest.mark.parametrize("hostile", ["@evil.example/x", ".evil.example/x", "evil", "http://[::1"])
+def test_a_results_url_that_would_change_the_host_is_a_protocol_error(hostile: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        results_path(batch(hostile), "http://127.0.0.1:8080")
+    assert caught.value.message == (
+        f"batch msgbatch_1's results_url {hostile!r} does not lead to a path on http://127.0.0.1:8080: not read "
+        "(the API key is sent to the configured host only)"
+    )
+    # An absolute URL elsewhere is read at its path on the client's own host, dot segments and all.
+    assert results_path(batch("https://evil.example/v1/.."), BASE) == "/v1/.."
 
 
 def test_ids_are_quoted_into_one_path_segment() -> None:
