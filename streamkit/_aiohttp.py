@@ -73,6 +73,26 @@ def _httpx_errors() -> Iterator[None]:
         raise _mapped(exc) from exc
 
 
+class _UploadSource:
+    """An upload's stream, for aiohttp, which reports a failure to read it as a network one.
+
+    The file's ``OSError`` is kept, and raised as it is, so the request layer refuses the
+    upload instead of retrying it as a broken connection.
+    """
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+        self.failure: OSError | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+
 class AiohttpBody(httpx.AsyncByteStream):
     """One response body; closing it returns a fully read connection to the pool, else closes it."""
 
@@ -151,21 +171,28 @@ class AiohttpTransport(Admission, httpx.AsyncBaseTransport):
             if session is None:
                 session = self._session = self._new_session()
             headers = list(request.headers.multi_items())
+            source: _UploadSource | None = None
             try:
-                data: bytes | httpx.AsyncByteStream | None = request.content or None
+                data: bytes | AsyncIterator[bytes] | None = request.content or None
             except httpx.RequestNotRead:  # an upload, streamed: aiohttp frames it (chunked without a length)
-                data = request.stream  # type: ignore[assignment]
+                source = _UploadSource(request.stream)  # type: ignore[arg-type]
+                data = source.chunks()
                 headers = [(name, value) for name, value in headers if name.lower() != "transfer-encoding"]
-            with _httpx_errors():
-                response = await session.request(
-                    request.method,
-                    URL(str(request.url), encoded=True),
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=self._timeout(request),
-                    proxy=self._proxy,
-                )
+            try:
+                with _httpx_errors():
+                    response = await session.request(
+                        request.method,
+                        URL(str(request.url), encoded=True),
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        timeout=self._timeout(request),
+                        proxy=self._proxy,
+                    )
+            except httpx.TransportError:
+                if source is not None and source.failure is not None:
+                    raise source.failure from None
+                raise
         except BaseException:
             self.leave()
             raise

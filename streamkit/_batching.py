@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import ValidationError
 
 from ._batch_types import APIObject, BatchRequest, BatchWaitTimeoutError, MessageBatch, ResultsNotReadyError
-from ._errors import ProtocolError, RequestBodyError, RequestTooLargeError
+from ._errors import LocalFileError, ProtocolError, RequestBodyError, RequestTooLargeError
 from ._params import Query, message_body
 
 BATCHES_PATH = "/v1/messages/batches"
@@ -237,6 +237,16 @@ class Upload:
     size: int
 
 
+def open_upload(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` opened to upload; an ``OSError`` is a ``RequestBodyError``: nothing was sent."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise RequestBodyError(
+            f"cannot read the file to upload {os.fspath(path)!r}: {exc.strerror or exc}; nothing was sent"
+        ) from exc
+
+
 def upload_for(file: IO[bytes], filename: str | None, mime_type: str | None) -> Upload:
     """The upload of ``file``: named for the file (or ``upload``), its type guessed from the name."""
     size = upload_size(file)
@@ -268,13 +278,24 @@ class DownloadTarget:
             )
 
     def finish(self) -> None:
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            raise self.error(exc, f"cannot move the downloaded file into place at {str(self.path)!r}") from exc
         self.done = True
 
     def discard(self) -> None:
         """Remove the temporary file, unless it became ``path``."""
         if not self.done:
-            self.partial.unlink(missing_ok=True)
+            try:
+                self.partial.unlink(missing_ok=True)
+            except OSError as exc:
+                raise self.error(exc, f"cannot remove the temporary file {str(self.partial)!r}") from exc
+
+    def error(self, exc: OSError, doing: str | None = None) -> LocalFileError:
+        """``exc`` (writing the temporary file unless ``doing`` says otherwise) as a ``LocalFileError``."""
+        doing = doing or f"cannot write the download to {str(self.path)!r}"
+        return LocalFileError(f"{doing}: {exc.strerror or exc}", path=str(self.path))
 
 
 def download_target(path: str | os.PathLike[str], max_bytes: int) -> DownloadTarget:

@@ -355,7 +355,22 @@ class StreamingRequiredError(StreamkitError, ValueError):
 
 
 class RequestBodyError(StreamkitError, ValueError):
-    """The request cannot be encoded as JSON (nested too deeply, a lone surrogate ...); nothing was sent."""
+    """The request cannot be encoded as JSON (nested too deeply, a lone surrogate ...); nothing was sent.
+
+    Also a file to upload that cannot be read (before or while it is sent): not retried,
+    a retry would fail the same way.
+    """
+
+
+class LocalFileError(StreamkitError):
+    """A local file streamkit writes could not be written, renamed or removed (``download()``'s target).
+
+    ``__cause__`` is the ``OSError``; ``path`` the file concerned.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 # -- building errors from what the server sent --------------------------------------

@@ -92,6 +92,16 @@ def send_error(exc: httpx.HTTPError, request: httpx.Request) -> StreamkitError:
     return APIConnectionError(f"could not reach the API at {request.url}: {exc!r}")
 
 
+def body_source_error(exc: OSError) -> RequestBodyError:
+    """An ``OSError`` httpx did not map while sending: reading the file being uploaded failed.
+
+    Not retried (a ``RequestBodyError``): the file would fail the same way again.
+    """
+    return RequestBodyError(
+        f"the file being uploaded could not be read while it was sent: {exc.strerror or exc}; the request was abandoned"
+    )
+
+
 def not_an_event_stream(response: httpx.Response) -> bool:
     """Whether a 200 response to a streaming request is not ``text/event-stream``."""
     content_type: str = response.headers.get("content-type", "")
@@ -390,6 +400,8 @@ class Requester(RequestBuilder):
             return await self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise send_error(exc, request) from exc
+        except OSError as exc:  # httpx maps the network's; this one is the upload's file
+            raise body_source_error(exc) from exc
 
     async def open_stream(self, request: httpx.Request) -> httpx.Response:
         """Send one streaming request; raise its pre-stream error, if any, with the response closed."""

@@ -37,6 +37,7 @@ from ._batching import (
     batch_body,
     download_target,
     next_page_query,
+    open_upload,
     page_items,
     page_query,
     resource_path,
@@ -388,7 +389,7 @@ class Files(_Resource):
         file's name, ``mime_type`` to a guess from it.
         """
         if isinstance(file, str | os.PathLike):
-            with open(file, "rb") as opened:  # noqa: ASYNC230 - opening is instant; httpx reads it in chunks
+            with open_upload(file) as opened:  # opening is instant; httpx reads it in chunks
                 return await self._upload(opened, filename, mime_type, options)
         return await self._upload(file, filename, mime_type, options)
 
@@ -439,10 +440,13 @@ class Files(_Resource):
         )
         target = download_target(path, max_bytes)
         try:
-            async with await anyio.open_file(target.partial, "wb") as out:
-                while (data := await body.read()) is not None:
-                    target.count(len(data), body.request_id)
-                    await out.write(data)
+            try:  # body.read() raises only streamkit errors: an OSError is the local file's
+                async with await anyio.open_file(target.partial, "wb") as out:
+                    while (data := await body.read()) is not None:
+                        target.count(len(data), body.request_id)
+                        await out.write(data)
+            except OSError as exc:
+                raise target.error(exc) from exc
             target.finish()
         finally:
             await body.aclose()

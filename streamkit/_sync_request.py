@@ -24,6 +24,7 @@ from ._request import (
     RequestBuilder,
     RequestOptions,
     body_read_error,
+    body_source_error,
     content_type_error,
     next_retry,
     not_an_event_stream,
@@ -80,6 +81,8 @@ class SyncRequester(RequestBuilder):
             return self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise send_error(exc, request) from exc
+        except OSError as exc:  # httpx maps the network's; this one is the upload's file
+            raise body_source_error(exc) from exc
 
     def open_stream(self, request: httpx.Request) -> httpx.Response:
         """Send one streaming request; raise its pre-stream error, if any, with the response closed."""

@@ -27,6 +27,7 @@ from ._batching import (
     batch_body,
     download_target,
     next_page_query,
+    open_upload,
     page_items,
     page_query,
     resource_path,
@@ -349,7 +350,7 @@ class SyncFiles(_SyncResource):
     ) -> FileMetadata:
         """Upload a file (a path, or a seekable binary file object), streamed; refused before sending past 500 MB."""
         if isinstance(file, str | os.PathLike):
-            with open(file, "rb") as opened:
+            with open_upload(file) as opened:
                 return self._upload(opened, filename, mime_type, options)
         return self._upload(file, filename, mime_type, options)
 
@@ -394,10 +395,13 @@ class SyncFiles(_SyncResource):
         )
         target = download_target(path, max_bytes)
         try:
-            with open(target.partial, "wb") as out:
-                while (data := body.read()) is not None:
-                    target.count(len(data), body.request_id)
-                    out.write(data)
+            try:  # body.read() raises only streamkit errors: an OSError is the local file's
+                with open(target.partial, "wb") as out:
+                    while (data := body.read()) is not None:
+                        target.count(len(data), body.request_id)
+                        out.write(data)
+            except OSError as exc:
+                raise target.error(exc) from exc
             target.finish()
         finally:
             body.close()

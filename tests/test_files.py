@@ -106,6 +106,34 @@ async def test_a_file_that_cannot_be_sent_again_is_refused() -> None:
         assert server.requests == []
 
 
+class FailingFile(io.BytesIO):
+    """A seekable file whose reads fail (a disk error while it is sent)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_file_that_cannot_be_read_is_a_request_body_error_not_retried(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.txt"
+    async with MockServer() as server:
+        with pytest.raises(RequestBodyError) as caught:
+            await call(server, lambda c: c.files.upload(missing))
+        assert caught.value.message == (
+            f"cannot read the file to upload {str(missing)!r}: No such file or directory; nothing was sent"
+        )
+        assert type(caught.value.__cause__) is FileNotFoundError
+        assert server.requests == []
+        retries: list[streamkit.RetryInfo] = []
+        with pytest.raises(RequestBodyError) as failing:
+            await call(
+                server, lambda c: c.files.upload(FailingFile(b"abc"), filename="a.txt", on_retry=retries.append)
+            )
+        assert failing.value.message == (
+            "the file being uploaded could not be read while it was sent: Input/output error; the request was abandoned"
+        )
+        assert type(failing.value.__cause__) is OSError and retries == []
+
+
 async def test_an_upload_is_retried_whole_after_a_529() -> None:
     async with ErringServer() as server:
         server.errors.append((529, "overloaded_error", {"retry-after": "0"}))
@@ -164,6 +192,18 @@ async def test_a_download_that_keeps_breaking_leaves_nothing_behind(tmp_path: Pa
         with pytest.raises(streamkit.APIConnectionError):
             await call(server, lambda c: c.files.download(file_id, target), max_resumes=1)
         assert len(server.requests) == 2
+        assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_download_into_a_missing_directory_is_a_local_file_error(tmp_path: Path) -> None:
+    async with MockServer() as server:
+        file_id = server.files.add(size=1000)
+        target = tmp_path / "no-such-dir" / "out.txt"
+        with pytest.raises(streamkit.LocalFileError) as caught:
+            await call(server, lambda c: c.files.download(file_id, target))
+        assert caught.value.message == f"cannot write the download to {str(target)!r}: No such file or directory"
+        assert caught.value.path == str(target)
+        assert type(caught.value.__cause__) is FileNotFoundError
         assert list(tmp_path.iterdir()) == []
 
 
