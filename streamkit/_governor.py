@@ -45,6 +45,7 @@ from typing import Literal
 
 from ._errors import APIError, OverloadedError, RateLimitError, StreamkitError
 from ._ratelimits import RateLimits
+from ._retry import capped_retry_after
 
 DIMENSIONS = ("req", "in", "out")
 """The three buckets: requests, input tokens, output tokens (per minute)."""
@@ -313,8 +314,8 @@ class GovernorPolicy:
         if retryable_overload(outcome):
             if outcome.status == "rate_limited":
                 lane.last_429 = now
-                retry_after = outcome.retry_after if outcome.retry_after is not None else DEFAULT_RETRY_AFTER
-                lane.blocked = max(lane.blocked, now + retry_after)
+                retry_after = capped_retry_after(outcome.retry_after)  # a year's retry-after must not stop the lane
+                lane.blocked = max(lane.blocked, now + (DEFAULT_RETRY_AFTER if retry_after is None else retry_after))
             else:
                 lane.last_529 = now
             if lease is None or lane.last_cut is None or lease.admitted >= lane.last_cut:

@@ -28,7 +28,18 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from ._errors import StreamkitError
-from ._governor import DIMENSIONS, NO_LIMITS, Admission, MemoryBackend, Outcome, Settings, Verdict, lane_fields
+from ._governor import (
+    DEFAULT_RETRY_AFTER,
+    DIMENSIONS,
+    NO_LIMITS,
+    Admission,
+    MemoryBackend,
+    Outcome,
+    Settings,
+    Verdict,
+    lane_fields,
+)
+from ._retry import MAX_RETRY_AFTER, capped_retry_after
 
 logger = logging.getLogger("streamkit")
 MAX_RETRY = 30.0
@@ -180,8 +191,9 @@ if mode == 'settle' then
   if status == 'rate_limited' or status == 'overloaded' then
     if status == 'rate_limited' then
       st.last_429 = now
-      local ra = 1.0
-      if ARGV[14] ~= '' then ra = tonumber(ARGV[14]) end
+      local ra = tonumber(ARGV[14])
+      if ra == nil or ra ~= ra or ra == math.huge then ra = cfg.default_retry_after  -- absent, NaN or inf
+      else ra = math.min(math.max(ra, 0), cfg.max_retry_after) end
       st.blocked = math.max(st.blocked or 0, now + ra)
     else
       st.last_529 = now
@@ -263,6 +275,8 @@ class RedisBackend:
                 "lease_seconds": settings.lease_seconds,
                 "retry_ratio": settings.retry_ratio,
                 "retry_burst": settings.retry_burst,
+                "default_retry_after": DEFAULT_RETRY_AFTER,
+                "max_retry_after": MAX_RETRY_AFTER,
                 "ttl": max(KEY_TTL, int(settings.lease_seconds) * 2),
             }
         )
@@ -339,7 +353,7 @@ class RedisBackend:
             _arg(outcome.output_tokens),
             *headers,
             _arg(outcome.header_age),
-            _arg(outcome.retry_after),
+            _arg(capped_retry_after(outcome.retry_after)),  # the script caps it too: it is shared state
             "1" if outcome.retry else "0",
             "" if limits is None else "none" if limits == NO_LIMITS else "limits",
         )

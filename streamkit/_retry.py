@@ -6,12 +6,22 @@ the reply machine asks the same policy about a plain retry inside one.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from ._errors import APIConnectionError, APIError, APIStatusError, IncompleteStreamError, StreamError, StreamkitError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+MAX_RETRY_AFTER = 60.0
+"""The longest wait a server's ``retry-after`` may impose (a hostile or broken one could say a year)."""
+
+
+def capped_retry_after(value: float | None) -> float | None:
+    """A server's ``retry-after`` within [0, ``MAX_RETRY_AFTER``]; None when absent or not finite."""
+    if value is None or not math.isfinite(value):
+        return None
+    return min(max(value, 0.0), MAX_RETRY_AFTER)
 
 
 @dataclass(slots=True)
@@ -48,7 +58,7 @@ class RetryPolicy:
         return False
 
     def delay(self, retries_done: int, error: StreamkitError | None = None) -> float:
-        hinted = error.retry_after if isinstance(error, APIError) else None
+        hinted = capped_retry_after(error.retry_after) if isinstance(error, APIError) else None
         if hinted is not None:
-            return min(hinted, 60.0)
+            return hinted
         return random.uniform(0.0, min(self.max_delay, self.initial_delay * 2**retries_done))

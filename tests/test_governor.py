@@ -113,6 +113,17 @@ def test_a_429_blocks_the_lane_until_its_retry_after() -> None:
     assert p.lanes["m"].blocked == 21.0
 
 
+def test_a_429s_retry_after_blocks_the_lane_at_most_a_minute_and_a_non_finite_one_is_ignored() -> None:
+    p = policy()
+    p.settle("m", admit(p, 10.0).lease, Outcome("rate_limited", retry_after=1e9), 10.0)
+    assert p.lanes["m"].blocked == 70.0  # RetryPolicy's cap: a server cannot stop the lane for 30 years
+    assert admit(p, 10.0) == Admission(Verdict.LATER, 60.0)
+    for hostile in (math.inf, math.nan):
+        q = policy()
+        q.settle("m", admit(q, 10.0).lease, Outcome("rate_limited", retry_after=hostile), 10.0)
+        assert q.lanes["m"].blocked == 11.0  # as with no retry-after
+
+
 def test_limits_are_learned_from_the_headers_and_output_is_reserved_then_settled() -> None:
     p = policy()
     first = admit(p, 0.0, 1000).lease

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import warnings
+from typing import Any
 
 import pytest
 from conftest import client_for, in_thread, sync_client_for
@@ -40,6 +41,18 @@ def test_two_governors_on_one_key_share_one_pace(redis_server: RedisServer) -> N
     assert snapshot.rate == pytest.approx(0.2, abs=0.01)  # slow start since the pacer held the second back
     assert first.settle_sync(MODEL, "r:1", Outcome("ok", output_tokens=5)) is True
     assert second.snapshot(MODEL).in_flight == 1
+
+
+def test_a_429s_retry_after_blocks_the_shared_lane_at_most_a_minute(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org")
+    lease, _ = governor.admit_sync(MODEL, 10, 100, retry=False)
+    governor.settle_sync(MODEL, lease, Outcome("rate_limited", retry_after=1e9))
+    assert 59.0 < governor.snapshot(MODEL).blocked_for <= 60.0
+    backend: Any = governor._backend  # the script caps it too, whatever a client passes it
+    for hostile, blocked in (("1e9", 60.0), ("inf", 1.0), ("nan", 1.0)):
+        backend._run("other", "settle", "", "rate_limited", "", "", *[""] * 6, "0", hostile, "0", "")
+        assert blocked - 1.0 < governor.snapshot("other").blocked_for <= blocked, hostile
+        redis.Redis.from_url(redis_server.url).delete(*backend.keys("other"))
 
 
 def test_a_governors_keys_share_one_hash_tag_so_one_cluster_slot(redis_server: RedisServer) -> None:
