@@ -413,7 +413,9 @@ class Gate(GateBase):
         except StreamkitError as error:
             lease, self._lease = self._lease, None
             outcome = self._failure(error, policy.should_retry(error, done))
-            self._refusing(error, await governor.settle(self.lane, lease, outcome))
+            with anyio.CancelScope(shield=True):  # a cancel now must not leave the lease unsettled
+                allowed = await governor.settle(self.lane, lease, outcome)
+            self._refusing(error, allowed)
             raise
         except BaseException:
             await self.ended(None, None, finished=False)

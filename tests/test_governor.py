@@ -210,6 +210,34 @@ def test_lanes_are_per_model() -> None:
     assert p.admit("b", 1, 1, 0.0, retry=False, max_wait=60).wait == 0.0
 
 
+@pytest.mark.anyio
+async def test_a_failed_attempts_settlement_finishes_under_a_cancel() -> None:
+    from streamkit._governed import Gate
+    from streamkit._retry import RetryPolicy
+
+    governor = Governor()
+    settled: list[str] = []
+    real_settle = governor.settle
+
+    async def slow_settle(lane: str, lease: str | None, outcome: Outcome) -> bool:
+        await anyio.sleep(0.05)  # a Redis round trip: a checkpoint a cancel could land on
+        settled.append(outcome.status)
+        return await real_settle(lane, lease, outcome)
+
+    governor.settle = slow_settle  # type: ignore[method-assign]
+
+    async def send() -> None:
+        raise streamkit.OverloadedStatusError("overloaded", status_code=529)
+
+    gate = Gate(governor, MODEL, 100)
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # already cancelled when the failure is settled
+        with pytest.raises(streamkit.OverloadedStatusError):
+            await gate.run(send, RetryPolicy(max_retries=0), 0, [])
+    assert settled == ["overloaded"]
+    assert governor.snapshot(MODEL).in_flight == 0
+
+
 # -- options --------------------------------------------------------------------------------
 
 
