@@ -19,6 +19,7 @@ and rejoins as soon as Redis answers.  Leases taken in the fallback settle there
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -323,7 +324,10 @@ class RedisBackend:
                 "it paces this process alone until Redis answers again"
             )
             logger.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            # Under -W error (or a showwarning hook that fails) the request must still go on with
+            # the fallback: the log record above stays.
+            with contextlib.suppress(Exception):
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool, max_wait: float) -> Admission:
         result = self._run(

@@ -150,12 +150,14 @@ class MessageStream(StreamBase):
         if self._closed:
             return
         self._closed = True
-        await self._settle()  # shielded by the gate
-        self._machine.close()
-        with anyio.CancelScope(shield=True):
-            await self._close_reader()
-            for generator in self._consumers:
-                await generator.aclose()
+        try:
+            await self._settle()  # shielded by the gate
+        finally:  # a settlement that fails (a hook, a warning as error) must not leak the connection
+            self._machine.close()
+            with anyio.CancelScope(shield=True):
+                await self._close_reader()
+                for generator in self._consumers:
+                    await generator.aclose()
 
     async def _close_reader(self) -> None:
         if self._reader is not None:

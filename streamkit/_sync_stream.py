@@ -80,11 +80,13 @@ class SyncMessageStream(StreamBase):
         if self._closed:
             return
         self._closed = True
-        self._settle()
-        self._machine.close()
-        self._close_reader()
-        for generator in self._consumers:
-            generator.close()
+        try:
+            self._settle()
+        finally:  # a settlement that fails (a hook, a warning as error) must not leak the connection
+            self._machine.close()
+            self._close_reader()
+            for generator in self._consumers:
+                generator.close()
 
     def _close_reader(self) -> None:
         if self._reader is not None:

@@ -55,6 +55,19 @@ def test_a_429s_retry_after_blocks_the_shared_lane_at_most_a_minute(redis_server
         redis.Redis.from_url(redis_server.url).delete(*backend.keys("other"))
 
 
+def test_warnings_as_errors_cannot_fail_a_request_when_redis_goes_away(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", redis_retry=0.2, redis_timeout=0.5)
+    redis_server.kill()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:1", 0.0)
+    assert [record.getMessage().split(" (")[0] for record in caplog.records] == [
+        "streamkit's rate governor cannot reach Redis"
+    ]
+
+
 def test_a_governors_keys_share_one_hash_tag_so_one_cluster_slot(redis_server: RedisServer) -> None:
     governor = Governor(redis_url=redis_server.url, key="org", output_tokens_per_minute=6000)
     governor.admit_sync(MODEL, 10, 100, retry=False)

@@ -609,3 +609,32 @@ async def test_trouble_after_message_stop_keeps_the_finished_reply(kind: FaultKi
                 final = await stream.get_final_message()
     assert final.text == HELLO
     assert final.stop_reason == "end_turn"
+
+
+async def test_a_settlement_that_fails_still_closes_the_connection() -> None:
+    """close() settles the attempt first; a failure there must not leave the response open."""
+
+    async def failing(*args: Any, **kwargs: Any) -> bool:
+        raise streamkit.StreamkitError("settlement failed")
+
+    def failing_sync(*args: Any, **kwargs: Any) -> bool:
+        raise streamkit.StreamkitError("settlement failed")
+
+    hanging = Reply.text(HELLO, chunk_size=5, fault=Fault("hang", after=2))  # the connection stays open
+    async with serve(hanging, hanging) as (server, client):
+        stream = await client.messages.stream(**REQUEST).__aenter__()
+        stream._open.ended = failing  # type: ignore[method-assign]
+        with pytest.raises(streamkit.StreamkitError) as caught:
+            await stream.close()
+        assert caught.value.message == "settlement failed"
+        await wait_closed(server)
+        with streamkit.Client(api_key="test-key", base_url=server.base_url, max_retries=0, resume=False) as sync:
+
+            def run() -> None:
+                sync_stream = sync.messages.stream(**REQUEST).__enter__()
+                sync_stream._open.ended = failing_sync  # type: ignore[method-assign]
+                with pytest.raises(streamkit.StreamkitError):
+                    sync_stream.close()
+
+            await anyio.to_thread.run_sync(run)
+            await wait_closed(server)
