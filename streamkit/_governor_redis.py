@@ -107,7 +107,8 @@ local inflight = redis.call('ZCARD', L)
 if mode == 'admit' then
   if inflight == 0 and st.last_active and now - st.last_active > cfg.idle_after then
     st.rate = cfg.initial_window / cfg.ramp_seconds
-    st.ssthresh = nil
+    st.ssthresh = nil  -- save() writes only the fields present: the hash's must go too
+    redis.call('HDEL', S, 'ssthresh')
     st.grow_t = now
     st.pace = math.max(st.pace, cfg.initial_window)
   end

@@ -68,6 +68,18 @@ def test_warnings_as_errors_cannot_fail_a_request_when_redis_goes_away(
     ]
 
 
+def test_after_idle_the_shared_lane_slow_starts_again(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", idle_after=0.1)
+    lease, _ = governor.admit_sync(MODEL, 10, 100, retry=False)
+    governor.settle_sync(MODEL, lease, Outcome("overloaded"))  # the cut sets ssthresh
+    state = redis.Redis.from_url(redis_server.url)
+    key = governor._backend.keys(MODEL)[0]  # type: ignore[union-attr]
+    assert state.hexists(key, "ssthresh")
+    time.sleep(0.15)
+    governor.admit_sync(MODEL, 10, 100, retry=False)
+    assert not state.hexists(key, "ssthresh")  # as the in-process policy's math.inf
+
+
 def test_a_governors_keys_share_one_hash_tag_so_one_cluster_slot(redis_server: RedisServer) -> None:
     governor = Governor(redis_url=redis_server.url, key="org", output_tokens_per_minute=6000)
     governor.admit_sync(MODEL, 10, 100, retry=False)
