@@ -36,6 +36,7 @@ Time is whatever clock the caller passes (monotonic in process, the Redis server
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 import threading
 import time
@@ -192,6 +193,9 @@ class GovernorPolicy:
         self.settings = settings
         self.lanes: dict[str, Lane] = {}
         self.leases: dict[str, Lease] = {}
+        # Per lane, (expiry, lease id) in a heap: expiring leases costs their number, not all the
+        # leases held (thousands of streams in flight).  Settled leases stay until popped or compacted.
+        self._expiry: dict[str, list[tuple[float, str]]] = {}
         self._next_lease = 0
 
     def lane(self, name: str) -> Lane:
@@ -209,8 +213,11 @@ class GovernorPolicy:
 
     def _prepare(self, lane_name: str, now: float) -> Lane:
         lane = self.lane(lane_name)
-        for lease_id, lease in list(self.leases.items()):
-            if lease.lane == lane_name and lease.expires <= now:
+        expiry = self._expiry.setdefault(lane_name, [])
+        while expiry and expiry[0][0] <= now:
+            lease_id = heapq.heappop(expiry)[1]
+            lease = self.leases.get(lease_id)
+            if lease is not None:  # else settled already
                 del self.leases[lease_id]
                 lane.in_flight -= 1
                 self._refund(lane, "out", lease.reserved_out)
@@ -278,6 +285,11 @@ class GovernorPolicy:
         lease_id = str(self._next_lease)
         expires = now + wait + settings.lease_seconds
         self.leases[lease_id] = Lease(lane_name, expires, now, taken["in"], taken["out"])
+        expiry = self._expiry[lane_name]
+        heapq.heappush(expiry, (expires, lease_id))
+        if len(expiry) > 2 * lane.in_flight + 64:  # mostly settled leases: keep the heap linear in those held
+            expiry[:] = [entry for entry in expiry if entry[1] in self.leases]
+            heapq.heapify(expiry)
         lane.in_flight += 1
         lane.admitted += 1
         lane.last_active = now

@@ -176,6 +176,24 @@ def test_a_lease_never_settled_expires_and_gives_its_reservation_back() -> None:
     assert p.lanes["m"].lvl["out"] == 5990.0
 
 
+def test_expiring_leases_costs_their_number_not_every_lease_held() -> None:
+    """10,000 streams in flight: each admission and settlement looks only at the leases due, in expiry order."""
+    p = policy(initial_window=1 << 20, ramp_seconds=1e-6, output_tokens_per_minute=10**9, lease_seconds=100.0)
+    for second in range(10_000):
+        assert admit(p, second / 1000, 1).verdict is Verdict.ADMITTED
+    for lease in range(1, 10_000, 2):  # every other one settled
+        assert p.settle("m", str(lease), Outcome("ok", output_tokens=1), 10.0) is True
+    assert p.snapshot_fields("m", 10.0)["in_flight"] == 5_000
+    assert len(p._expiry["m"]) == 10_000  # settled entries wait in the heap until due (or a compaction)
+    assert p.snapshot_fields("m", 105.0)["in_flight"] == 2_500  # the unsettled ones admitted after 5 s
+    assert p.snapshot_fields("m", 110.0)["in_flight"] == 0
+    assert p._expiry["m"] == [] and p.leases == {}
+    for _ in range(100):  # settled at once: the heap is compacted, never longer than twice those held plus 64
+        lease = admit(p, 200.0, 1).lease
+        p.settle("m", lease, Outcome("ok", output_tokens=1), 200.0)
+    assert len(p._expiry["m"]) <= 64
+
+
 def test_the_retry_budget_allows_a_fraction_of_the_requests_as_retries_of_429_and_529() -> None:
     p = policy(retry_burst=2.0)
     asked = [p.settle("m", None, Outcome("overloaded", retry=True), 0.0) for _ in range(3)]
