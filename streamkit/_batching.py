@@ -55,7 +55,12 @@ def batch_body(requests: Iterable[BatchRequest]) -> dict[str, Any]:
         )
     listed: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for request in requests:
+    for number, request in enumerate(requests):
+        missing = [key for key in ("custom_id", "params") if key not in request] or [
+            key for key in ("model", "max_tokens", "messages") if key not in request["params"]
+        ]
+        if missing:
+            raise RequestBodyError(f"request {number} of the batch has no {', '.join(missing)}: nothing was sent")
         custom_id = request["custom_id"]
         if custom_id in seen:
             raise RequestBodyError(
@@ -184,7 +189,7 @@ class PollSchedule:
 
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.max_interval < self.interval:
-            raise ValueError(
+            raise RequestBodyError(
                 f"poll_interval must be > 0 and max_interval >= poll_interval "
                 f"(got {self.interval}, {self.max_interval})"
             )

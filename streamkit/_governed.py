@@ -19,6 +19,7 @@ clients on any threads (a turn is handed on through the waiter's own event).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -130,8 +131,8 @@ class Governor:
             ("min_rate", min_rate),
             ("lease_seconds", lease_seconds),
         ):
-            if value is not None and value <= 0:
-                raise StreamkitError(f"Governor: {name} must be positive, got {value}")
+            if value is not None and not 0 < value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
         if pool_timeout < 0 or horizon < 0 or recovery < 0 or retry_ratio < 0 or retry_burst < 0:
             raise StreamkitError("Governor: pool_timeout, horizon, recovery and the retry budget cannot be negative")
         self.settings = Settings(

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamkit import MessageBatch, MessageBatchRequestCounts, ProtocolError, ResultsNotReadyError
-from streamkit._batching import Page, PollSchedule, next_page_query, resource_path, results_path
+from streamkit import MessageBatch, MessageBatchRequestCounts, ProtocolError, RequestBodyError, ResultsNotReadyError
+from streamkit._batching import Page, PollSchedule, batch_body, next_page_query, resource_path, results_path
 
 BASE = "https://proxy.example/anthropic"
 
@@ -76,10 +76,20 @@ def test_the_poll_schedule_grows_by_half_to_its_cap_jittered_and_within_the_dead
     assert intervals == [1.0, 1.5, 2.25, 3.0, 3.0, 3.0]
     assert schedule.next_delay(0.1) <= 0.1
     assert schedule.next_delay(-1.0) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(RequestBodyError) as caught:
         PollSchedule(0, 1)
-    with pytest.raises(ValueError):
+    assert str(caught.value) == "poll_interval must be > 0 and max_interval >= poll_interval (got 0, 1)"
+    with pytest.raises(RequestBodyError):
         PollSchedule(2, 1)
+
+
+def test_a_batch_request_without_its_fields_is_refused_before_sending() -> None:
+    with pytest.raises(RequestBodyError) as caught:
+        batch_body([{"custom_id": "a", "params": {"model": "m", "messages": []}}])  # type: ignore[typeddict-item]
+    assert str(caught.value) == "request 0 of the batch has no max_tokens: nothing was sent"
+    with pytest.raises(RequestBodyError) as caught:
+        batch_body([{"custom_id": "a", "params": {"model": "m", "max_tokens": 1, "messages": []}}, {}])  # type: ignore[typeddict-item]
+    assert str(caught.value) == "request 1 of the batch has no custom_id, params: nothing was sent"
 
 
 def test_the_batch_files_and_token_counting_names_are_public_with_docstrings() -> None:

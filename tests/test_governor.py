@@ -265,7 +265,10 @@ def test_governor_options_are_checked() -> None:
     assert str(caught.value) == "Governor: backoff must be between 0 and 1, got 1.5"
     with pytest.raises(streamkit.StreamkitError) as caught:
         Governor(output_tokens_per_minute=0)
-    assert str(caught.value) == "Governor: output_tokens_per_minute must be positive, got 0"
+    assert str(caught.value) == "Governor: output_tokens_per_minute must be positive and finite, got 0"
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(lease_seconds=math.inf)
+    assert str(caught.value) == "Governor: lease_seconds must be positive and finite, got inf"
     with pytest.raises(streamkit.StreamkitError) as caught:
         streamkit.AsyncClient(api_key="k", governor="yes")  # type: ignore[arg-type]
     assert str(caught.value) == "governor= takes True, False or a streamkit.Governor, not 'yes'"

@@ -145,6 +145,8 @@ async def test_a_tool_made_file_downloads_with_range_and_resumes_after_a_cut() -
                     cut += piece
         exact = await client.get(f"/v1/files/{given}/content", headers=BETA)
         metadata = (await client.get(f"/v1/files/{generated}", headers=BETA)).json()
+        await client.aclose()
+        await server.wait_connections(0)  # a body is counted once sent: after the client has it
         sent = server.files.download_bytes_sent
     assert whole.content == b"000000000000000\n000000000000016\n00000000"
     assert whole.headers["content-type"] == "text/csv"
