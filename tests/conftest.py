@@ -107,8 +107,10 @@ def redis_server() -> Iterator[RedisServer]:
 STALL = 0.15
 """A stall timeout for tests: short, yet many times the mock server's gap between events."""
 
-FAST: dict[str, Any] = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
-"""Backoff for tests: real retries, tiny waits."""
+FAST: dict[str, Any] = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05, "governor": False}
+"""Backoff for tests: real retries, tiny waits, and no rate governor, whose waits after a 429
+(a second without ``retry-after``) would be the suite's slowest part.  The governor's own tests
+(test_governor*.py) turn it on, and the chaos soak and the fuzz run with it."""
 
 
 def client_for(target: MockServer | str, **options: Any) -> streamkit.AsyncClient:

@@ -320,7 +320,7 @@ def test_every_client_has_its_own_governor_by_default_and_can_share_or_drop_one(
 @pytest.mark.anyio
 async def test_light_traffic_is_never_delayed() -> None:
     async with MockServer(default=Reply.text("Hi")) as server:
-        async with client_for(server) as client:
+        async with client_for(server, governor=True) as client:
             texts: list[str] = []
 
             async def one() -> None:
@@ -341,7 +341,7 @@ async def test_light_traffic_is_never_delayed() -> None:
 @pytest.mark.anyio
 async def test_a_server_that_reports_no_limits_is_not_paced_after_its_first_answer() -> None:
     async with MockServer(default=Reply.text("Hi")) as server:
-        async with client_for(server) as client:
+        async with client_for(server, governor=True) as client:
             for _ in range(20):
                 await client.messages.create(model=MODEL, max_tokens=9, messages=USER)
             assert client.governor is not None
@@ -353,7 +353,7 @@ async def test_a_server_that_reports_no_limits_is_not_paced_after_its_first_answ
 async def test_limits_are_learned_from_the_mock_limits_headers_and_usage_is_settled() -> None:
     limits = RateLimiter(Limits(requests_per_minute=600, output_tokens_per_minute=40_000))
     async with MockServer(Reply.text("Hello there", output_tokens=7), limits=limits) as server:
-        async with client_for(server) as client:
+        async with client_for(server, governor=True) as client:
             async with client.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream:
                 assert await stream.get_final_text() == "Hello there"
             assert client.governor is not None
