@@ -12,51 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Required, Self, TypeAlias, TypedDict
+from typing import Any, Literal, Required, TypeAlias, TypedDict
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import from_json
 
 from ._errors import APIError, ProtocolError, StreamkitError, result_error
-from ._message import Message
+from ._message import APIObject, Message
 from ._params import MessageParams
-from ._ratelimits import RateLimits
-
-
-class APIObject(BaseModel):
-    """An object the API answered with; knows the response it came from."""
-
-    model_config = ConfigDict(extra="allow")
-    _request_id: str | None = PrivateAttr(default=None)
-    _headers: Mapping[str, str] | None = PrivateAttr(default=None)
-
-    @property
-    def request_id(self) -> str | None:
-        """The ``request-id`` of the response this object came from."""
-        return self._request_id
-
-    @property
-    def headers(self) -> Mapping[str, str] | None:
-        """The headers of that response; ``None`` for an object built by hand."""
-        return self._headers
-
-    @property
-    def rate_limits(self) -> RateLimits:
-        """The ``anthropic-ratelimit-*`` headers of that response, parsed."""
-        return RateLimits.from_headers(self._headers)
-
-    def _received(self, request_id: str | None, headers: Mapping[str, str] | None) -> Self:
-        self._request_id = request_id
-        self._headers = headers
-        return self
-
-    def __eq__(self, other: object) -> bool:
-        """Equal when the content is: where an object came from (request id, headers) does not count."""
-        if not isinstance(other, APIObject) or type(other) is not type(self):
-            return NotImplemented
-        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class MessageCreateParams(MessageParams, total=False):

@@ -22,8 +22,9 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import ValidationError
 
-from ._batch_types import APIObject, BatchRequest, BatchWaitTimeoutError, MessageBatch, ResultsNotReadyError
+from ._batch_types import BatchRequest, BatchWaitTimeoutError, MessageBatch, ResultsNotReadyError
 from ._errors import LocalFileError, ProtocolError, RequestBodyError, RequestTooLargeError
+from ._message import APIObject
 from ._params import Query, message_body
 
 BATCHES_PATH = "/v1/messages/batches"

@@ -8,7 +8,7 @@ Unknown block types are kept whole as ``UnknownBlock``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
 
@@ -103,7 +103,42 @@ ContentBlock: TypeAlias = Annotated[
 ]
 
 
-class Message(_Model):
+class APIObject(_Model):
+    """An object the API answered with; knows the response it came from."""
+
+    _request_id: str | None = PrivateAttr(default=None)
+    _headers: Mapping[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``request-id`` of the response this object came from."""
+        return self._request_id
+
+    @property
+    def headers(self) -> Mapping[str, str] | None:
+        """The headers of that response; ``None`` for an object built by hand."""
+        return self._headers
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The ``anthropic-ratelimit-*`` headers of that response, parsed."""
+        return RateLimits.from_headers(self._headers)
+
+    def _received(self, request_id: str | None, headers: Mapping[str, str] | None) -> Self:
+        self._request_id = request_id
+        self._headers = headers
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the content is: where an object came from (request id, headers) does not count."""
+        if not isinstance(other, APIObject) or type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Message(APIObject):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
@@ -112,35 +147,6 @@ class Message(_Model):
     stop_reason: str | None = None
     stop_sequence: str | None = None
     usage: Usage = Field(default_factory=Usage)
-    _request_id: str | None = PrivateAttr(default=None)  # the official SDK's spelling, public there too
-    _headers: Mapping[str, str] | None = PrivateAttr(default=None)
-
-    @property
-    def request_id(self) -> str | None:
-        """The ``request-id`` of the response this message came from (the last attempt of a stream)."""
-        return self._request_id
-
-    @property
-    def headers(self) -> Mapping[str, str] | None:
-        """The headers of the response this message came from; ``None`` for a message built by hand."""
-        return self._headers
-
-    @property
-    def rate_limits(self) -> RateLimits:
-        """The ``anthropic-ratelimit-*`` headers of that response, parsed."""
-        return RateLimits.from_headers(self._headers)
-
-    def _received(self, request_id: str | None, headers: Mapping[str, str] | None) -> Message:
-        """Record where the message came from; returns it."""
-        self._request_id = request_id
-        self._headers = headers
-        return self
-
-    def __eq__(self, other: object) -> bool:
-        """Equal when the content is: where a message came from (request id, headers) does not count."""
-        if not isinstance(other, Message) or type(other) is not type(self):
-            return NotImplemented
-        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
 
     @property
     def text(self) -> str:

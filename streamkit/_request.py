@@ -20,7 +20,6 @@ import anyio
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ._batch_types import APIObject
 from ._batching import Upload
 from ._errors import (
     APIConnectionError,
@@ -35,7 +34,7 @@ from ._errors import (
 from ._governed import Gate, GateBase
 from ._hooks import Hook, call_hook
 from ._limits import MAX_ERROR_BODY, MAX_RESPONSE_BODY
-from ._message import Message
+from ._message import APIObject, Message
 from ._params import NOT_GIVEN, NotGiven, Query
 from ._retry import RetryInfo, RetryPolicy
 from ._version import __version__
