@@ -97,6 +97,11 @@ class ReplyMachine:
     # -- what the shell reads ----------------------------------------------------------
 
     @property
+    def finished(self) -> bool:
+        """The reply reached ``message_stop`` (the body may still be draining)."""
+        return self.state is ReplyState.FINISHED or self.state is ReplyState.DRAINING
+
+    @property
     def message(self) -> Message | None:
         """The reply as far as it was handed out; None before ``message_start``.
 

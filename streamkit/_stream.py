@@ -166,8 +166,7 @@ class MessageStream(StreamBase):
     async def _settle(self) -> None:
         """The attempt being read is over: the rate governor settles it (once) with its usage."""
         machine = self._machine
-        finished = machine.state is ReplyState.FINISHED or machine.state is ReplyState.DRAINING
-        await self._open.ended(machine.error, machine.message, finished=finished)
+        await self._open.ended(machine.error, machine.message, finished=machine.finished)
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
         self._reader = body_reader(response, self._stall_timeout, self._drain_timeout)

@@ -95,8 +95,7 @@ class SyncMessageStream(StreamBase):
     def _settle(self) -> None:
         """The attempt being read is over: the rate governor settles it (once) with its usage."""
         machine = self._machine
-        finished = machine.state is ReplyState.FINISHED or machine.state is ReplyState.DRAINING
-        self._open.ended(machine.error, machine.message, finished=finished)
+        self._open.ended(machine.error, machine.message, finished=machine.finished)
 
     def _start(self, response: httpx.Response) -> ResumeInfo | None:
         self._reader = SyncBodyReader(response, self._stall_timeout, self._drain_timeout)
