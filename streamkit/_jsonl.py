@@ -39,7 +39,7 @@ class LineSplitter:
         start = 0
         try:
             while (end := data.find(b"\n", start)) >= 0:
-                self._check(len(self._partial) + end - start, data[start : start + 500])
+                self._check(len(self._partial) + end - start, data, start)
                 if self._partial:
                     self._partial += data[start:end]
                     line = bytes(self._partial)
@@ -52,7 +52,7 @@ class LineSplitter:
                     lines.append(line)
                 start = end + 1
             if start < len(data):
-                self._check(len(self._partial) + len(data) - start, data[start : start + 500])
+                self._check(len(self._partial) + len(data) - start, data, start)
                 self._partial += data[start:]
         except ProtocolError as error:
             self._error = error
@@ -69,11 +69,12 @@ class LineSplitter:
         if self._error is not None:
             raise self._error
 
-    def _check(self, size: int, data: bytes) -> None:
+    def _check(self, size: int, data: bytes, start: int) -> None:
+        """Refuse a line of ``size`` bytes over the cap; its first bytes (``data`` from ``start``) go in the error."""
         if size > self.max_line:
             raise ProtocolError(
                 f"line {self.lines + 1:,} of the batch results is over {self.max_line:,} bytes: refused",
-                data=bytes(self._partial[:500]) or data,
+                data=bytes(self._partial[:500]) or data[start : start + 500],
             )
 
 
