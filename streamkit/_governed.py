@@ -76,6 +76,9 @@ class Governor:
       Redis (``pip install streamkit[redis]``); every governor with the same ``key`` on the
       same Redis paces together.  While Redis is unreachable this governor falls back to its
       in-process state (with one warning), and rejoins when Redis answers again.
+    - ``redis_cluster``: ``redis_url`` names a node of a Redis Cluster (any one: the others
+      are discovered).  A governor's keys share one hash slot, so each round trip goes to
+      the node that owns it; a node or the cluster down is a fallback as above.
     - ``pool_timeout``: seconds a request may wait for its turn; past it (or when the limits
       say at once that it would), ``GovernorTimeoutError`` and the request is not sent.
     - Ramp: requests are paced at a rate that starts at ``initial_window`` per
@@ -102,6 +105,7 @@ class Governor:
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
         redis_url: str | None = None,
+        redis_cluster: bool = False,
         key: str = "streamkit",
         pool_timeout: float = 300.0,
         initial_window: int = 5,
@@ -154,12 +158,20 @@ class Governor:
         self.pool_timeout = pool_timeout
         self._backend: MemoryBackend | RedisBackend
         if redis_url is None:
+            if redis_cluster:
+                raise StreamkitError("Governor: redis_cluster=True needs the redis_url of one of its nodes")
             self._backend = MemoryBackend(self.settings)
         else:
             from ._governor_redis import RedisBackend
 
             self._backend = RedisBackend(
-                self.settings, redis_url, key, MemoryBackend(self.settings), timeout=redis_timeout, retry=redis_retry
+                self.settings,
+                redis_url,
+                key,
+                MemoryBackend(self.settings),
+                timeout=redis_timeout,
+                retry=redis_retry,
+                cluster=redis_cluster,
             )
         self._line: deque[_Waiter] = deque()
         self._line_lock = threading.Lock()
@@ -172,8 +184,8 @@ class Governor:
     def snapshot(self, model: str | None = None) -> GovernorSnapshot:
         """The state for ``model`` (default: the model of the last request admitted).
 
-        With the Redis backend this is one round trip; on a client, prefer calling it off
-        the event loop when Redis may be slow.
+        With the Redis backend this blocks for one round trip (up to ``redis_timeout``): in
+        async code, ``await asnapshot()``.
         """
         lane = model if model is not None else self._last_lane
         backend = self._backend
@@ -186,6 +198,10 @@ class Governor:
             waited=self._waited,
             **fields,  # type: ignore[arg-type]
         )
+
+    async def asnapshot(self, model: str | None = None) -> GovernorSnapshot:
+        """``snapshot`` without blocking the event loop: the Redis round trip runs in a worker thread."""
+        return await self._call(lambda: self.snapshot(model))
 
     # -- the line: first come, first served -----------------------------------------------
 

@@ -2,17 +2,22 @@
 
 Each model's lane is a hash (the ``Lane`` fields, by name), a sorted set of leases scored by
 their expiry and a hash of what each lease reserved.  One Lua script does each step, so an
-admission is one atomic round trip and a settlement another (EVALSHA, loaded again on
-NOSCRIPT by redis-py's ``Script``); the time is the Redis server's (``TIME``), so the
-machines' clocks never matter; expired leases are pruned, and their reservations given
-back, inside the scripts.  All of a governor's keys carry the hash tag ``{key}``, so they
-live on one slot of a Redis Cluster.
+admission is one atomic round trip and a settlement another (EVALSHA; a server that has not
+cached the script, as a restarted one or another cluster node, answers NOSCRIPT, and gets it
+once with EVAL, which caches it there); the time is the Redis server's (``TIME``, allowed
+before writes since Redis 5 replicates a script's effects, not the script), so the machines'
+clocks never matter; expired leases are pruned, and their reservations given back, inside the
+scripts.  The script touches only the keys it is passed, which all carry the hash tag
+``{key}``: on a Redis Cluster (``cluster=True``, redis-py's ``RedisCluster``) they live in one
+slot, so each call goes to the one node that owns it, and redis-py follows MOVED and ASK
+redirections while slots migrate.
 
 The client is redis-py's blocking one: its asyncio client does not run on trio, and one
 round trip per admission and per settlement, run in a worker thread by the async shell
 (``anyio.to_thread``), costs nothing next to a generation and works on every backend.
 
-When Redis does not answer (down, unreachable, failing), the backend falls back to the
+When Redis does not answer (down, unreachable, failing; on a cluster also the slot's node
+down, the cluster down, or none of its nodes reachable), the backend falls back to the
 in-process policy with one warning, tries again after ``retry`` seconds (doubling, to 30 s),
 and rejoins as soon as Redis answers.  Leases taken in the fallback settle there.
 """
@@ -20,12 +25,15 @@ and rejoins as soon as Redis answers.  Leases taken in the fallback settle there
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 from ._errors import StreamkitError
@@ -228,6 +236,7 @@ for _, d in ipairs(dims) do
 end
 return out
 """
+_SHA = hashlib.sha1(_LUA.encode()).hexdigest()
 
 
 def _arg(value: float | None) -> str:
@@ -246,22 +255,54 @@ class RedisBackend:
     blocking = True  # every call is a round trip
 
     def __init__(
-        self, settings: Settings, url: str, key: str, fallback: MemoryBackend, *, timeout: float, retry: float
+        self,
+        settings: Settings,
+        url: str,
+        key: str,
+        fallback: MemoryBackend,
+        *,
+        timeout: float,
+        retry: float,
+        cluster: bool = False,
     ) -> None:
         try:
             import redis
+            import redis.cluster
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError as exc:
             raise StreamkitError(
                 "Governor(redis_url=...) needs the redis package: pip install 'streamkit[redis]'"
             ) from exc
         if not key or "{" in key or "}" in key:
             raise StreamkitError(f"Governor: key must be a non-empty name without braces, got {key!r}")
-        self._errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
+        self._errors: tuple[type[Exception], ...] = (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,  # not a RedisError: no node reachable, a slot not covered
+            OSError,
+        )
         try:
-            self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise StreamkitError(f"Governor: not a Redis URL: {url!r} ({exc})") from exc
-        self._script = self._client.register_script(_LUA)
+        self._client: Any = None
+        self._connect: Callable[[], Any]
+        if cluster:
+            if "path" in options or options.get("db", 0) != 0:
+                raise StreamkitError(f"Governor: a Redis Cluster URL names a TCP node and database 0, not {url!r}")
+            # The client learns the slots from a node as it is made: made on the first call, so a
+            # cluster down at start-up is a fallback like any other.  One retry on the refreshed
+            # topology absorbs a failover already done; the governor's own backoff does the rest.
+            self._connect = partial(
+                redis.cluster.RedisCluster.from_url,
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        else:
+            self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._no_script = redis.exceptions.NoScriptError
         self.prefix = f"streamkit:{{{key}}}"
         self._settings = json.dumps(
             {
@@ -288,6 +329,7 @@ class RedisBackend:
         self._down = False
         self._next_try = 0.0
         self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -303,8 +345,14 @@ class RedisBackend:
         with self._lock:
             if self._down and time.monotonic() < self._next_try:
                 return None
+        keys = self.keys(lane)
+        argv = [args[0], self._settings, *args[1:]]
         try:
-            result = self._script(keys=self.keys(lane), args=[args[0], self._settings, *args[1:]])
+            client = self._client_or_connect()
+            try:
+                result = client.evalsha(_SHA, len(keys), *keys, *argv)
+            except self._no_script:  # this server has not cached it (restarted, another node): once
+                result = client.eval(_LUA, len(keys), *keys, *argv)
         except self._errors as exc:
             self._went_down(exc)
             return None
@@ -313,6 +361,12 @@ class RedisBackend:
         if rejoined:
             logger.info("streamkit's rate governor: Redis answers again, rejoined the shared governor")
         return result
+
+    def _client_or_connect(self) -> Any:
+        with self._connect_lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
 
     def _went_down(self, exc: Exception) -> None:
         with self._lock:

