@@ -79,7 +79,6 @@ async def test_two_governors_on_two_nodes_pace_one_key_together_and_learn_the_li
     assert (learned.requests_per_minute, learned.output_tokens_per_minute) == (600.0, 40_000.0)
 
 
-
 def test_a_governors_keys_live_in_its_slot_whose_node_gets_the_script_on_its_first_noscript(
     cluster: RedisCluster,
 ) -> None:
@@ -96,6 +95,25 @@ def test_a_governors_keys_live_in_its_slot_whose_node_gets_the_script_on_its_fir
         assert sorted(command(owner.port, "KEYS", pattern)) == lane_keys(key)  # type: ignore[type-var]
         assert [command(node.port, "KEYS", pattern) for node in cluster.nodes if node is not owner] == [[], []]
         assert {cluster.keyslot(name.decode()) for name in lane_keys(key)} == {cluster.keyslot(key)}
+
+
+@pytest.mark.anyio
+async def test_a_slot_moved_while_in_use_is_followed_without_a_fallback(
+    cluster: RedisCluster, anyio_backend: str
+) -> None:
+    key = f"moved-{anyio_backend}"
+    governor = Governor(redis_url=cluster.url, redis_cluster=True, key=key)
+    source = cluster.owner(key)
+    target = next(node for node in cluster.nodes if node is not source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback would warn
+        assert await governor.admit(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
+        cluster.move(key, target)  # the client still believes the source owns the slot: MOVED
+        assert await governor.admit(MODEL, 10, 100, retry=False) == ("r:2", 0.0)  # the state moved with it
+        snapshot = await governor.asnapshot(MODEL)
+    assert cluster.owner(key) is target
+    assert sorted(command(target.port, "KEYS", f"streamkit:{{{key}}}:*")) == lane_keys(key)  # type: ignore[type-var]
+    assert (snapshot.redis_connected, snapshot.admitted, snapshot.in_flight) == (True, 2, 2)
 
 
 @pytest.mark.anyio
@@ -180,9 +198,7 @@ def test_a_cluster_that_cannot_be_reached_at_start_is_a_fallback_too(caplog: pyt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:1", 0.0)
-    assert [record.getMessage().split(" (")[1].split(":")[0] for record in caplog.records] == [
-        "RedisClusterException"
-    ]
+    assert [record.getMessage().split(" (")[1].split(":")[0] for record in caplog.records] == ["RedisClusterException"]
     assert governor.snapshot(MODEL).redis_connected is False
 
 

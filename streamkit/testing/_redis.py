@@ -215,8 +215,8 @@ class RedisCluster:
     which every cluster-capable version has; ``ADDSLOTSRANGE`` came with Redis 7), joins them
     (``CLUSTER MEET``), and returns once every node's ``CLUSTER INFO`` says ``cluster_state:ok``.
     ``nodes`` are ``RedisServer`` objects: kill or restart one to test a node's failure;
-    ``wait_ok()`` waits for the cluster to be whole again.  ``stop()`` ends them all and removes
-    their directories.
+    ``wait_ok()`` waits for the cluster to be whole again; ``move()`` reshards one slot.
+    ``stop()`` ends them all and removes their directories.
     """
 
     def __init__(self, size: int = 3, *, binary: str | os.PathLike[str] | None = None) -> None:
@@ -276,11 +276,31 @@ class RedisCluster:
         return slot
 
     def owner(self, key: str) -> RedisServer:
-        """The node whose slots hold ``key``."""
+        """The node whose slots hold ``key`` now, as a running node sees it (``CLUSTER SLOTS``)."""
         slot = self.keyslot(key)
-        return next(
-            node for node, (first, last) in zip(self.nodes, self.slot_ranges, strict=True) if first <= slot <= last
-        )
+        port = next(node.port for node in self.nodes if node.running)
+        ranges = command(port, "CLUSTER", "SLOTS")
+        assert isinstance(ranges, list)
+        owner_port = next(entry[2][1] for entry in ranges if entry[0] <= slot <= entry[1])
+        return next(node for node in self.nodes if node.port == owner_port)
+
+    def move(self, key: str, target: RedisServer) -> None:
+        """Move the slot of ``key``, with its keys, to ``target``, as ``redis-cli --cluster reshard`` does.
+
+        The target imports it, the owner migrates it, its keys go over (``MIGRATE``), then every
+        node is told the target owns it: a client that still asks the old owner gets MOVED.
+        """
+        slot, source = self.keyslot(key), self.owner(key)
+        source_id, target_id = (command(node.port, "CLUSTER", "MYID") for node in (source, target))
+        assert isinstance(source_id, bytes) and isinstance(target_id, bytes)
+        command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id.decode())
+        command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id.decode())
+        names = command(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        assert isinstance(names, list)
+        if names:
+            command(source.port, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *(n.decode() for n in names))
+        for node in [target, source, *(node for node in self.nodes if node not in (source, target))]:
+            command(node.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id.decode())
 
     def stop(self) -> None:
         """Kill every node and remove their directories; safe to call twice."""
