@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from streamkit.testing import RedisServer
+from streamkit.testing._redis import command
 
 
 def test_the_server_answers_dies_and_comes_back_on_the_same_port(redis_server: RedisServer) -> None:
@@ -42,3 +43,19 @@ def test_stop_removes_the_directory_and_may_be_called_twice() -> None:
     server.stop()
     assert os.path.exists(directory) is False
     assert server.running is False
+
+
+def test_command_speaks_resp_to_the_server(redis_server: RedisServer) -> None:
+    port = redis_server.port
+    assert command(port, "SET", "key", "value") == "OK"
+    assert command(port, "GET", "key") == b"value"
+    assert command(port, "GET", "missing") is None
+    assert command(port, "RPUSH", "list", "a", "b") == 2
+    assert command(port, "LRANGE", "list", 0, -1) == [b"a", b"b"]
+    with pytest.raises(RuntimeError) as caught:
+        command(port, "INCR", "key")
+    assert str(caught.value) == "ERR value is not an integer or out of range"
+
+
+def test_a_cluster_nodes_port_leaves_room_for_its_bus_port_10000_above() -> None:
+    assert all(RedisServer(cluster=True).port + 10000 <= 65535 for _ in range(50))
