@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -191,6 +192,34 @@ async def test_the_slots_node_killed_the_governor_falls_back_no_request_fails_an
         ("WARNING", "streamkit's rate governor cannot reach Redis"),
         ("INFO", "streamkit's rate governor: Redis answers again, rejoined the shared governor"),
     ]
+
+
+def test_a_slot_no_node_serves_is_a_fallback_until_its_node_serves_it_again(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    governor = Governor(redis_url=cluster.url, redis_cluster=True, key="down", redis_retry=0.1, redis_timeout=0.5)
+    slot, owner = cluster.keyslot("down"), cluster.owner("down")
+    assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
+    for node in cluster.nodes:  # unassigned everywhere: the cluster is down (CLUSTERDOWN), its keys stay on the owner
+        assert command(node.port, "CLUSTER", "DELSLOTS", slot) == "OK"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:1", 0.0)
+    finally:
+        owner_id = command(owner.port, "CLUSTER", "MYID")
+        assert isinstance(owner_id, bytes)
+        for node in cluster.nodes:  # told at once, rather than by gossip
+            assert command(node.port, "CLUSTER", "SETSLOT", slot, "NODE", owner_id.decode()) == "OK"
+        cluster.wait_ok()
+    assert [str(warning.message).split(" (")[0] for warning in caught] == [
+        "streamkit's rate governor cannot reach Redis"
+    ]
+    deadline = time.monotonic() + 5.0
+    while governor.snapshot(MODEL).redis_connected is False and time.monotonic() < deadline:  # its next try
+        time.sleep(0.02)
+    assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("r:2", 0.0)  # the shared state was kept
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
 
 
 def test_a_cluster_that_cannot_be_reached_at_start_is_a_fallback_too(caplog: pytest.LogCaptureFixture) -> None:
