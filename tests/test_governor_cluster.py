@@ -12,6 +12,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -20,14 +21,14 @@ from conftest import client_for, closed_port
 import streamkit
 from streamkit import Governor, GovernorSnapshot, GovernorTimeoutError
 from streamkit._governor_redis import _LUA
-from streamkit.testing import Limits, MockServer, RateLimiter, RedisCluster, Reply
+from streamkit.testing import Limits, MockServer, RateLimiter, RedisCluster, RedisServer, Reply
 from streamkit.testing._redis import command
 
 pytest.importorskip("redis")
 
 MODEL = "claude-mock-1"
 USER = [{"role": "user", "content": "Hello"}]
-SLOW = {"initial_window": 2, "ramp_seconds": 10.0}  # two at once, then one every 5 s
+SLOW: dict[str, Any] = {"initial_window": 2, "ramp_seconds": 10.0}  # two at once, then one every 5 s
 SHA = hashlib.sha1(_LUA.encode()).hexdigest()
 
 
@@ -38,6 +39,12 @@ def cluster() -> Iterator[RedisCluster]:
         yield started
     assert [node.running for node in started.nodes] == [False, False, False]
     assert [os.path.exists(directory) for directory in directories] == [False, False, False]
+
+
+def keys_on(node: RedisServer, pattern: str) -> list[bytes]:
+    found = command(node.port, "KEYS", pattern)
+    assert isinstance(found, list)
+    return sorted(found)
 
 
 def lane_keys(key: str) -> list[bytes]:
@@ -73,7 +80,8 @@ async def test_two_governors_on_two_nodes_pace_one_key_together_and_learn_the_li
                 assert (await one.messages.create(model=MODEL, max_tokens=9, messages=USER)).text == "Hi"
             with pytest.raises(GovernorTimeoutError) as caught:
                 await other.messages.create(model=MODEL, max_tokens=9, messages=USER)
-    assert 4.0 < caught.value.wait <= 5.0  # the first's two took the shared burst: 5 s less the time since
+    wait = caught.value.wait
+    assert wait is not None and 4.0 < wait <= 5.0  # the first's two took the shared burst: 5 s less the time since
     assert len(server.requests) == 2
     learned = await second.asnapshot(MODEL)  # it sent nothing, yet knows what the first's answers said
     assert (learned.backend, learned.redis_connected, learned.admitted, learned.in_flight) == ("redis", True, 2, 0)
@@ -93,8 +101,8 @@ def test_a_governors_keys_live_in_its_slot_whose_node_gets_the_script_on_its_fir
     assert [command(node.port, "SCRIPT", "EXISTS", SHA) for node in cluster.nodes] == [[1], [1], [1]]
     for key, owner in zip(keys, cluster.nodes, strict=True):
         pattern = f"streamkit:{{{key}}}:*"  # the state, and the two held leases
-        assert sorted(command(owner.port, "KEYS", pattern)) == lane_keys(key)  # type: ignore[type-var]
-        assert [command(node.port, "KEYS", pattern) for node in cluster.nodes if node is not owner] == [[], []]
+        assert keys_on(owner, pattern) == lane_keys(key)
+        assert [keys_on(node, pattern) for node in cluster.nodes if node is not owner] == [[], []]
         assert {cluster.keyslot(name.decode()) for name in lane_keys(key)} == {cluster.keyslot(key)}
 
 
@@ -113,7 +121,7 @@ async def test_a_slot_moved_while_in_use_is_followed_without_a_fallback(
         assert await governor.admit(MODEL, 10, 100, retry=False) == ("r:2", 0.0)  # the state moved with it
         snapshot = await governor.asnapshot(MODEL)
     assert cluster.owner(key) is target
-    assert sorted(command(target.port, "KEYS", f"streamkit:{{{key}}}:*")) == lane_keys(key)  # type: ignore[type-var]
+    assert keys_on(target, f"streamkit:{{{key}}}:*") == lane_keys(key)
     assert (snapshot.redis_connected, snapshot.admitted, snapshot.in_flight) == (True, 2, 2)
 
 
