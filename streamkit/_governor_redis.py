@@ -5,9 +5,10 @@ their expiry and a hash of what each lease reserved.  One Lua script does each s
 admission is one atomic round trip and a settlement another (EVALSHA; a server that has not
 cached the script, as a restarted one or another cluster node, answers NOSCRIPT, and gets it
 once with EVAL, which caches it there); the time is the Redis server's (``TIME``, allowed
-before writes since Redis 5 replicates a script's effects, not the script), so the machines'
-clocks never matter; expired leases are pruned, and their reservations given back, inside the
-scripts.  The script touches only the keys it is passed, which all carry the hash tag
+before writes because the script's effects are replicated, not the script: the default since
+Redis 5, asked for by ``redis.replicate_commands()`` before), so the machines' clocks never
+matter; expired leases are pruned, and their reservations given back, inside the scripts.
+The script touches only the keys it is passed, which all carry the hash tag
 ``{key}``: on a Redis Cluster (``cluster=True``, redis-py's ``RedisCluster``) they live in one
 slot, so each call goes to the one node that owns it, and redis-py follows MOVED and ASK
 redirections while slots migrate.

@@ -215,7 +215,8 @@ class RedisCluster:
     which every cluster-capable version has; ``ADDSLOTSRANGE`` came with Redis 7), joins them
     (``CLUSTER MEET``), and returns once every node's ``CLUSTER INFO`` says ``cluster_state:ok``.
     ``nodes`` are ``RedisServer`` objects: kill or restart one to test a node's failure;
-    ``wait_ok()`` waits for the cluster to be whole again; ``move()`` reshards one slot.
+    ``wait_ok()`` waits for the cluster to be whole again; ``move()`` reshards one slot
+    (``slot_ranges`` stay the shares given at start; ``owner()`` asks the cluster).
     ``stop()`` ends them all and removes their directories.
     """
 
