@@ -59,6 +59,7 @@ class Scenario:
     overload_at: float = 0.4  # share of the duration
     overload_for: float = 15.0
     fault: str | None = None  # "kill-worker" or "restart-redis", halfway
+    lease_seconds: float | None = None  # the governors' lease (None: the default)
 
     @property
     def overload(self) -> tuple[float, float]:
@@ -86,14 +87,15 @@ def limiter(scenario: Scenario, begin: float) -> Any:
 # ---- a worker process: ``python -m benchmarks._governor worker CONFIG`` ----
 
 
-def governor_for(mode: str, redis_url: str | None) -> Any:
+def governor_for(mode: str, redis_url: str | None, lease_seconds: float | None = None) -> Any:
     import streamkit
 
     if mode == "off":
         return False
+    options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
     if mode == "local":
-        return streamkit.Governor()
-    return streamkit.Governor(redis_url=redis_url, key=KEY)
+        return streamkit.Governor(**options)
+    return streamkit.Governor(redis_url=redis_url, key=KEY, **options)
 
 
 async def run_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +112,9 @@ async def run_worker(config: dict[str, Any]) -> dict[str, Any]:
     failures: Counter[str] = Counter()
     messages = [{"role": "user", "content": f"Worker {index}: write about rate limits."}]
     client = streamkit.AsyncClient(
-        api_key="sk-benchmark", base_url=config["base_url"], governor=governor_for(config["mode"], config["redis_url"])
+        api_key="sk-benchmark",
+        base_url=config["base_url"],
+        governor=governor_for(config["mode"], config["redis_url"], scenario.lease_seconds),
     )
 
     async def generate() -> None:
@@ -173,6 +177,7 @@ async def run_mode(mode: str, scenario: Scenario, redis_server: Any) -> dict[str
     limits = limiter(scenario, begin)
     outputs: dict[int, dict[str, Any]] = {}
     killed: list[int] = []
+    leases: dict[str, Any] = {}
     async with MockServer(limits=limits) as server:
         processes: list[Process] = []
         for index in range(scenario.workers):
@@ -198,6 +203,7 @@ async def run_mode(mode: str, scenario: Scenario, redis_server: Any) -> dict[str
             if scenario.fault == "kill-worker":
                 processes[0].send_signal(signal.SIGKILL)
                 killed.append(0)
+                leases["killed_at_s"] = round(time.monotonic() - begin, 2)
             elif scenario.fault == "restart-redis":
                 await anyio.to_thread.run_sync(redis_server.restart)
 
@@ -206,7 +212,45 @@ async def run_mode(mode: str, scenario: Scenario, redis_server: Any) -> dict[str
                 group.start_soon(collect, index, process)
             if scenario.fault is not None and (scenario.fault == "kill-worker" or mode == "redis"):
                 group.start_soon(fault)
-    return summarize(mode, scenario, limits, outputs, killed, round_trips(redis_server.url))
+            if scenario.fault == "kill-worker" and mode == "redis":
+                group.start_soon(watch_leases, scenario, begin, redis_server.url, leases)
+    row = summarize(mode, scenario, limits, outputs, killed, round_trips(redis_server.url))
+    return row | ({"leases": leases} if leases else {})
+
+
+async def watch_leases(scenario: Scenario, begin: float, redis_url: str, found: dict[str, Any]) -> None:
+    """The shared lane's leases in flight, every half second, until the killed worker's are given back.
+
+    Once the survivors have ended (each settles what it holds), what is still in flight is the
+    killed worker's: the watch goes on until that reaches zero, which the lease's expiry bounds.
+    """
+    import anyio
+    import anyio.to_thread
+
+    import streamkit
+
+    options = {} if scenario.lease_seconds is None else {"lease_seconds": scenario.lease_seconds}
+    governor = streamkit.Governor(redis_url=redis_url, key=KEY, **options)
+    end = begin + scenario.duration
+    lease = scenario.lease_seconds if scenario.lease_seconds is not None else governor.settings.lease_seconds
+    series: list[tuple[float, int]] = []
+    while True:
+        await anyio.sleep(0.5)
+        snapshot = await anyio.to_thread.run_sync(governor.snapshot, MODEL)
+        now = time.monotonic()
+        series.append((round(now - begin, 2), snapshot.in_flight))
+        killed_at = found.get("killed_at_s")
+        if killed_at is None or now < end + 2:
+            continue
+        found.setdefault("in_flight_after_survivors_ended", snapshot.in_flight)
+        if snapshot.in_flight == 0 or now - begin > killed_at + lease + 10 or now > end + 120:
+            break
+    killed_at = found["killed_at_s"]
+    before = [count for at, count in series if killed_at - 5 <= at < killed_at]
+    found["in_flight_before_kill"] = max(before, default=None)
+    zero = [at for at, count in series if at > scenario.duration + 2 and count == 0]
+    found["all_returned_s_after_kill"] = round(zero[0] - killed_at, 1) if zero else None
+    found["lease_seconds"] = lease
 
 
 def summarize(
@@ -298,6 +342,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=Scenario.concurrency, help="generations per worker")
     parser.add_argument("--modes", default=",".join(MODES), help=f"a subset of {','.join(MODES)}")
     parser.add_argument("--fault", choices=("kill-worker", "restart-redis"), help="one fault halfway through")
+    parser.add_argument(
+        "--lease-seconds", type=float, help="the governors' lease_seconds (default: the Governor's own)"
+    )
     parser.add_argument("--redis-admissions", action="store_true", help="measure one Redis's admissions per second")
     out = Path(__file__).parent / "results" / "governor.json"
     parser.add_argument("--out", type=Path, default=out, help="JSON results (default %(default)s)")
@@ -314,7 +361,7 @@ def main(argv: list[str]) -> int:
 
     prepare_environment(4096 + 4 * args.workers * args.concurrency)
     scenario = replace(Scenario(), duration=args.duration, workers=args.workers, concurrency=args.concurrency)
-    scenario = replace(scenario, fault=args.fault)
+    scenario = replace(scenario, fault=args.fault, lease_seconds=args.lease_seconds)
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"scenario": asdict(scenario), "cpus": os.cpu_count(), "rows": rows}
     with RedisServer() as redis_server:

@@ -22,6 +22,7 @@ def test_the_governor_benchmark_runs_every_mode(tmp_path: Path, fault: str | Non
     out = tmp_path / "governor.json"
     command = [sys.executable, "-m", "benchmarks", "governor", "--duration", "8", "--workers", "2"]
     command += ["--concurrency", "4", "--out", str(out), *(["--fault", fault] if fault else [])]
+    command += ["--lease-seconds", "6"] if fault == "kill-worker" else []
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -36,4 +37,9 @@ def test_the_governor_benchmark_runs_every_mode(tmp_path: Path, fault: str | Non
         survivors = ["1"] if fault == "kill-worker" else ["0", "1"]
         assert list(row["worker_shares"]) == survivors, row
         assert row["killed_workers"] == ([0] if fault == "kill-worker" else []), row
+    if fault == "kill-worker":  # the killed worker's leases, still held when the survivors end, expire
+        leases = rows[-1]["leases"]
+        assert leases["lease_seconds"] == 6.0 and leases["killed_at_s"] >= 4, leases
+        assert leases["all_returned_s_after_kill"] is not None, leases
+        assert leases["all_returned_s_after_kill"] <= 6 + 2 + 1, leases  # the lease, the horizon, the sampling
     assert "goodput" in done.stdout
