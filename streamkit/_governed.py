@@ -19,7 +19,6 @@ clients on any threads (a turn is handed on through the waiter's own event).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ import anyio.to_thread
 
 from ._errors import APIStatusError, StreamkitError
 from ._governor import (
+    DEFAULTS,
     Admission,
     GovernorSnapshot,
     GovernorTimeoutError,
@@ -39,7 +39,9 @@ from ._governor import (
     Outcome,
     Settings,
     Verdict,
+    lane_outcome,
     outcome_of,
+    requests_only,
     retryable_overload,
 )
 from ._message import Message
@@ -54,9 +56,10 @@ BYTES_PER_TOKEN = 4  # the input estimate before the usage is known: the body's 
 
 
 class _Waiter:
-    __slots__ = ("wake",)
+    __slots__ = ("line", "wake")
 
-    def __init__(self, wake: Callable[[], object]) -> None:
+    def __init__(self, line: deque[_Waiter], wake: Callable[[], object]) -> None:
+        self.line = line
         self.wake = wake
 
 
@@ -98,44 +101,29 @@ class Governor:
     def __init__(
         self,
         *,
-        requests_per_minute: float | None = None,
-        input_tokens_per_minute: float | None = None,
-        output_tokens_per_minute: float | None = None,
+        requests_per_minute: float | None = DEFAULTS.requests_per_minute,
+        input_tokens_per_minute: float | None = DEFAULTS.input_tokens_per_minute,
+        output_tokens_per_minute: float | None = DEFAULTS.output_tokens_per_minute,
         redis_url: str | None = None,
         key: str = "streamkit",
         pool_timeout: float = 300.0,
-        initial_window: int = 5,
-        ramp_seconds: float = 5.0,
-        ramp_doubling: float = 25.0,
-        recovery: float = 0.35,
-        backoff: float = 0.5,
-        min_rate: float = 0.1,
-        idle_after: float = 30.0,
-        horizon: float = 2.0,
-        lease_seconds: float = 600.0,
-        retry_ratio: float = 0.1,
-        retry_burst: float = 10.0,
+        initial_window: int = DEFAULTS.initial_window,
+        ramp_seconds: float = DEFAULTS.ramp_seconds,
+        ramp_doubling: float = DEFAULTS.ramp_doubling,
+        recovery: float = DEFAULTS.recovery,
+        backoff: float = DEFAULTS.backoff,
+        min_rate: float = DEFAULTS.min_rate,
+        idle_after: float = DEFAULTS.idle_after,
+        horizon: float = DEFAULTS.horizon,
+        lease_seconds: float = DEFAULTS.lease_seconds,
+        retry_ratio: float = DEFAULTS.retry_ratio,
+        retry_burst: float = DEFAULTS.retry_burst,
         redis_timeout: float = 1.0,
         redis_retry: float = 1.0,
     ) -> None:
-        if initial_window < 1:
-            raise StreamkitError(f"Governor: initial_window must be at least 1, got {initial_window}")
-        if not 0 < backoff < 1:
-            raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {backoff}")
-        for name, value in (
-            ("requests_per_minute", requests_per_minute),
-            ("input_tokens_per_minute", input_tokens_per_minute),
-            ("output_tokens_per_minute", output_tokens_per_minute),
-            ("ramp_seconds", ramp_seconds),
-            ("ramp_doubling", ramp_doubling),
-            ("min_rate", min_rate),
-            ("lease_seconds", lease_seconds),
-        ):
-            if value is not None and not 0 < value < math.inf:
-                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
-        if pool_timeout < 0 or horizon < 0 or recovery < 0 or retry_ratio < 0 or retry_burst < 0:
-            raise StreamkitError("Governor: pool_timeout, horizon, recovery and the retry budget cannot be negative")
-        self.settings = Settings(
+        if pool_timeout < 0:
+            raise StreamkitError(f"Governor: pool_timeout cannot be negative, got {pool_timeout}")
+        self.settings = Settings(  # checks the values
             requests_per_minute=requests_per_minute,
             input_tokens_per_minute=input_tokens_per_minute,
             output_tokens_per_minute=output_tokens_per_minute,
@@ -161,7 +149,7 @@ class Governor:
             self._backend = RedisBackend(
                 self.settings, redis_url, key, MemoryBackend(self.settings), timeout=redis_timeout, retry=redis_retry
             )
-        self._line: deque[_Waiter] = deque()
+        self._lines: dict[str, deque[_Waiter]] = {}  # a lane's callers wait behind its own, never another's
         self._line_lock = threading.Lock()
         self._waited = 0.0
         self._last_lane: str | None = None
@@ -182,28 +170,30 @@ class Governor:
         return GovernorSnapshot(
             backend=backend.name,
             redis_connected=backend.connected,
-            queued=len(self._line),
+            queued=len(self._lines.get(lane or "", ())),
             waited=self._waited,
             **fields,  # type: ignore[arg-type]
         )
 
     # -- the line: first come, first served -----------------------------------------------
 
-    def _join(self, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
-        waiter = _Waiter(wake)
+    def _join(self, lane: str, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
         with self._line_lock:
-            self._line.append(waiter)
-            return waiter, self._line[0] is waiter
+            line = self._lines.setdefault(lane, deque())
+            waiter = _Waiter(line, wake)
+            line.append(waiter)
+            return waiter, line[0] is waiter
 
     def _at_head(self, waiter: _Waiter) -> bool:
         with self._line_lock:
-            return self._line[0] is waiter
+            return waiter.line[0] is waiter
 
     def _leave(self, waiter: _Waiter) -> None:
         with self._line_lock:
-            was_head = self._line[0] is waiter
-            self._line.remove(waiter)
-            following = self._line[0] if was_head and self._line else None
+            line = waiter.line
+            was_head = line[0] is waiter
+            line.remove(waiter)
+            following = line[0] if was_head and line else None
         if following is not None:
             following.wake()
 
@@ -242,7 +232,7 @@ class Governor:
         started = time.monotonic()
         deadline = started + self.pool_timeout
         event = anyio.Event()
-        waiter, head = self._join(event.set)
+        waiter, head = self._join(lane, event.set)
         held = not head
         try:
             if not head:
@@ -274,6 +264,7 @@ class Governor:
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     async def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        outcome = lane_outcome(lane, outcome)
         return await self._call(lambda: self._backend.settle(lane, lease, outcome))
 
     # -- sync shell ---------------------------------------------------------------------
@@ -283,7 +274,7 @@ class Governor:
         started = time.monotonic()
         deadline = started + self.pool_timeout
         event = threading.Event()
-        waiter, head = self._join(event.set)
+        waiter, head = self._join(lane, event.set)
         held = not head
         try:
             if not head and not (event.wait(deadline - started) and self._at_head(waiter)):
@@ -309,7 +300,7 @@ class Governor:
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     def settle_sync(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
-        return self._backend.settle(lane, lease, outcome)
+        return self._backend.settle(lane, lease, lane_outcome(lane, outcome))
 
     def _held(self, lane: str, started: float, held: bool) -> float:
         """An admission was taken: the seconds the caller was held (0.0 when it went at once)."""
@@ -330,13 +321,22 @@ REFUSED_NOTE = (
 
 
 class GateBase:
-    """What both gates share: the call's lane and reservation, its current lease, what a retry record shows."""
+    """What both gates share: the call's lane and reservation, its current lease, what a retry record shows.
 
-    def __init__(self, governor: Governor | None, model: str, max_tokens: int) -> None:
+    ``lane`` is the model of a Messages call, or an endpoint's lane (``ENDPOINT_LANES``): such a
+    call reserves no tokens and its attempt is settled as soon as it is answered (its limit
+    counts requests, and the answer's status and headers are all it teaches), so a body read
+    later (batch results, a file) holds nothing and a ``Range`` resume is a new attempt.
+    """
+
+    def __init__(self, governor: Governor | None, lane: str, max_tokens: int = 0) -> None:
         self.governor = governor
-        self.lane = model
+        self.lane = lane
         self.max_tokens = max_tokens
         self.input_estimate = 0.0
+        self.first_wait = 0.0
+        """The seconds the governor held the first attempt of the last send (a resume's continuation)."""
+        self._at_answer = requests_only(lane)
         self._attempts = 0
         self._records_seen = 0
         self._lease: str | None = None
@@ -352,7 +352,9 @@ class GateBase:
         """Whether the governor refused to retry ``error`` (its budget was empty)."""
         return self._refused is error
 
-    def _note_wait(self, records: list[RetryInfo], held: float) -> None:
+    def _note_wait(self, records: list[RetryInfo], held: float, done: int) -> None:
+        if done == 0:
+            self.first_wait = held
         if len(records) > self._records_seen:
             self._records_seen = len(records)
             if self._attempts > 1:
@@ -408,7 +410,7 @@ class Gate(GateBase):
         self._lease, held = await governor.admit(
             self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
         )
-        self._note_wait(records, held)
+        self._note_wait(records, held, done)
         try:
             result = await send()
         except StreamkitError as error:
@@ -422,6 +424,8 @@ class Gate(GateBase):
             await self.ended(None, None, finished=False)
             raise
         self._opened(_limits_of(result))
+        if self._at_answer:
+            await self.ended(None, None, finished=True)
         return result
 
     async def ended(
@@ -451,7 +455,7 @@ class SyncGate(GateBase):
         self._lease, held = governor.admit_sync(
             self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
         )
-        self._note_wait(records, held)
+        self._note_wait(records, held, done)
         try:
             result = send()
         except StreamkitError as error:
@@ -463,6 +467,8 @@ class SyncGate(GateBase):
             self.ended(None, None, finished=False)
             raise
         self._opened(_limits_of(result))
+        if self._at_answer:
+            self.ended(None, None, finished=True)
         return result
 
     def ended(

@@ -39,6 +39,7 @@ from ._governor import (
     Settings,
     Verdict,
     lane_fields,
+    requests_only,
 )
 from ._retry import MAX_RETRY_AFTER, capped_retry_after
 
@@ -282,6 +283,8 @@ class RedisBackend:
                 "ttl": max(KEY_TTL, int(settings.lease_seconds) * 2),
             }
         )
+        # An endpoint's lane is not under the explicit limits, which are the models'.
+        self._endpoint_settings = json.dumps({**json.loads(self._settings), **{f"x_{d}": 0 for d in DIMENSIONS}})
         self.fallback = fallback
         self._retry = retry
         self._backoff = retry
@@ -304,7 +307,8 @@ class RedisBackend:
             if self._down and time.monotonic() < self._next_try:
                 return None
         try:
-            result = self._script(keys=self.keys(lane), args=[args[0], self._settings, *args[1:]])
+            settings = self._endpoint_settings if requests_only(lane) else self._settings
+            result = self._script(keys=self.keys(lane), args=[args[0], settings, *args[1:]])
         except self._errors as exc:
             self._went_down(exc)
             return None
