@@ -1,8 +1,9 @@
 """The rate governor's shells: ``Governor`` (the public object) and the per-call gates.
 
 ``Governor`` keeps a backend (the in-process ``GovernorPolicy`` behind a lock, or Redis) and
-a local first-come-first-served line: only the caller at its head asks the backend, the
-others wait for their turn, so callers of one process are admitted in the order they came.
+a local first-come-first-served line per lane: only the caller at its head asks the backend,
+the others wait for their turn, so callers of one process are admitted in the order they
+came, and a lane held back (a model's limits, a 429 on token counting) holds up no other.
 The backend answers an admission with the time to send: within its horizon the request is
 admitted and the caller sleeps until then, still at the head of the line (so each process
 holds at most one admission scheduled ahead, and processes sharing Redis take turns);
@@ -70,6 +71,11 @@ class Governor:
     governor that learns the limits from the ``anthropic-ratelimit-*`` headers), and light
     traffic never waits: a burst of up to ``initial_window`` requests goes at once.  Pass
     one ``Governor`` to several clients to pace them together, ``governor=False`` for none.
+
+    Each model has a lane; so have token counting (``"count_tokens"``), the Message Batches
+    API (``"batches"``) and the Files API (``"files"``), which the API limits apart: their
+    lanes count requests only and are not under the explicit limits below (the models').
+    The defaults are ``Settings``' own, and ``Settings`` checks the values.
 
     - ``requests_per_minute``, ``input_tokens_per_minute``, ``output_tokens_per_minute``:
       explicit limits (else learned from the headers).  Output tokens are reserved from
@@ -158,7 +164,7 @@ class Governor:
         return f"Governor(backend={self._backend.name!r})"
 
     def snapshot(self, model: str | None = None) -> GovernorSnapshot:
-        """The state for ``model`` (default: the model of the last request admitted).
+        """The state for ``model`` or an endpoint's lane (default: the lane of the last request admitted).
 
         With the Redis backend this is one round trip; on a client, prefer calling it off
         the event loop when Redis may be slow.

@@ -1,7 +1,8 @@
 """The rate governor's policy, sans-I/O: what to admit, when, and what an outcome teaches.
 
-One ``Lane`` per model (the API's limits are per model class) holds plain numbers, under the
-same names the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
+One ``Lane`` per model (the API's limits are per model class), and one per endpoint the API
+limits apart (``ENDPOINT_LANES``: requests only), holds plain numbers, under the same names
+the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
 
 - token buckets for requests, input tokens and output tokens, refilled continuously at the
   limit per minute, as the API's are.  Output tokens are reserved from ``max_tokens`` at
@@ -229,7 +230,8 @@ class Lane:
     blocked: float = 0.0
     unlimited: bool = False  # the server answers without rate-limit headers: nothing to pace against
     t: float | None = None  # when the buckets were last refilled
-    explicit: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))  # in the settings
+    # The settings' limits for this lane (in Redis, the script's settings are the lane's).
+    explicit: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     lim: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     lvl: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     budget: float = 0.0
@@ -491,7 +493,7 @@ def lane_fields(
 
 @dataclass(frozen=True, slots=True)
 class GovernorSnapshot:
-    """What a governor knows and does for one model, at one moment (``Governor.snapshot()``).
+    """What a governor knows and does for one model (or endpoint lane), at one moment (``Governor.snapshot()``).
 
     Limits are per minute (explicit, else learned from the ``anthropic-ratelimit-*`` headers;
     None: not known yet, not enforced).  ``*_remaining`` is the governor's own bucket: below
