@@ -289,6 +289,16 @@ def test_what_an_endpoints_answer_teaches_is_its_requests_limit_only() -> None:
     assert counting.requests_remaining == pytest.approx(49.0, abs=0.01)
 
 
+def test_a_script_polling_a_batch_every_few_seconds_is_admitted_at_once() -> None:
+    p = GovernorPolicy(Settings())  # the defaults
+    answered = Outcome("ok", limits=headers(requests_limit=50, requests_remaining=49))
+    for n in range(100):
+        admission = p.admit("batches", 0, 0, 2.0 * n, retry=False, max_wait=300.0)
+        assert admission == Admission(Verdict.ADMITTED, 0.0, str(n + 1))
+        assert p.settle("batches", admission.lease, answered, 2.0 * n + 0.1) is True
+    assert p.snapshot_fields("batches", 200.0)["requests_per_minute"] == 50.0
+
+
 def test_a_429_in_one_lane_leaves_the_others_alone() -> None:
     governor = Governor()
     lease, _ = governor.admit_sync("count_tokens", 0, 0, retry=False)
