@@ -75,7 +75,8 @@ class Governor:
     Each model has a lane; so have token counting (``"count_tokens"``), the Message Batches
     API (``"batches"``) and the Files API (``"files"``), which the API limits apart: their
     lanes count requests only and are not under the explicit limits below (the models').
-    The defaults are ``Settings``' own, and ``Settings`` checks the values.
+    The pacing defaults below are the policy's (``_governor.Settings``, which every backend
+    runs and which checks every value).
 
     - ``requests_per_minute``, ``input_tokens_per_minute``, ``output_tokens_per_minute``:
       explicit limits (else learned from the headers).  Output tokens are reserved from

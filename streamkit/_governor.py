@@ -73,9 +73,9 @@ COUNT_TOKENS_LANE = "count_tokens"
 BATCHES_LANE = "batches"
 FILES_LANE = "files"
 ENDPOINT_LANES = frozenset({COUNT_TOKENS_LANE, BATCHES_LANE, FILES_LANE})
-"""The lanes of the endpoints the API limits apart from the models' Messages calls (token counting
-and the Message Batches API have requests-per-minute limits of their own; files likewise here):
-requests only, no token buckets, and not under the explicit limits, which are the models'."""
+"""The lanes of the endpoints kept apart from the models' Messages calls: token counting and the
+Message Batches API have requests-per-minute limits of their own, and the Files API's traffic
+is no model's.  Requests only, no token buckets, and not under the explicit limits (the models')."""
 
 
 def requests_only(lane: str) -> bool:
