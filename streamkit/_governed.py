@@ -165,7 +165,7 @@ class Governor:
         return f"Governor(backend={self._backend.name!r})"
 
     def snapshot(self, model: str | None = None) -> GovernorSnapshot:
-        """The state for ``model`` or an endpoint's lane (default: the lane of the last request admitted).
+        """The state for ``model`` (default: the model of the last request admitted), or an endpoint's lane.
 
         With the Redis backend this is one round trip; on a client, prefer calling it off
         the event loop when Redis may be slow.
@@ -311,7 +311,8 @@ class Governor:
 
     def _held(self, lane: str, started: float, held: bool) -> float:
         """An admission was taken: the seconds the caller was held (0.0 when it went at once)."""
-        self._last_lane = lane
+        if not requests_only(lane):
+            self._last_lane = lane
         if not held:
             return 0.0
         waited = time.monotonic() - started

@@ -84,6 +84,7 @@ async def test_every_endpoint_is_admitted_in_its_own_lane_and_light_traffic_neve
         )
         assert (snapshot.requests_per_minute, snapshot.output_tokens_per_minute) == (None, None)
     assert (governor.snapshot(MODEL).admitted, governor.snapshot().waited) == (0, 0.0)
+    assert governor.snapshot().model is None  # the default is the last model's lane: none was asked
 
 
 @pytest.mark.anyio
