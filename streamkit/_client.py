@@ -16,6 +16,7 @@ from ._batching import COUNT_TOKENS_PATH
 from ._errors import StreamingRequiredError, StreamkitError
 from ._events import StreamEvent
 from ._governed import Gate, Governor, governor_of
+from ._governor import COUNT_TOKENS_LANE
 from ._hooks import Hook, Hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
@@ -416,4 +417,5 @@ class Messages:
         options = request_options(timeout, extra_headers, extra_query, extra_body, betas)
         requester = client._requester
         request = requester.build(COUNT_TOKENS_PATH, body, options)
-        return await with_retries(lambda: requester.send_object(request, MessageTokensCount), retry, [], on_retry)
+        gate = Gate(client.governor, COUNT_TOKENS_LANE)  # its own limit, apart from the model's Messages calls
+        return await with_retries(lambda: requester.send_object(request, MessageTokensCount), retry, [], on_retry, gate)

@@ -1,8 +1,9 @@
 """The rate governor's shells: ``Governor`` (the public object) and the per-call gates.
 
 ``Governor`` keeps a backend (the in-process ``GovernorPolicy`` behind a lock, or Redis) and
-a local first-come-first-served line: only the caller at its head asks the backend, the
-others wait for their turn, so callers of one process are admitted in the order they came.
+a local first-come-first-served line per lane: only the caller at its head asks the backend,
+the others wait for their turn, so callers of one process are admitted in the order they
+came, and a lane held back (a model's limits, a 429 on token counting) holds up no other.
 The backend answers an admission with the time to send: within its horizon the request is
 admitted and the caller sleeps until then, still at the head of the line (so each process
 holds at most one admission scheduled ahead, and processes sharing Redis take turns);
@@ -19,7 +20,6 @@ clients on any threads (a turn is handed on through the waiter's own event).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -32,6 +32,7 @@ import anyio.to_thread
 
 from ._errors import APIStatusError, StreamkitError
 from ._governor import (
+    DEFAULTS,
     Admission,
     GovernorSnapshot,
     GovernorTimeoutError,
@@ -39,7 +40,9 @@ from ._governor import (
     Outcome,
     Settings,
     Verdict,
+    lane_outcome,
     outcome_of,
+    requests_only,
     retryable_overload,
 )
 from ._message import Message
@@ -54,9 +57,10 @@ BYTES_PER_TOKEN = 4  # the input estimate before the usage is known: the body's 
 
 
 class _Waiter:
-    __slots__ = ("wake",)
+    __slots__ = ("line", "wake")
 
-    def __init__(self, wake: Callable[[], object]) -> None:
+    def __init__(self, line: deque[_Waiter], wake: Callable[[], object]) -> None:
+        self.line = line
         self.wake = wake
 
 
@@ -67,6 +71,12 @@ class Governor:
     governor that learns the limits from the ``anthropic-ratelimit-*`` headers), and light
     traffic never waits: a burst of up to ``initial_window`` requests goes at once.  Pass
     one ``Governor`` to several clients to pace them together, ``governor=False`` for none.
+
+    Each model has a lane; so have token counting (``"count_tokens"``), the Message Batches
+    API (``"batches"``) and the Files API (``"files"``), which the API limits apart: their
+    lanes count requests only and are not under the explicit limits below (the models').
+    The pacing defaults below are the policy's (``_governor.Settings``, which every backend
+    runs and which checks every value).
 
     - ``requests_per_minute``, ``input_tokens_per_minute``, ``output_tokens_per_minute``:
       explicit limits (else learned from the headers).  Output tokens are reserved from
@@ -101,45 +111,30 @@ class Governor:
     def __init__(
         self,
         *,
-        requests_per_minute: float | None = None,
-        input_tokens_per_minute: float | None = None,
-        output_tokens_per_minute: float | None = None,
+        requests_per_minute: float | None = DEFAULTS.requests_per_minute,
+        input_tokens_per_minute: float | None = DEFAULTS.input_tokens_per_minute,
+        output_tokens_per_minute: float | None = DEFAULTS.output_tokens_per_minute,
         redis_url: str | None = None,
         redis_cluster: bool = False,
         key: str = "streamkit",
         pool_timeout: float = 300.0,
-        initial_window: int = 5,
-        ramp_seconds: float = 5.0,
-        ramp_doubling: float = 25.0,
-        recovery: float = 0.35,
-        backoff: float = 0.5,
-        min_rate: float = 0.1,
-        idle_after: float = 30.0,
-        horizon: float = 2.0,
-        lease_seconds: float = 600.0,
-        retry_ratio: float = 0.1,
-        retry_burst: float = 10.0,
+        initial_window: int = DEFAULTS.initial_window,
+        ramp_seconds: float = DEFAULTS.ramp_seconds,
+        ramp_doubling: float = DEFAULTS.ramp_doubling,
+        recovery: float = DEFAULTS.recovery,
+        backoff: float = DEFAULTS.backoff,
+        min_rate: float = DEFAULTS.min_rate,
+        idle_after: float = DEFAULTS.idle_after,
+        horizon: float = DEFAULTS.horizon,
+        lease_seconds: float = DEFAULTS.lease_seconds,
+        retry_ratio: float = DEFAULTS.retry_ratio,
+        retry_burst: float = DEFAULTS.retry_burst,
         redis_timeout: float = 1.0,
         redis_retry: float = 1.0,
     ) -> None:
-        if initial_window < 1:
-            raise StreamkitError(f"Governor: initial_window must be at least 1, got {initial_window}")
-        if not 0 < backoff < 1:
-            raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {backoff}")
-        for name, value in (
-            ("requests_per_minute", requests_per_minute),
-            ("input_tokens_per_minute", input_tokens_per_minute),
-            ("output_tokens_per_minute", output_tokens_per_minute),
-            ("ramp_seconds", ramp_seconds),
-            ("ramp_doubling", ramp_doubling),
-            ("min_rate", min_rate),
-            ("lease_seconds", lease_seconds),
-        ):
-            if value is not None and not 0 < value < math.inf:
-                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
-        if pool_timeout < 0 or horizon < 0 or recovery < 0 or retry_ratio < 0 or retry_burst < 0:
-            raise StreamkitError("Governor: pool_timeout, horizon, recovery and the retry budget cannot be negative")
-        self.settings = Settings(
+        if pool_timeout < 0:
+            raise StreamkitError(f"Governor: pool_timeout cannot be negative, got {pool_timeout}")
+        self.settings = Settings(  # checks the values
             requests_per_minute=requests_per_minute,
             input_tokens_per_minute=input_tokens_per_minute,
             output_tokens_per_minute=output_tokens_per_minute,
@@ -173,7 +168,7 @@ class Governor:
                 retry=redis_retry,
                 cluster=redis_cluster,
             )
-        self._line: deque[_Waiter] = deque()
+        self._lines: dict[str, deque[_Waiter]] = {}  # a lane's callers wait behind its own, never another's
         self._line_lock = threading.Lock()
         self._waited = 0.0
         self._last_lane: str | None = None
@@ -182,7 +177,7 @@ class Governor:
         return f"Governor(backend={self._backend.name!r})"
 
     def snapshot(self, model: str | None = None) -> GovernorSnapshot:
-        """The state for ``model`` (default: the model of the last request admitted).
+        """The state for ``model`` (default: the model of the last request admitted), or an endpoint's lane.
 
         With the Redis backend this blocks for one round trip (up to ``redis_timeout``): in
         async code, ``await asnapshot()``.
@@ -194,7 +189,7 @@ class Governor:
         return GovernorSnapshot(
             backend=backend.name,
             redis_connected=backend.connected,
-            queued=len(self._line),
+            queued=len(self._lines.get(lane or "", ())),
             waited=self._waited,
             **fields,  # type: ignore[arg-type]
         )
@@ -205,21 +200,23 @@ class Governor:
 
     # -- the line: first come, first served -----------------------------------------------
 
-    def _join(self, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
-        waiter = _Waiter(wake)
+    def _join(self, lane: str, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
         with self._line_lock:
-            self._line.append(waiter)
-            return waiter, self._line[0] is waiter
+            line = self._lines.setdefault(lane, deque())
+            waiter = _Waiter(line, wake)
+            line.append(waiter)
+            return waiter, line[0] is waiter
 
     def _at_head(self, waiter: _Waiter) -> bool:
         with self._line_lock:
-            return self._line[0] is waiter
+            return waiter.line[0] is waiter
 
     def _leave(self, waiter: _Waiter) -> None:
         with self._line_lock:
-            was_head = self._line[0] is waiter
-            self._line.remove(waiter)
-            following = self._line[0] if was_head and self._line else None
+            line = waiter.line
+            was_head = line[0] is waiter
+            line.remove(waiter)
+            following = line[0] if was_head and line else None
         if following is not None:
             following.wake()
 
@@ -258,7 +255,7 @@ class Governor:
         started = time.monotonic()
         deadline = started + self.pool_timeout
         event = anyio.Event()
-        waiter, head = self._join(event.set)
+        waiter, head = self._join(lane, event.set)
         held = not head
         try:
             if not head:
@@ -290,6 +287,7 @@ class Governor:
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     async def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        outcome = lane_outcome(lane, outcome)
         return await self._call(lambda: self._backend.settle(lane, lease, outcome))
 
     # -- sync shell ---------------------------------------------------------------------
@@ -299,7 +297,7 @@ class Governor:
         started = time.monotonic()
         deadline = started + self.pool_timeout
         event = threading.Event()
-        waiter, head = self._join(event.set)
+        waiter, head = self._join(lane, event.set)
         held = not head
         try:
             if not head and not (event.wait(deadline - started) and self._at_head(waiter)):
@@ -325,11 +323,12 @@ class Governor:
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     def settle_sync(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
-        return self._backend.settle(lane, lease, outcome)
+        return self._backend.settle(lane, lease, lane_outcome(lane, outcome))
 
     def _held(self, lane: str, started: float, held: bool) -> float:
         """An admission was taken: the seconds the caller was held (0.0 when it went at once)."""
-        self._last_lane = lane
+        if not requests_only(lane):
+            self._last_lane = lane
         if not held:
             return 0.0
         waited = time.monotonic() - started
@@ -346,13 +345,22 @@ REFUSED_NOTE = (
 
 
 class GateBase:
-    """What both gates share: the call's lane and reservation, its current lease, what a retry record shows."""
+    """What both gates share: the call's lane and reservation, its current lease, what a retry record shows.
 
-    def __init__(self, governor: Governor | None, model: str, max_tokens: int) -> None:
+    ``lane`` is the model of a Messages call, or an endpoint's lane (``ENDPOINT_LANES``): such a
+    call reserves no tokens and its attempt is settled as soon as it is answered (its limit
+    counts requests, and the answer's status and headers are all it teaches), so a body read
+    later (batch results, a file) holds nothing and a ``Range`` resume is a new attempt.
+    """
+
+    def __init__(self, governor: Governor | None, lane: str, max_tokens: int = 0) -> None:
         self.governor = governor
-        self.lane = model
+        self.lane = lane
         self.max_tokens = max_tokens
         self.input_estimate = 0.0
+        self.first_wait = 0.0
+        """The seconds the governor held the first attempt of the last send (a resume's continuation)."""
+        self._at_answer = requests_only(lane)
         self._attempts = 0
         self._records_seen = 0
         self._lease: str | None = None
@@ -368,7 +376,9 @@ class GateBase:
         """Whether the governor refused to retry ``error`` (its budget was empty)."""
         return self._refused is error
 
-    def _note_wait(self, records: list[RetryInfo], held: float) -> None:
+    def _note_wait(self, records: list[RetryInfo], held: float, done: int) -> None:
+        if done == 0:
+            self.first_wait = held
         if len(records) > self._records_seen:
             self._records_seen = len(records)
             if self._attempts > 1:
@@ -424,7 +434,7 @@ class Gate(GateBase):
         self._lease, held = await governor.admit(
             self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
         )
-        self._note_wait(records, held)
+        self._note_wait(records, held, done)
         try:
             result = await send()
         except StreamkitError as error:
@@ -438,6 +448,8 @@ class Gate(GateBase):
             await self.ended(None, None, finished=False)
             raise
         self._opened(_limits_of(result))
+        if self._at_answer:
+            await self.ended(None, None, finished=True)
         return result
 
     async def ended(
@@ -467,7 +479,7 @@ class SyncGate(GateBase):
         self._lease, held = governor.admit_sync(
             self.lane, self.input_estimate, self.max_tokens, retry=self._attempts > 1
         )
-        self._note_wait(records, held)
+        self._note_wait(records, held, done)
         try:
             result = send()
         except StreamkitError as error:
@@ -479,6 +491,8 @@ class SyncGate(GateBase):
             self.ended(None, None, finished=False)
             raise
         self._opened(_limits_of(result))
+        if self._at_answer:
+            self.ended(None, None, finished=True)
         return result
 
     def ended(

@@ -1,7 +1,8 @@
 """The rate governor's policy, sans-I/O: what to admit, when, and what an outcome teaches.
 
-One ``Lane`` per model (the API's limits are per model class) holds plain numbers, under the
-same names the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
+One ``Lane`` per model (the API's limits are per model class), and one per endpoint the API
+limits apart (``ENDPOINT_LANES``: requests only), holds plain numbers, under the same names
+the Redis backend keeps in its hash (``_governor_redis`` runs this policy as Lua):
 
 - token buckets for requests, input tokens and output tokens, refilled continuously at the
   limit per minute, as the API's are.  Output tokens are reserved from ``max_tokens`` at
@@ -41,7 +42,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ._errors import APIError, OverloadedError, RateLimitError, StreamkitError
@@ -68,9 +69,27 @@ class GovernorTimeoutError(StreamkitError):
         self.wait = wait
 
 
+COUNT_TOKENS_LANE = "count_tokens"
+BATCHES_LANE = "batches"
+FILES_LANE = "files"
+ENDPOINT_LANES = frozenset({COUNT_TOKENS_LANE, BATCHES_LANE, FILES_LANE})
+"""The lanes of the endpoints kept apart from the models' Messages calls: token counting and the
+Message Batches API have requests-per-minute limits of their own, and the Files API's traffic
+is no model's.  Requests only, no token buckets, and not under the explicit limits (the models')."""
+
+
+def requests_only(lane: str) -> bool:
+    """Whether ``lane`` is an endpoint's: it counts requests, never tokens."""
+    return lane in ENDPOINT_LANES
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """How a governor paces; every backend runs the same numbers (see ``streamkit.Governor``)."""
+    """How a governor paces; every backend runs the same numbers (see ``streamkit.Governor``).
+
+    The one source of the defaults and of the checks: ``Governor``'s parameters default to
+    ``DEFAULTS``' values, and a bad value is refused here, whichever constructor made it.
+    """
 
     requests_per_minute: float | None = None
     input_tokens_per_minute: float | None = None
@@ -87,16 +106,42 @@ class Settings:
     retry_ratio: float = 0.1
     retry_burst: float = 10.0
 
+    def __post_init__(self) -> None:
+        if self.initial_window < 1:
+            raise StreamkitError(f"Governor: initial_window must be at least 1, got {self.initial_window}")
+        if not 0 < self.backoff < 1:
+            raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {self.backoff}")
+        for name in (
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "ramp_seconds",
+            "ramp_doubling",
+            "min_rate",
+            "lease_seconds",
+        ):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
+        if min(self.horizon, self.recovery, self.retry_ratio, self.retry_burst) < 0:
+            raise StreamkitError("Governor: horizon, recovery and the retry budget cannot be negative")
+
     @property
     def initial_rate(self) -> float:
         return self.initial_window / self.ramp_seconds
 
-    def explicit(self, dimension: str) -> float | None:
+    def explicit(self, dimension: str, lane: str = "") -> float | None:
+        """The explicit limit of ``dimension`` (None: learned); an endpoint's lane has none."""
+        if requests_only(lane):
+            return None
         return {
             "req": self.requests_per_minute,
             "in": self.input_tokens_per_minute,
             "out": self.output_tokens_per_minute,
         }[dimension]
+
+
+DEFAULTS = Settings()
 
 
 class Verdict(enum.Enum):
@@ -131,6 +176,19 @@ class Outcome:
     header_age: float = 0.0
     retry_after: float | None = None
     retry: bool = False
+
+
+def lane_outcome(lane: str, outcome: Outcome) -> Outcome:
+    """What an outcome may teach ``lane``: an endpoint's lane counts requests, so tokens are dropped."""
+    if not requests_only(lane):
+        return outcome
+    limits = outcome.limits
+    return replace(
+        outcome,
+        input_tokens=None,
+        output_tokens=None,
+        limits=None if limits is None else RateLimits(requests=limits.requests),
+    )
 
 
 def outcome_of(error: StreamkitError | None, *, retry: bool = False) -> Outcome:
@@ -172,6 +230,8 @@ class Lane:
     blocked: float = 0.0
     unlimited: bool = False  # the server answers without rate-limit headers: nothing to pace against
     t: float | None = None  # when the buckets were last refilled
+    # The settings' limits for this lane (in Redis, the script's settings are the lane's).
+    explicit: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     lim: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     lvl: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS))
     budget: float = 0.0
@@ -203,11 +263,12 @@ class GovernorPolicy:
         if lane is None:
             settings = self.settings
             lane = Lane(rate=settings.initial_rate, pace=float(settings.initial_window), budget=settings.retry_burst)
+            lane.explicit = {dimension: settings.explicit(dimension, name) for dimension in DIMENSIONS}
             self.lanes[name] = lane
         return lane
 
     def limit(self, lane: Lane, dimension: str) -> float | None:
-        return self.settings.explicit(dimension) or lane.lim[dimension]
+        return lane.explicit[dimension] or lane.lim[dimension]
 
     # -- the prelude of both calls: expire leases, refill the buckets and the budget --------
 
@@ -432,7 +493,7 @@ def lane_fields(
 
 @dataclass(frozen=True, slots=True)
 class GovernorSnapshot:
-    """What a governor knows and does for one model, at one moment (``Governor.snapshot()``).
+    """What a governor knows and does for one model (or endpoint lane), at one moment (``Governor.snapshot()``).
 
     Limits are per minute (explicit, else learned from the ``anthropic-ratelimit-*`` headers;
     None: not known yet, not enforced).  ``*_remaining`` is the governor's own bucket: below

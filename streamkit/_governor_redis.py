@@ -48,6 +48,7 @@ from ._governor import (
     Settings,
     Verdict,
     lane_fields,
+    requests_only,
 )
 from ._retry import MAX_RETRY_AFTER, capped_retry_after
 
@@ -324,6 +325,8 @@ class RedisBackend:
                 "ttl": max(KEY_TTL, int(settings.lease_seconds) * 2),
             }
         )
+        # An endpoint's lane is not under the explicit limits, which are the models'.
+        self._endpoint_settings = json.dumps({**json.loads(self._settings), **{f"x_{d}": 0 for d in DIMENSIONS}})
         self.fallback = fallback
         self._retry = retry
         self._backoff = retry
@@ -347,7 +350,7 @@ class RedisBackend:
             if self._down and time.monotonic() < self._next_try:
                 return None
         keys = self.keys(lane)
-        argv = [args[0], self._settings, *args[1:]]
+        argv = [args[0], self._endpoint_settings if requests_only(lane) else self._settings, *args[1:]]
         try:
             client = self._client_or_connect()
             try:

@@ -483,6 +483,11 @@ class OpenAttempt:
             self._gate.sized(request.content)
         return await with_retries(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
 
+    @property
+    def governor_wait(self) -> float:
+        """The seconds the rate governor held the first attempt of the last call (0.0 without a governor)."""
+        return 0.0 if self._gate is None else self._gate.first_wait
+
     async def ended(
         self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
     ) -> bool:

@@ -45,6 +45,8 @@ from ._batching import (
     upload_for,
     wait_timeout_error,
 )
+from ._governed import Gate, Governor
+from ._governor import BATCHES_LANE, FILES_LANE
 from ._hooks import Hook, call_hook
 from ._jsonl import ResultsDecoder, ResumePoint
 from ._limits import MAX_RESPONSE_BODY
@@ -70,12 +72,16 @@ class _Owner(Protocol):
 
     base_url: str
     max_resumes: int
+    governor: Governor | None
     _requester: Requester
 
     def _retry_policy(self, max_retries: int | None) -> RetryPolicy: ...
 
 
 class _Resource:
+    _lane: str
+    """The rate governor's lane of this API's requests (``ENDPOINT_LANES``)."""
+
     def __init__(self, client: _Owner) -> None:
         self._client = client
 
@@ -92,7 +98,8 @@ class _Resource:
         requester = self._client._requester
         request = requester.build(path, body, self._options(options), method=method, **build)
         policy = self._client._retry_policy(options.get("max_retries"))
-        return await with_retries(lambda: requester.send_object(request, model), policy, [], options.get("on_retry"))
+        send = partial(requester.send_object, request, model)
+        return await with_retries(send, policy, [], options.get("on_retry"), Gate(self._client.governor, self._lane))
 
     def _options(self, options: Mapping[str, Any], query: Mapping[str, str | int] | None = None) -> RequestOptions:
         return call_request_options(options, query=query)
@@ -106,7 +113,8 @@ class _Resource:
         while query is not None:
             request = requester.build(path, None, self._options(options, query), method="GET")
             send = partial(requester.send_object, request, Page)
-            page = await with_retries(send, policy, [], options.get("on_retry"))
+            gate = Gate(self._client.governor, self._lane)
+            page = await with_retries(send, policy, [], options.get("on_retry"), gate)
             for item in page_items(page, model):
                 yield item
             query = next_page_query(query, page)
@@ -115,8 +123,11 @@ class _Resource:
 class _ResumableBody:
     """A body read in pieces (``read``), resumed with a ``Range`` request where a broken connection stopped it."""
 
-    def __init__(self, client: _Owner, path: str, request_options: RequestOptions, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, client: _Owner, lane: str, path: str, request_options: RequestOptions, options: Mapping[str, Any]
+    ) -> None:
         self._client = client
+        self._lane = lane
         self._path = path
         self._request_options = request_options
         self._options = options
@@ -155,7 +166,8 @@ class _ResumableBody:
         request = requester.build(self._path, None, self._request_options, method="GET", headers=headers)
         policy = self._client._retry_policy(self._options.get("max_retries"))
         send = partial(requester.open_body, request, RESUME_OK)
-        self._response = await with_retries(send, policy, [], self._options.get("on_retry"))
+        gate = Gate(self._client.governor, self._lane)  # each read (a resume too) is a new request
+        self._response = await with_retries(send, policy, [], self._options.get("on_retry"), gate)
         self.request_id = self._response.headers.get("request-id")
         try:
             whole = not self.point.answered(self._response.status_code, self._response.headers)
@@ -243,7 +255,8 @@ class AsyncBatchResults:
         if self._body is None:
             self.batch = await self._locate()
             path = results_path(self.batch, self._client.base_url)
-            self._body = _ResumableBody(self._client, path, call_request_options(self._options), self._options)
+            options = call_request_options(self._options)
+            self._body = _ResumableBody(self._client, BATCHES_LANE, path, options, self._options)
         data = await self._body.read()
         if data is None:
             self._ready.extend(self._decoder.end())
@@ -258,7 +271,11 @@ class Batches(_Resource):
     Each call takes the per-call options of ``CallOptions`` (``timeout``, ``max_retries``,
     ``on_retry``, ``extra_headers``, ``extra_query``, ``betas``; ``extra_body`` on
     ``create``), and raises the same errors, retried the same way, as ``messages.create()``.
+    Every request (a poll of ``wait()``, a read of the results too) is admitted by the client's
+    rate governor in its ``"batches"`` lane: the API limits the batch endpoints' requests apart.
     """
+
+    _lane = BATCHES_LANE
 
     async def create(self, requests: Iterable[BatchRequest], **options: Unpack[BodyCallOptions]) -> MessageBatch:
         """Send a batch; checked before sending: at most 100,000 requests, unique ids, 256 MB."""
@@ -369,8 +386,11 @@ class Batches(_Resource):
 class Files(_Resource):
     """``client.files`` (also ``client.beta.files``): the Files API; its beta header is added to every call.
 
-    Per-call options as on ``Batches`` (``CallOptions``).
+    Per-call options as on ``Batches`` (``CallOptions``); the rate governor admits every request
+    in its ``"files"`` lane.
     """
+
+    _lane = FILES_LANE
 
     def _options(self, options: Mapping[str, Any], query: Mapping[str, str | int] | None = None) -> RequestOptions:
         return call_request_options(options, betas=[FILES_BETA], query=query)
@@ -435,9 +455,8 @@ class Files(_Resource):
         A connection that breaks is resumed with a ``Range`` request, as batch results are.
         A body over ``max_bytes`` (default: the API's 500 MB limit) is refused.
         """
-        body = _ResumableBody(
-            self._client, resource_path(FILES_PATH, file_id, "content"), self._options(options), options
-        )
+        content = resource_path(FILES_PATH, file_id, "content")
+        body = _ResumableBody(self._client, FILES_LANE, content, self._options(options), options)
         target = download_target(path, max_bytes)
         try:
             try:  # body.read() raises only streamkit errors: an OSError is the local file's

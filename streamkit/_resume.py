@@ -32,7 +32,9 @@ class ResumeInfo:
     """One resume of a stream that broke after delivering content (the ``on_resume`` argument).
 
     ``rewind`` is set later, if the regenerated part of the reply departed from what had
-    already been handed out (see ``Rewind``).
+    already been handed out (see ``Rewind``).  ``governor_wait``: the seconds the rate governor
+    held the continuation request after the resume's delay (0.0 when it went at once), as
+    ``RetryInfo.governor_wait`` says of a retry.
     """
 
     attempt: int
@@ -43,6 +45,7 @@ class ResumeInfo:
     kept_chars: int
     dropped_block: str | None = None
     rewind: Rewind | None = None
+    governor_wait: float = 0.0
 
 
 @dataclass(slots=True)

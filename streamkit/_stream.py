@@ -280,6 +280,7 @@ class MessageStream(StreamBase):
                 restart = self._machine.refused(refused)
         resume = self._start(response)
         if resume is not None:
+            resume.governor_wait = self._open.governor_wait
             await call_hook(self._hooks.on_resume, resume)
 
     async def _report(self, error: StreamkitError) -> NoReturn:

@@ -25,6 +25,7 @@ from ._client import (
 from ._errors import StreamkitError
 from ._events import StreamEvent
 from ._governed import Governor, SyncGate
+from ._governor import COUNT_TOKENS_LANE
 from ._hooks import Hook, Hooks, check_sync_hooks
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
@@ -244,4 +245,4 @@ class SyncMessages:
         requester = client._requester
         request = requester.build(COUNT_TOKENS_PATH, body, options)
         send = partial(requester.send_object, request, MessageTokensCount)
-        return with_retries_sync(send, retry, [], on_retry)
+        return with_retries_sync(send, retry, [], on_retry, SyncGate(client.governor, COUNT_TOKENS_LANE))

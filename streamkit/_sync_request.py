@@ -158,6 +158,11 @@ class SyncOpenAttempt:
             self._gate.sized(request.content)
         return with_retries_sync(lambda: requester.open_stream(request), self._policy, records, on_retry, self._gate)
 
+    @property
+    def governor_wait(self) -> float:
+        """The seconds the rate governor held the first attempt of the last call (0.0 without a governor)."""
+        return 0.0 if self._gate is None else self._gate.first_wait
+
     def ended(
         self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool = False
     ) -> bool:

@@ -35,6 +35,8 @@ from ._batching import (
     upload_for,
     wait_timeout_error,
 )
+from ._governed import Governor, SyncGate
+from ._governor import BATCHES_LANE, FILES_LANE
 from ._hooks import Hook, call_hook_sync, check_sync_hook
 from ._jsonl import ResultsDecoder, ResumePoint
 from ._limits import MAX_RESPONSE_BODY
@@ -59,6 +61,7 @@ class _Owner(Protocol):
 
     base_url: str
     max_resumes: int
+    governor: Governor | None
     _requester: SyncRequester
 
     def _retry_policy(self, max_retries: int | None) -> RetryPolicy: ...
@@ -70,6 +73,9 @@ def _checked(options: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class _SyncResource:
+    _lane: str
+    """The rate governor's lane of this API's requests (``ENDPOINT_LANES``)."""
+
     def __init__(self, client: _Owner) -> None:
         self._client = client
 
@@ -86,7 +92,8 @@ class _SyncResource:
         requester = self._client._requester
         request = requester.build(path, body, self._options(_checked(options)), method=method, **build)
         policy = self._client._retry_policy(options.get("max_retries"))
-        return with_retries_sync(partial(requester.send_object, request, model), policy, [], options.get("on_retry"))
+        send = partial(requester.send_object, request, model)
+        return with_retries_sync(send, policy, [], options.get("on_retry"), SyncGate(self._client.governor, self._lane))
 
     def _options(self, options: Mapping[str, Any], query: Mapping[str, str | int] | None = None) -> RequestOptions:
         return call_request_options(options, query=query)
@@ -100,7 +107,8 @@ class _SyncResource:
         while query is not None:
             request = requester.build(path, None, self._options(options, query), method="GET")
             send = partial(requester.send_object, request, Page)
-            page = with_retries_sync(send, policy, [], options.get("on_retry"))
+            gate = SyncGate(self._client.governor, self._lane)
+            page = with_retries_sync(send, policy, [], options.get("on_retry"), gate)
             yield from page_items(page, model)
             query = next_page_query(query, page)
 
@@ -108,8 +116,11 @@ class _SyncResource:
 class _SyncResumableBody:
     """``_resources._ResumableBody`` for the sync client: a body read in pieces, resumed with ``Range``."""
 
-    def __init__(self, client: _Owner, path: str, request_options: RequestOptions, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, client: _Owner, lane: str, path: str, request_options: RequestOptions, options: Mapping[str, Any]
+    ) -> None:
         self._client = client
+        self._lane = lane
         self._path = path
         self._request_options = request_options
         self._options = options
@@ -148,7 +159,8 @@ class _SyncResumableBody:
         request = requester.build(self._path, None, self._request_options, method="GET", headers=headers)
         policy = self._client._retry_policy(self._options.get("max_retries"))
         send = partial(requester.open_body, request, RESUME_OK)
-        self._response = with_retries_sync(send, policy, [], self._options.get("on_retry"))
+        gate = SyncGate(self._client.governor, self._lane)  # each read (a resume too) is a new request
+        self._response = with_retries_sync(send, policy, [], self._options.get("on_retry"), gate)
         self.request_id = self._response.headers.get("request-id")
         try:
             whole = not self.point.answered(self._response.status_code, self._response.headers)
@@ -228,7 +240,8 @@ class SyncBatchResults:
         if self._body is None:
             self.batch = self._locate()
             path = results_path(self.batch, self._client.base_url)
-            self._body = _SyncResumableBody(self._client, path, call_request_options(self._options), self._options)
+            options = call_request_options(self._options)
+            self._body = _SyncResumableBody(self._client, BATCHES_LANE, path, options, self._options)
         data = self._body.read()
         if data is None:
             self._ready.extend(self._decoder.end())
@@ -239,6 +252,8 @@ class SyncBatchResults:
 
 class SyncBatches(_SyncResource):
     """``Client.messages.batches``: the Message Batches API, as on ``AsyncClient`` (``Batches``)."""
+
+    _lane = BATCHES_LANE
 
     def create(self, requests: Iterable[BatchRequest], **options: Unpack[BodyCallOptions]) -> MessageBatch:
         """Send a batch; checked before sending: at most 100,000 requests, unique ids, 256 MB."""
@@ -337,6 +352,8 @@ class SyncBatches(_SyncResource):
 class SyncFiles(_SyncResource):
     """``Client.files`` (also ``Client.beta.files``): the Files API, as on ``AsyncClient`` (``Files``)."""
 
+    _lane = FILES_LANE
+
     def _options(self, options: Mapping[str, Any], query: Mapping[str, str | int] | None = None) -> RequestOptions:
         return call_request_options(options, betas=[FILES_BETA], query=query)
 
@@ -390,9 +407,8 @@ class SyncFiles(_SyncResource):
         **options: Unpack[CallOptions],
     ) -> Path:
         """Save a downloadable file's content at ``path``, streamed in chunks (see ``Files.download``)."""
-        body = _SyncResumableBody(
-            self._client, resource_path(FILES_PATH, file_id, "content"), self._options(_checked(options)), options
-        )
+        content = resource_path(FILES_PATH, file_id, "content")
+        body = _SyncResumableBody(self._client, FILES_LANE, content, self._options(_checked(options)), options)
         target = download_target(path, max_bytes)
         try:
             try:  # body.read() raises only streamkit errors: an OSError is the local file's

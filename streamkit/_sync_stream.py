@@ -201,6 +201,7 @@ class SyncMessageStream(StreamBase):
                 restart = self._machine.refused(refused)
         resume = self._start(response)
         if resume is not None:
+            resume.governor_wait = self._open.governor_wait
             call_hook_sync(self._hooks.on_resume, resume)
 
     def _report(self, error: StreamkitError) -> NoReturn:

@@ -73,7 +73,8 @@ the connection closes;
 ``delay`` is slept once, times the number of events the stream would have had.
 
 Rate limits (``MockServer(limits=RateLimiter(Limits(...)))``): per-model token buckets
-with the ``anthropic-ratelimit-*`` headers on every answer and 429s with ``retry-after``,
+(and requests-per-minute buckets of the token counting, batch and files endpoints, with
+``endpoints=``) with the ``anthropic-ratelimit-*`` headers on every answer and 429s with ``retry-after``,
 an ``Acceleration`` limit, scripted ``Overload`` episodes (529s), and ``Generation`` of
 paced replies of a requested size for load tests; see ``_ratelimit`` for the rules.
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
+from ._answers import ApiError
 from ._lorem import lorem
 from ._replies import Fault, Reply, TextBlock, ThinkingBlock
 
@@ -194,7 +195,10 @@ class RateLimiter:
     """The mock's rate limits: give it to ``MockServer(limits=...)``.
 
     ``limits`` apply to every model not named in ``models``, each model with buckets of
-    its own.  ``clock`` (default ``time.monotonic``) gives seconds; ``started_at`` is the
+    its own.  ``endpoints`` limits the requests per minute of the endpoints the API limits
+    apart from the models (``"count_tokens"``, ``"batches"``: every batch endpoint,
+    ``"files"``), each with a bucket of its own; an endpoint not named there is unlimited.
+    ``clock`` (default ``time.monotonic``) gives seconds; ``started_at`` is the
     wall time of the clock's reading at construction (default now), from which the
     ``reset`` headers are written.  ``counts`` tallies the outcomes (``admitted``,
     ``rate_limited``, ``acceleration_limited``, ``overloaded``, and ``during_overload``: the
@@ -207,6 +211,7 @@ class RateLimiter:
         limits: Limits,
         *,
         models: Mapping[str, Limits] | None = None,
+        endpoints: Mapping[str, int] | None = None,
         acceleration: Acceleration | None = None,
         overloads: Sequence[Overload] = (),
         generation: Generation | None = None,
@@ -215,6 +220,7 @@ class RateLimiter:
     ) -> None:
         self.limits = limits
         self.models = dict(models or {})
+        self.endpoints = {name: Limits(requests_per_minute=limit) for name, limit in (endpoints or {}).items()}
         self.acceleration = acceleration
         self.overloads = tuple(overloads)
         self.generation = generation
@@ -236,6 +242,26 @@ class RateLimiter:
             state = self._state[name] = _Model(self.models.get(name, self.limits), now)
         state.refill(now)
         return state
+
+    def endpoint(self, name: str) -> list[tuple[str, str]]:
+        """Decide on one request to endpoint ``name``: its ``anthropic-ratelimit-requests-*`` headers,
+        or ``ApiError`` 429 (with them and ``retry-after``) when its bucket is empty."""
+        if name not in self.endpoints:
+            return []
+        now = self._clock()
+        state = self._state.get(f"/{name}")  # a model's name never starts with a slash
+        if state is None:
+            state = self._state[f"/{name}"] = _Model(self.endpoints[name], now)
+        state.refill(now)
+        bucket = state.buckets["requests"]
+        if not bucket.holds(1):
+            self.counts["rate_limited"] += 1
+            retry_after = max(1, math.ceil(bucket.wait(1)))
+            headers = [*self._headers(state, now).items(), ("retry-after", str(retry_after))]
+            raise ApiError(429, "rate_limit_error", f"mock server: {name} requests per minute exceeded", headers)
+        bucket.level -= 1
+        self.counts["admitted"] += 1
+        return list(self._headers(state, now).items())
 
     def headers(self, model: str) -> dict[str, str]:
         """The ``anthropic-ratelimit-*`` headers for ``model`` now; ``tokens-*`` is the token bucket with least left."""

@@ -17,7 +17,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from types import TracebackType
@@ -410,7 +410,8 @@ class MockServer:
     ``server.batches`` (BatchStore) and ``server.files`` (FileStore) hold the state of the
     batches and files endpoints; ``size_limits`` overrides ``SIZE_LIMITS`` per endpoint.
     ``limits`` (a ``RateLimiter``) decides before each reply whether to refuse it with a
-    429 or 529, and adds the ``anthropic-ratelimit-*`` headers to every Messages answer.
+    429 or 529, and adds the ``anthropic-ratelimit-*`` headers to every Messages answer (and to
+    the answers of the endpoints it limits, see ``RateLimiter(endpoints=...)``).
     """
 
     def __init__(
@@ -731,17 +732,26 @@ class MockServer:
         method, path, query, headers = recorded.method, recorded.path, recorded.query, recorded.headers
         try:
             if path.startswith("/v1/messages/batches"):
+                limited = self._endpoint_limit("batches")
                 answer = self.batches.answer(method, path, query, headers, recorded.body, self.base_url)
             elif path.startswith("/v1/files"):
+                limited = self._endpoint_limit("files")
                 answer = self.files.answer(method, path, query, headers, upload)
             elif path == "/v1/messages/count_tokens" and method == "POST":
+                limited = self._endpoint_limit("count_tokens")
                 answer = count_tokens(recorded.body)
             else:
                 raise ApiError(404, "not_found_error", "Not Found")
         except ApiError as exc:
             body = _error_body(exc.error_type, exc.message, rid)
             return await self._send_json(stream, exc.status, body, rid, keep_alive, dict(exc.headers))
+        if limited:
+            answer = replace(answer, headers=[*answer.headers, *limited])
         return await self._send_answer(stream, answer, rid, keep_alive)
+
+    def _endpoint_limit(self, name: str) -> list[tuple[str, str]]:
+        """The rate-limit headers of a request to endpoint ``name``; ``ApiError`` 429 when over its limit."""
+        return [] if self.limits is None else self.limits.endpoint(name)
 
     async def _send_answer(self, stream: SocketStream, answer: Answer, rid: str, keep_alive: bool) -> bool:
         """An Answer's body, generated while it is sent; 206 for a range, cut short for a fault."""
