@@ -47,7 +47,9 @@ class _SetField(argparse.Action):
     with its defaults first, so that the dataclass judges the value and a bad one is reported
     as this option's error."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, *, kind: type[Any], field: str | None, **kw: Any) -> None:
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, *, kind: type[Any], field: str | None, **kw: Any
+    ) -> None:
         super().__init__(option_strings, dest, **kw)
         self.kind = kind
         self.field = field
