@@ -4,10 +4,12 @@ by streamkit's client over real sockets (no governor, so the server's refusals a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -67,14 +69,12 @@ def left(limit: streamkit.RateLimit | None) -> tuple[int | None, int | None] | N
     return None if limit is None else (limit.limit, limit.remaining)
 
 
-def resets_in(limit: streamkit.RateLimit | None, seconds: int, before: datetime, after: datetime) -> bool:
-    """The bucket's reset is ``seconds`` after the request, rounded up to the second."""
+def resets_in(limit: streamkit.RateLimit | None, seconds: float, before: datetime, after: datetime) -> bool:
+    """The bucket's reset is ``seconds`` after the request (made between ``before`` and ``after``),
+    rounded up to the second."""
     assert limit is not None and limit.reset is not None
-    return (
-        before.replace(microsecond=0) + timedelta(seconds=seconds)
-        <= limit.reset
-        <= after + timedelta(seconds=seconds + 1)
-    )
+    earliest = (before + timedelta(seconds=seconds)).replace(microsecond=0)
+    return earliest <= limit.reset <= after + timedelta(seconds=seconds + 1)
 
 
 pytestmark = pytest.mark.anyio
@@ -85,11 +85,12 @@ async def test_limits_per_model_show_in_the_headers_and_an_empty_bucket_draws_a_
     flags += ["--output-tokens", "20", "--tokens-per-second", "10000"]  # generated replies of 20 tokens
     flags += ["--model", "big", "--requests-per-minute", "100"]
     async with serve(*flags) as served, one_attempt_client(served.url) as client:
-        before = datetime.now(UTC)
+        before, started = datetime.now(UTC), time.monotonic()
         first = await client.messages.create(model="m", max_tokens=100, messages=USER)
         after = datetime.now(UTC)
         with pytest.raises(streamkit.RateLimitStatusError) as caught:
             await client.messages.create(model="m", max_tokens=100, messages=USER)
+        apart = time.monotonic() - started  # at least the time between the two requests
         big = await client.messages.create(model="big", max_tokens=100, messages=USER)
 
     assert (first.text, first.usage.output_tokens, big.text) == (lorem(80), 20, lorem(80))
@@ -104,11 +105,14 @@ async def test_limits_per_model_show_in_the_headers_and_an_empty_bucket_draws_a_
     ]
     # Full again: requests in 60 s, input tokens in 0.1 s, output tokens in 2 s (rounded up to the second).
     assert resets_in(limits.requests, 60, before, after)
-    assert resets_in(limits.input_tokens, 0, before, after)
+    assert resets_in(limits.input_tokens, 0.1, before, after)
     assert resets_in(limits.output_tokens, 2, before, after)
 
     refused = caught.value
-    assert (refused.status_code, refused.error_type, refused.retry_after) == (429, "rate_limit_error", 60.0)
+    assert (refused.status_code, refused.error_type) == (429, "rate_limit_error")
+    # The request comes back 60 s after the first one: retry-after is 60 unless the two were over a second apart.
+    assert refused.retry_after is not None
+    assert math.ceil(60 - apart) <= refused.retry_after <= 60
     assert refused.message == "mock server: requests per minute (1) exceeded"
     assert refused.rate_limits.requests == limits.requests  # still empty, full at the same instant
 
