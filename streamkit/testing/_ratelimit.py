@@ -52,6 +52,7 @@ class Limits:
     output_tokens_per_minute: int | None = None
 
     def __post_init__(self) -> None:
+        # A 0 would otherwise pass as "no bucket": unlimited, the opposite of what it says.
         for name in (f.name for f in fields(self)):
             value = getattr(self, name)
             _require(value is None or value > 0, name, "a positive whole number (or None: unlimited)", value)
