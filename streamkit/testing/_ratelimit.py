@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -39,6 +39,11 @@ _PREFIX = "anthropic-ratelimit-"
 _CHARS_PER_TOKEN = 4
 
 
+def _require(valid: bool, name: str, rule: str, value: object) -> None:
+    if not valid:
+        raise ValueError(f"{name} must be {rule}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Limits:
     """A model's limits per minute; ``None`` leaves a dimension unlimited (and without headers)."""
@@ -46,6 +51,12 @@ class Limits:
     requests_per_minute: int | None = None
     input_tokens_per_minute: int | None = None
     output_tokens_per_minute: int | None = None
+
+    def __post_init__(self) -> None:
+        # A 0 would otherwise pass as "no bucket": unlimited, the opposite of what it says.
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            _require(value is None or value > 0, name, "a positive whole number (or None: unlimited)", value)
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,13 @@ class Acceleration:
     trailing: float = 60.0
     factor: float = 2.0
     floor: int = 10
+
+    def __post_init__(self) -> None:
+        _require(0 < self.window < math.inf, "window", "positive seconds", self.window)
+        _require(0 < self.trailing < math.inf, "trailing", "positive seconds", self.trailing)
+        _require(0 <= self.factor < math.inf, "factor", "a finite number >= 0", self.factor)
+        # With no floor a model that has been idle could never be sent a first request.
+        _require(self.floor >= 1, "floor", "a whole number >= 1", self.floor)
 
     def allowed(self, trailing_count: int) -> float:
         """The most requests one window may admit after ``trailing_count`` in the trailing period."""
@@ -87,8 +105,9 @@ class Overload:
     after: int = 1
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction <= 1.0 or self.end < self.start:
+        if not (0.0 <= self.fraction <= 1.0 and self.start <= self.end):  # NaN fails too
             raise ValueError(f"an overload episode needs start <= end and 0 <= fraction <= 1: {self}")
+        _require(self.after >= 0, "after", "a whole number of events >= 0", self.after)
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,13 @@ class Generation:
     output_tokens: int | None = None
     tokens_per_second: float = 50.0
     tokens_per_event: int = 5
+
+    def __post_init__(self) -> None:
+        tokens = self.output_tokens
+        _require(tokens is None or tokens >= 1, "output_tokens", "a whole number >= 1 (or None: max_tokens)", tokens)
+        speed = self.tokens_per_second
+        _require(0 < speed < math.inf, "tokens_per_second", "a positive number", speed)
+        _require(self.tokens_per_event >= 1, "tokens_per_event", "a whole number >= 1", self.tokens_per_event)
 
     def reply(self, max_tokens: int) -> Reply:
         """The reply for a request with this ``max_tokens``."""
