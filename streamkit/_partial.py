@@ -111,11 +111,14 @@ class PartialJSON:
             return self._top
         child = self._tail
         for frame in reversed(self._stack):
-            value = frame.value.copy()
-            if child is not _MISSING:
-                if value.__class__ is list:
-                    value.append(child)
-                elif frame.expect == _VALUE:
+            members = frame.value
+            if child is _MISSING:
+                value = members.copy()
+            elif members.__class__ is list:
+                value = [*members, child]  # a copy then an append may copy the list twice
+            else:
+                value = members.copy()
+                if frame.expect == _VALUE:
                     value[frame.key] = child
             child = value
         if child is _MISSING:
