@@ -42,6 +42,7 @@ PLAN_OPTIONS = (
     "stream_deltas",
     "mixed_size",
     "ttft_runs",
+    "warmup_max",
 )
 WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
@@ -61,6 +62,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
     parser.add_argument("--mixed-size", type=int, help="deltas of the thinking+text+tool stream (default 30000)")
     parser.add_argument("--ttft-runs", type=int, help="values per time-to-first-text figure (default 15)")
+    parser.add_argument("--warmup-max", type=int, help="deltas of a worker's warm-up stream at most (default 10000)")
     out = Path(__file__).parent / "results" / "latest.json"
     parser.add_argument("--out", type=Path, default=out, help="JSON results (default %(default)s)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")
@@ -109,9 +111,12 @@ def run_suite(argv: list[str]) -> int:
     if args.worker:  # pyperf runs the one benchmark of --worker-task and skips the others
         left_out = Path(args.workdir) / LEFT_OUT  # as the manager did: --worker-task counts the ones it ran
         dropped = set(left_out.read_text().splitlines()) if left_out.exists() else set()
-        for turn, job in schedule:
+        funcs = [TimeFunc(job, args.base_url, args.workdir, int(args.server_pid)) for _, job in schedule]
+        for (turn, job), func in zip(schedule, funcs, strict=True):
             if (name := f"{job.name} #{turn + 1}") not in dropped:
-                runner.bench_time_func(name, TimeFunc(job, args.base_url, args.workdir, int(args.server_pid)))
+                runner.bench_time_func(name, func)
+        for func in funcs:  # the one that ran closes its client
+            func.close()
         return 0
     prepare_environment(max(4096, 2 * options.streams + 512))
     benches: dict[str, Any] = {}

@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
             name = f"profile-{args.contender}-{args.framing}-{kind}{tag(args.content)}.html"
             path = Path(__file__).resolve().parent / "results" / name
             path.parent.mkdir(exist_ok=True)
+            time_func.close()
             path.write_text(profiler.output_html())
             print(profiler.output_text(unicode=True, color=False, show_all=False), f"\nHTML: {path}")
     return 0

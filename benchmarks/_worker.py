@@ -84,13 +84,14 @@ def parse_body(body: bytes) -> Outcome:
 
 
 # The contenders: setup(base_url, concurrent) -> client; consume(client, header, first) -> Outcome of the
-# whole stream; ``first`` (time to first text only) gets time.perf_counter() at the first text delta.
+# whole stream; ``first`` (time to first text only) gets time.perf_counter() at the first text delta;
+# close(client) at the end of the worker.
 
 
 class Transport:
     """httpx ``aiter_bytes``, on streamkit's pools so that concurrency compares the work per stream: the transport
     floor.  The body is byte-identical every time (fixed ids), so its length proves it whole once the first body
-    has been parsed (in the warm-up) into the reference outcome."""
+    has been parsed (in the warm-up, on the measured reply: ``WARM_ON_MEASURED``) into the reference outcome."""
 
     reference: tuple[int, Outcome] = (-1, Outcome())
 
@@ -101,6 +102,9 @@ class Transport:
 
         self.url = f"{base_url}/v1/messages"
         return httpx.AsyncClient(timeout=600, transport=ShardedTransport())
+
+    async def close(self, client: Any) -> None:
+        await client.aclose()
 
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
@@ -126,6 +130,9 @@ class TransportAiohttp(Transport):
 
         self.url = f"{base_url}/v1/messages"
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+
+    async def close(self, client: Any) -> None:
+        await client.close()
 
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
@@ -179,6 +186,9 @@ class Anthropic:
 
         return anthropic.AsyncAnthropic(api_key=API_KEY, base_url=base_url, max_retries=0, timeout=600)
 
+    async def close(self, client: Any) -> None:
+        await client.close()
+
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         async with client.messages.stream(**REQUEST, extra_headers={HEADER: header}) as stream:
             while first is not None and not first:
@@ -214,6 +224,9 @@ class Streamkit:
         timeout = httpx.Timeout(600, connect=120)
         return streamkit.AsyncClient(api_key=API_KEY, base_url=base_url, timeout=timeout, max_retries=0)
 
+    async def close(self, client: Any) -> None:
+        await client.aclose()
+
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         deltas = None
         async with client.messages.stream(**REQUEST, extra_headers={HEADER: header}, resume=self.resume) as stream:
@@ -241,6 +254,9 @@ class StreamkitSync:
         import streamkit
 
         return streamkit.Client(api_key=API_KEY, base_url=base_url)
+
+    async def close(self, client: Any) -> None:
+        client.close()
 
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         with client.messages.stream(**REQUEST, extra_headers={HEADER: header}) as stream:
@@ -284,9 +300,7 @@ class TimeFunc:
         self.impl = CONTENDERS[self.job.contender]()
         self.client = await self.impl.setup(self.base_url, self.job.kind == "concurrent")
         self.header, self.expected = load_reply(self.workdir, self.job.reply)
-        # The transport floor's warm-up is the measured reply, parsed whole: the reference of its later bodies.
-        warm = self.job.reply if type(self.impl) is Transport else warmup_reply(self.job)
-        header, expected = load_reply(self.workdir, warm)
+        header, expected = load_reply(self.workdir, warmup_reply(self.job))
         self.note("setup", check(await self.impl.consume(self.client, header), expected))
 
     async def consume(self, first: list[float] | None = None) -> Outcome | Exception:
@@ -318,3 +332,12 @@ class TimeFunc:
             self.loop = asyncio.new_event_loop()
             self.loop.run_until_complete(self.setup())
         return sum(self.loop.run_until_complete(self.one()) for _ in range(loops))
+
+    def close(self) -> None:
+        """The worker is done: close the contender's client and the loop (nothing if it never ran here)."""
+        if self.loop is None:
+            return
+        self.loop.run_until_complete(self.impl.close(self.client))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+        self.loop = None

@@ -3,9 +3,15 @@
 A UI reads the snapshot after every delta.  Re-parsing the whole partial JSON on each
 read makes that quadratic in the size of the input; ``PartialJSON`` is fed only what
 arrived since the last read, scans each character once (a string's pieces are joined
-when it ends), keeps the values already complete, and on a read copies only the
-containers still open.  What it returns is exactly what ``from_json(text,
-allow_partial=True)`` returns (every complete scalar is decoded by ``from_json`` itself).  Whatever it is not sure to
+when it ends) and keeps the values already complete.  A read shares them: it returns the
+last value itself when no value changed (a string still streaming is not part of it yet),
+else new containers along the open path only, every complete member shared.  No value it
+returned is changed afterwards (later members go into new containers), so a snapshot a
+reader holds stays what it was; an open container's copy is its one cost that grows with
+the input (a plain ``list`` cannot share its members with an earlier one).
+
+What it returns is exactly what ``from_json(text, allow_partial=True)`` returns (every
+complete scalar is decoded by ``from_json`` itself).  Whatever it is not sure to
 reproduce (text that is not a prefix of strict JSON, ``NaN``, nesting deeper than
 ``from_json`` allows, a number longer than ``MAX_TOKEN``) switches it to that whole
 re-parse for good: a broken stream costs what it did before, a real one stays linear.
@@ -65,7 +71,7 @@ class _Fallback(Exception):
 class PartialJSON:
     """The value of a growing JSON text, fed what it grew by on each read."""
 
-    __slots__ = ("_buffer", "_done", "_fallback", "_stack", "_string", "_tail", "_top", "length")
+    __slots__ = ("_buffer", "_done", "_fallback", "_last", "_stack", "_string", "_tail", "_top", "length")
 
     def __init__(self) -> None:
         self.length = 0  # characters fed so far
@@ -75,6 +81,7 @@ class PartialJSON:
         self._top: Any = _MISSING  # the whole value, once complete
         self._done = False
         self._tail: Any = _MISSING  # the unfinished scalar at the end, as from_json keeps it
+        self._last: Any = _MISSING  # the value last returned, while no value changed since
         self._fallback = False
 
     def read(self, new: str, text: Callable[[], str]) -> Any:
@@ -86,7 +93,10 @@ class PartialJSON:
         self.length += len(new)
         if not self._fallback:
             try:
+                tail = self._tail
                 self._scan(new)
+                if self._tail is not tail:
+                    self._last = _MISSING
                 return self._value()
             except _Fallback:
                 self._fallback = True
@@ -94,24 +104,31 @@ class PartialJSON:
         return from_json(text(), allow_partial=True)
 
     def _value(self) -> Any:
+        if self._last is not _MISSING:
+            return self._last
         if self._done:
-            top = self._top
-            return top.copy() if top.__class__ is dict or top.__class__ is list else top
+            self._last = self._top  # closed: never changed again
+            return self._top
         child = self._tail
         for frame in reversed(self._stack):
-            value = frame.value.copy()
-            if child is not _MISSING:
-                if value.__class__ is list:
-                    value.append(child)
-                elif frame.expect == _VALUE:
+            members = frame.value
+            if child is _MISSING:
+                value = members.copy()
+            elif members.__class__ is list:
+                value = [*members, child]  # a copy then an append may copy the list twice
+            else:
+                value = members.copy()
+                if frame.expect == _VALUE:
                     value[frame.key] = child
             child = value
         if child is _MISSING:
             raise ValueError("no value yet")  # what from_json says of blank text
+        self._last = child
         return child
 
     def _complete(self, value: Any) -> None:
         """A value is complete: it becomes a member of the innermost open container."""
+        self._last = _MISSING
         stack = self._stack
         if not stack:
             self._top, self._done = value, True
@@ -187,6 +204,7 @@ class PartialJSON:
                 if expect not in _VALUES or len(stack) >= MAX_DEPTH:
                     raise _Fallback
                 stack.append(_Frame({} if char == "{" else []))
+                self._last = _MISSING
                 pos += 1
             elif char == "}" or char == "]":
                 if frame is None or (char == "}") != (frame.value.__class__ is dict):

@@ -519,6 +519,33 @@ def test_snapshot_is_cached_until_an_event_changes_it() -> None:
     assert (first.text, second.text) == ("a", "ab")  # an old snapshot is never changed
 
 
+def test_a_read_rebuilds_only_the_block_that_grew() -> None:
+    """Blocks that did not change are the last snapshot's; the growing text is the last read's text plus the new
+    parts (kept as one piece between reads), and a tool input that did not change is the last one."""
+    accumulator = fed(message_start(), block_start(0, type="text", text=""), delta(0, type="text_delta", text="Hi"))
+    accumulator.feed(block_stop(0))
+    accumulator.feed(block_start(1, type="text", text="> "))
+    accumulator.feed(delta(1, type="text_delta", text="ab"))
+    accumulator.feed(tool_block(2))
+    accumulator.feed(delta(2, type="input_json_delta", partial_json='{"path": "a.md", "body": "x'))
+    first = snapshot(accumulator)
+    for piece in ("cd", "é", "😀"):
+        accumulator.feed(delta(1, type="text_delta", text=piece))
+    second = snapshot(accumulator)
+    assert [block.text for block in second.content[:2]] == ["Hi", "> abcdé😀"]  # type: ignore[union-attr]
+    assert second.content[0] is first.content[0] and second.content[2] is first.content[2]
+    assert accumulator._blocks[1].parts == ["abcdé😀"]
+    accumulator.feed(delta(2, type="input_json_delta", partial_json="yz"))  # inside the string: no new value
+    third = snapshot(accumulator)
+    assert third.content[2].input == {"path": "a.md"} and third.content[2] is not second.content[2]  # type: ignore[union-attr]
+    assert third.content[2].input is first.content[2].input  # type: ignore[union-attr]
+    assert third.content[2].input_json == '{"path": "a.md", "body": "xyz'  # type: ignore[union-attr]
+    accumulator.feed(message_delta(None, output_tokens=7))
+    fourth = snapshot(accumulator)
+    assert fourth.usage.output_tokens == 7 and all(a is b for a, b in zip(fourth.content, third.content, strict=True))
+    assert (first.content[1].text, first.content[2].input) == ("> ab", {"path": "a.md"})  # type: ignore[union-attr]
+
+
 def rebuilt(events: list[dict[str, Any]]) -> streamkit.Message:
     """The snapshot after ``events`` rebuilt whole, every field validated and tool input re-parsed from the start."""
     fields: dict[str, Any] = {}

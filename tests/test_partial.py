@@ -158,3 +158,63 @@ def test_a_number_longer_than_any_real_one_is_left_to_the_whole_reparse() -> Non
     assert not parser._fallback
     assert parser.read("1", lambda: '{"n": ' + digits) == {"n": int(digits)}
     assert parser._fallback
+
+
+def containers(value: Any) -> dict[int, Any]:
+    """Every dict and list in ``value``, by identity (the values are kept so that no id is reused)."""
+    found: dict[int, Any] = {}
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict | list):
+            found[id(item)] = item
+            pending.extend(item.values() if isinstance(item, dict) else item)
+    return found
+
+
+def test_an_earlier_snapshot_stays_what_it_was() -> None:
+    """Later input goes into new containers: what a reader holds is never changed under it."""
+    parser = PartialJSON()
+    first = parser.read('{"a": [1, {"b": "x"}', never)
+    second = parser.read(', 2], "c": {"d": [', never)
+    third = parser.read('3]}, "a": null}', never)
+    assert first == {"a": [1, {"b": "x"}]}
+    assert second == {"a": [1, {"b": "x"}, 2], "c": {"d": []}}
+    assert third == {"a": None, "c": {"d": [3]}}
+    assert first["a"][1] is second["a"][1]  # complete: shared
+    rng = random.Random(7)
+    for text in documents(7, 10):
+        parser, held = PartialJSON(), []
+        for end in range(0, len(text) + 1, rng.choice([1, 2, 5])):
+            value = incremental(parser, text[:end])[1]
+            held.append((value, repr(value)))
+        assert all(repr(value) == shown for value, shown in held)
+
+
+def test_a_read_without_a_new_value_returns_the_last_one() -> None:
+    """A string still streaming is not part of the value: the reads meanwhile build nothing."""
+    parser = PartialJSON()
+    first = parser.read('{"path": "a.md", "lines": [1, 2], "content": "', never)
+    assert first == {"path": "a.md", "lines": [1, 2]}
+    for piece in ("a long ", "string", " \\n ", "\\u00"):
+        assert parser.read(piece, never) is first
+    assert parser.read('e9"', never) == {"path": "a.md", "lines": [1, 2], "content": "a long string \n é"}
+    done = parser.read("}", never)
+    assert done == {"path": "a.md", "lines": [1, 2], "content": "a long string \n é"}
+    assert parser.read(" ", never) is done
+
+
+def test_a_read_renews_only_the_open_path() -> None:
+    """Two reads of a long open array of objects: the second's new containers are the open path
+    (the root, the array, the object still open), every complete member is the first's."""
+    items = ", ".join(json.dumps({"n": n, "tags": ["a", "b"]}) for n in range(2_000))
+    parser = PartialJSON()
+    first = parser.read('{"title": "t", "items": [' + items + ', {"n": 2000', never)
+    second = parser.read(', "tags": ["a"', never)
+    assert first["items"][-1] == {"n": 2000} and second["items"][-1] == {"n": 2000, "tags": ["a"]}
+    assert len(first["items"]) == len(second["items"]) == 2_001
+    assert all(old is new for old, new in zip(first["items"][:-1], second["items"][:-1], strict=True))
+    old, new = containers(first), containers(second)
+    fresh = [value for key, value in new.items() if key not in old]
+    assert fresh == [second, second["items"], second["items"][-1], second["items"][-1]["tags"]]
+    assert len(new) == 2 + 2 * 2_000 + 2  # the root, the array, each member and its tags, the open object and its tags
