@@ -71,6 +71,22 @@ class Restart:
 Next = dict[str, Any] | Rewind | Restart | _Signal
 
 
+def _decoded(events: list[tuple[str, bytes]]) -> tuple[list[dict[str, Any]], bool] | None:
+    """The events decoded, and whether one is more than a ping, if none needs a decision here (an
+    ``error``, ``message_stop``, data that is not a JSON object with a type); else None: decode them one by one.
+
+    A read of a stream that fell behind holds many events: they are decoded in one pass.
+    """
+    try:
+        decoded = [from_json(data) for _, data in events]
+        kinds = [event["type"] for event in decoded]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    if "error" in kinds or "message_stop" in kinds:
+        return None
+    return decoded, kinds.count("ping") != len(kinds)
+
+
 class ReplyMachine:
     """One reply across its attempts; see the module docstring for the protocol."""
 
@@ -174,6 +190,10 @@ class ReplyMachine:
             self._pending = exc
             return True
         draining = self.state is _DRAINING
+        if not draining and len(events) > 1 and (plain := _decoded(events)) is not None:
+            batch.extend(plain[0])
+            progress = plain[1]
+            events = []
         for name, data in events:
             if draining:
                 break  # the reply is whole: what follows only drains the body

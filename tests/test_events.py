@@ -111,6 +111,34 @@ def test_several_events_in_one_chunk_and_empty_chunks() -> None:
     assert decoder.buffered == b""
 
 
+@pytest.mark.parametrize(
+    ("odd", "third"),
+    [
+        (b"", ("content_block_delta", b'{"i":2}')),
+        (b": comment\n", ("content_block_delta", b'{"i":2}')),
+        (b"event: unseen\n", ("unseen", b'{"i":2}')),
+        (b"data: more\n", ("content_block_delta", b'{"i":2}\nmore')),
+        (b"\n", ("content_block_delta", b'{"i":2}')),
+    ],
+    ids=["plain", "comment", "unseen-name", "two-data-lines", "extra-blank-line"],
+)
+def test_a_backlog_of_events_whatever_one_block_holds(odd: bytes, third: tuple[str, bytes]) -> None:
+    """Many events in one read, of names seen before, with one block that is not the usual two lines or not."""
+    decoder = SSEDecoder()
+    assert decoder.feed(STREAM) == EXPECTED  # the names are known from here on
+    block = b'event: content_block_delta\ndata: {"i":%d}\n'
+    backlog = b"\n".join([block % 0, block % 1, block % 2 + odd, block % 3]) + b"\nevent: ping\nda"
+    assert decoder.feed(backlog[:7]) == []
+    assert decoder.feed(backlog[7:]) == [
+        ("content_block_delta", b'{"i":0}'),
+        ("content_block_delta", b'{"i":1}'),
+        third,
+        ("content_block_delta", b'{"i":3}'),
+    ]
+    assert decoder.buffered == b"event: ping\nda"
+    assert decoder.feed(b'ta: {"type": "ping"}\n\n') == [("ping", b'{"type": "ping"}')]
+
+
 def test_bom_at_start_is_stripped_once() -> None:
     bom = b"\xef\xbb\xbf"
     assert decode([bom + STREAM]) == EXPECTED
