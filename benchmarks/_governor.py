@@ -110,7 +110,6 @@ async def run_worker(config: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"index": index, "calls": 0, "completed": 0, "output_tokens": 0, "calls_in_overload": 0}
     waits: list[float] = []
     failures: Counter[str] = Counter()
-    messages = [{"role": "user", "content": f"Worker {index}: write about rate limits."}]
     client = streamkit.AsyncClient(
         api_key="sk-benchmark",
         base_url=config["base_url"],
@@ -121,6 +120,9 @@ async def run_worker(config: dict[str, Any]) -> dict[str, Any]:
         while (started := time.monotonic()) < deadline:
             result["calls"] += 1
             result["calls_in_overload"] += overload_start <= started - begin < overload_end
+            # A body of its own per call, so that the mock tells a call's retries from other calls.
+            content = f"Worker {index}, call {result['calls']}: write about rate limits."
+            messages = [{"role": "user", "content": content}]
             try:
                 async with client.messages.stream(model=MODEL, max_tokens=scenario.max_tokens, messages=messages) as s:
                     waits.append(time.monotonic() - started)
@@ -280,6 +282,9 @@ def summarize(
         "acceleration_limited_per_100": round(100 * counts["acceleration_limited"] / calls, 1),
         "overloaded_per_100": round(100 * counts["overloaded"] / calls, 1),
         "overload_attempts": counts["during_overload"],
+        # The calls that sent at least one attempt during the overload, and what their retries added.
+        "overload_requests": (requests := counts["overload_requests"]),
+        "overload_extra_attempts": round(counts["during_overload"] / requests - 1, 3) if requests else None,
         "overload_calls": sum(out["calls_in_overload"] for out in outputs.values()),
         "overload_attempts_per_s": round(counts["during_overload"] / (end - start), 2),
         "admitted_per_s": round(counts["admitted"] / scenario.duration, 2),
@@ -305,6 +310,10 @@ COLUMNS = [
     ("accel/100", lambda r: f"{r['acceleration_limited_per_100']:.1f}"),
     ("529/100", lambda r: f"{r['overloaded_per_100']:.1f}"),
     ("overload attempts/s", lambda r: f"{r['overload_attempts_per_s']:.1f}"),
+    (
+        "overload attempts (requests)",
+        lambda r: f"{r['overload_attempts']} ({r['overload_requests']}, +{r['overload_extra_attempts'] or 0:.0%})",
+    ),
     ("admitted/s", lambda r: f"{r['admitted_per_s']:.2f}"),
     ("wait p50", lambda r: f"{r['wait_p50_s']}s"),
     ("wait p99", lambda r: f"{r['wait_p99_s']}s"),

@@ -37,6 +37,7 @@ def test_the_governor_benchmark_runs_every_mode(tmp_path: Path, fault: str | Non
         survivors = ["1"] if fault == "kill-worker" else ["0", "1"]
         assert list(row["worker_shares"]) == survivors, row
         assert row["killed_workers"] == ([0] if fault == "kill-worker" else []), row
+        assert row["overload_requests"] <= row["overload_attempts"], row
     if fault == "kill-worker":  # the killed worker's leases, still held when the survivors end, expire
         leases = rows[-1]["leases"]
         assert leases["lease_seconds"] == 6.0 and leases["killed_at_s"] >= 4, leases

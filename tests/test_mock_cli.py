@@ -155,8 +155,9 @@ async def test_overload_episodes_refuse_before_the_stream_or_break_it_after_the_
     )
     assert refused.value.partial_message is None
     assert served.returncode == 0
-    # The first request was seen by both episodes, the second by the first one only.
-    counts = '{"admitted": 1, "during_overload": 3, "output_tokens": 0, "overloaded": 2}'
+    # The first request was seen by both episodes, the second by the first one only; the same
+    # body both times, so one request to the limiter.
+    counts = '{"admitted": 1, "during_overload": 3, "output_tokens": 0, "overload_requests": 1, "overloaded": 2}'
     assert served.output == f"streamkit mock server counts: {counts}\n"
 
 

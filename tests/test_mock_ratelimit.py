@@ -236,7 +236,22 @@ async def test_an_overload_episode_refuses_its_share_with_529_before_the_stream(
             assert overloaded.headers[f"{PREFIX}requests-remaining"] == "56"  # an overloaded request takes nothing
             clock.now += 10
             assert await statuses(2) == [200, 200]
-    assert limits.counts == {"admitted": 7, "overloaded": 3, "during_overload": 6}
+    # The same body every time: to the limiter, six attempts of one request.
+    assert limits.counts == {"admitted": 7, "overloaded": 3, "during_overload": 6, "overload_requests": 1}
+
+
+async def test_the_attempts_of_an_overload_are_told_apart_from_its_requests_by_their_bodies() -> None:
+    clock = Clock()
+    limits = limiter(clock, overloads=[Overload(start=5, end=10)])
+    async with MockServer(default=Reply.text("Hi"), limits=limits) as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            sent = [body("first"), body("second"), body("first"), body("first")]  # the first, then two retries
+            assert [(await http.post("/v1/messages", json=b)).status_code for b in sent[:1]] == [200]
+            clock.now += 5
+            assert [(await http.post("/v1/messages", json=b)).status_code for b in sent] == [529] * 4
+            clock.now += 5
+            assert (await http.post("/v1/messages", json=body("third"))).status_code == 200
+    assert limits.counts == {"admitted": 2, "overloaded": 4, "during_overload": 4, "overload_requests": 2}
 
 
 async def test_an_overload_episode_in_stream_sends_an_error_event_after_the_200() -> None:

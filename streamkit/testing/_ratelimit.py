@@ -19,6 +19,8 @@ event, settles to 0 output tokens.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections import Counter, deque
@@ -37,6 +39,7 @@ __all__ = ["Acceleration", "Admission", "Generation", "Limits", "Overload", "Rat
 
 _PREFIX = "anthropic-ratelimit-"
 _CHARS_PER_TOKEN = 4
+MAX_OVERLOAD_BODIES = 100_000  # the bodies told apart during overloads: a bound on what a long episode keeps
 
 
 def _require(valid: bool, name: str, rule: str, value: object) -> None:
@@ -227,8 +230,10 @@ class RateLimiter:
     ``clock`` (default ``time.monotonic``) gives seconds; ``started_at`` is the
     wall time of the clock's reading at construction (default now), from which the
     ``reset`` headers are written.  ``counts`` tallies the outcomes (``admitted``,
-    ``rate_limited``, ``acceleration_limited``, ``overloaded``, and ``during_overload``: the
-    requests that came during an episode) and ``output_tokens`` the
+    ``rate_limited``, ``acceleration_limited``, ``overloaded``, ``during_overload``: the
+    requests that came during an episode, and ``overload_requests``: how many different
+    requests those were, told apart by their bodies, since a retry repeats its body; counted
+    up to ``MAX_OVERLOAD_BODIES``) and ``output_tokens`` the
     settled output, for load tests to report.
     """
 
@@ -257,6 +262,7 @@ class RateLimiter:
         self._started_at = started_at if started_at is not None else datetime.now(UTC)
         self._state: dict[str, _Model] = {}
         self._episode_seen = [0] * len(self.overloads)
+        self._overload_bodies: set[bytes] = set()
 
     def elapsed(self) -> float:
         """Seconds since the limiter started, on its clock (overload episodes are placed on this scale)."""
@@ -326,7 +332,7 @@ class RateLimiter:
         output = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
         if replaceable and self.generation is not None:
             reply = self.generation.reply(output)
-        overload = self._overload(now)
+        overload = self._overload(now, payload)
         if overload is not None and not overload.in_stream:
             self.counts["overloaded"] += 1
             yield Admission(Reply.error(529, "overloaded_error", headers=self._headers(state, now)), "overloaded")
@@ -360,8 +366,13 @@ class RateLimiter:
                 reserved.refill(self._clock())
                 reserved.level = min(float(reserved.limit), reserved.level + output - actual)
 
-    def _overload(self, now: float) -> Overload | None:
+    def _overload(self, now: float, payload: Mapping[str, Any]) -> Overload | None:
         elapsed = now - self._t0
+        if any(episode.start <= elapsed < episode.end for episode in self.overloads):
+            bodies = self._overload_bodies
+            if len(bodies) < MAX_OVERLOAD_BODIES:
+                bodies.add(hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).digest())
+                self.counts["overload_requests"] = len(bodies)
         for index, episode in enumerate(self.overloads):
             if episode.start <= elapsed < episode.end:
                 self.counts["during_overload"] += 1
