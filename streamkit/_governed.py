@@ -20,6 +20,7 @@ clients on any threads (a turn is handed on through the waiter's own event).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -132,8 +133,11 @@ class Governor:
         redis_timeout: float = 1.0,
         redis_retry: float = 1.0,
     ) -> None:
-        if pool_timeout < 0:
-            raise StreamkitError(f"Governor: pool_timeout cannot be negative, got {pool_timeout}")
+        if not 0 <= pool_timeout <= math.inf:  # NaN fails it; inf waits for as long as it takes
+            raise StreamkitError(f"Governor: pool_timeout must be a number of seconds >= 0 or inf, got {pool_timeout}")
+        for name, value in (("redis_timeout", redis_timeout), ("redis_retry", redis_retry)):
+            if not 0 < value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
         self.settings = Settings(  # checks the values
             requests_per_minute=requests_per_minute,
             input_tokens_per_minute=input_tokens_per_minute,
@@ -300,7 +304,9 @@ class Governor:
         waiter, head = self._join(lane, event.set)
         held = not head
         try:
-            if not head and not (event.wait(deadline - started) and self._at_head(waiter)):
+            # Event.wait takes None, not inf, for "no limit".
+            limit = None if deadline == math.inf else deadline - started
+            if not head and not (event.wait(limit) and self._at_head(waiter)):
                 raise self._timeout(started)
             while True:
                 admission = self._backend.admit(

@@ -107,7 +107,8 @@ class Settings:
     retry_burst: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.initial_window < 1:
+        # Every check is written so that NaN fails it: NaN compares false with everything.
+        if not 1 <= self.initial_window < math.inf:
             raise StreamkitError(f"Governor: initial_window must be at least 1, got {self.initial_window}")
         if not 0 < self.backoff < 1:
             raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {self.backoff}")
@@ -123,8 +124,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:
                 raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
-        if min(self.horizon, self.recovery, self.retry_ratio, self.retry_burst) < 0:
-            raise StreamkitError("Governor: horizon, recovery and the retry budget cannot be negative")
+        for name in ("recovery", "idle_after", "horizon", "retry_ratio", "retry_burst"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be finite and not negative, got {value}")
 
     @property
     def initial_rate(self) -> float:

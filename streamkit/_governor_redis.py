@@ -390,7 +390,13 @@ class RedisBackend:
 
     def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool, max_wait: float) -> Admission:
         result = self._run(
-            lane, "admit", _arg(input_tokens), _arg(output_tokens), "1" if retry else "0", _arg(max(0.0, max_wait))
+            # The script's tonumber may not read "inf" (pool_timeout=inf): a bound no wait reaches.
+            lane,
+            "admit",
+            _arg(input_tokens),
+            _arg(output_tokens),
+            "1" if retry else "0",
+            _arg(min(max(0.0, max_wait), 1e18)),
         )
         if result is None:
             admission = self.fallback.admit(lane, input_tokens, output_tokens, retry=retry, max_wait=max_wait)

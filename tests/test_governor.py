@@ -7,6 +7,7 @@ import inspect
 import math
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -322,12 +323,91 @@ def test_settings_check_their_values_whoever_makes_them() -> None:
     for made, message in (
         (lambda: Settings(initial_window=0), "Governor: initial_window must be at least 1, got 0"),
         (lambda: Settings(ramp_seconds=0.0), "Governor: ramp_seconds must be positive and finite, got 0.0"),
-        (lambda: Governor(horizon=-1.0), "Governor: horizon, recovery and the retry budget cannot be negative"),
-        (lambda: Governor(pool_timeout=-1.0), "Governor: pool_timeout cannot be negative, got -1.0"),
+        (lambda: Governor(horizon=-1.0), "Governor: horizon must be finite and not negative, got -1.0"),
+        (
+            lambda: Governor(pool_timeout=-1.0),
+            "Governor: pool_timeout must be a number of seconds >= 0 or inf, got -1.0",
+        ),
     ):
         with pytest.raises(streamkit.StreamkitError) as caught:
             made()
         assert str(caught.value) == message
+
+
+_RULES = {
+    "initial_window": "must be at least 1",
+    "backoff": "must be between 0 and 1",
+    **dict.fromkeys(
+        (
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "ramp_seconds",
+            "ramp_doubling",
+            "min_rate",
+            "lease_seconds",
+            "redis_timeout",
+            "redis_retry",
+        ),
+        "must be positive and finite",
+    ),
+    **dict.fromkeys(
+        ("recovery", "idle_after", "horizon", "retry_ratio", "retry_burst"), "must be finite and not negative"
+    ),
+    "pool_timeout": "must be a number of seconds >= 0 or inf",
+}
+
+
+def test_every_numeric_setting_has_a_rule() -> None:
+    numeric = {
+        name
+        for name, parameter in inspect.signature(Governor).parameters.items()
+        if parameter.annotation in ("float", "int", "float | None")
+    }
+    assert numeric == set(_RULES)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+@pytest.mark.parametrize("name", sorted(_RULES))
+def test_nan_inf_and_negative_settings_are_refused(name: str, value: float) -> None:
+    if name == "pool_timeout" and value == math.inf:
+        assert Governor(pool_timeout=math.inf).pool_timeout == math.inf  # wait for as long as it takes
+        return
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(**{name: value})
+    assert str(caught.value) == f"Governor: {name} {_RULES[name]}, got {value}"
+
+
+def test_an_infinite_pool_timeout_waits_its_turn_in_the_sync_shell() -> None:
+    governor = Governor(pool_timeout=math.inf)
+    ahead, _ = governor._join(MODEL, lambda: None)  # someone at the head of the line
+    admitted: list[tuple[str, float]] = []
+    waiter = threading.Thread(target=lambda: admitted.append(governor.admit_sync(MODEL, 10, 100, retry=False)))
+    waiter.start()
+    while len(governor._lines[MODEL]) < 2:  # until it has joined the line behind
+        time.sleep(0.001)
+    governor._leave(ahead)
+    waiter.join(5.0)
+    assert [lease for lease, _ in admitted] == ["1"]
+    assert admitted[0][1] > 0.0  # it was held
+
+
+@pytest.mark.anyio
+async def test_an_infinite_pool_timeout_waits_its_turn_in_the_async_shell() -> None:
+    governor = Governor(pool_timeout=math.inf)
+    ahead, _ = governor._join(MODEL, lambda: None)
+    admitted: list[tuple[str, float]] = []
+
+    async def wait_turn() -> None:
+        admitted.append(await governor.admit(MODEL, 10, 100, retry=False))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait_turn)
+        await anyio.wait_all_tasks_blocked()
+        assert len(governor._lines[MODEL]) == 2
+        governor._leave(ahead)
+    assert [lease for lease, _ in admitted] == ["1"]
+    assert admitted[0][1] > 0.0
 
 
 def test_an_endpoints_lane_in_redis_is_not_under_the_models_explicit_limits(redis_server: RedisServer) -> None:
