@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import threading
@@ -250,6 +251,23 @@ def _number(value: Any) -> float | None:
     return float(text) if text else None
 
 
+def _check_options(redis: Any, url: str, cluster: bool) -> None:
+    """Refuse a URL option redis-py would refuse only at the first connection, with a plain TypeError.
+
+    A connection object is made, not opened: its class checks the options the URL gives it (a
+    cluster's own options, such as ``read_from_replicas``, are the cluster client's to take).
+    """
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        options = dict(pool.connection_kwargs)
+        if cluster:
+            for name in inspect.signature(redis.cluster.RedisCluster.__init__).parameters:
+                options.pop(name, None)
+        pool.connection_class(**options)
+    except (TypeError, ValueError, redis.exceptions.RedisError) as exc:
+        raise StreamkitError(f"Governor: a Redis URL option is not one redis-py takes: {url!r} ({exc})") from exc
+
+
 class RedisBackend:
     """The policy kept in Redis, with an in-process fallback; see the module docstring."""
 
@@ -287,6 +305,7 @@ class RedisBackend:
             options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise StreamkitError(f"Governor: not a Redis URL: {url!r} ({exc})") from exc
+        _check_options(redis, url, cluster)
         self._client: Any = None
         self._connect: Callable[[], Any]
         if cluster:
