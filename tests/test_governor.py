@@ -287,7 +287,7 @@ def test_what_an_endpoints_answer_teaches_is_its_requests_limit_only() -> None:
     assert governor.settle_sync("count_tokens", lease, outcome) is True
     counting = governor.snapshot("count_tokens")
     assert (counting.requests_per_minute, counting.output_tokens_per_minute, counting.in_flight) == (50.0, None, 0)
-    assert counting.requests_remaining == pytest.approx(49.0, abs=0.01)
+    assert 49.0 <= counting.requests_remaining < 49.5  # 49 as answered, plus what refilled since
 
 
 def test_a_script_polling_a_batch_every_few_seconds_is_admitted_at_once() -> None:
@@ -413,10 +413,12 @@ async def test_an_infinite_pool_timeout_waits_its_turn_in_the_async_shell() -> N
 def test_an_endpoints_lane_in_redis_is_not_under_the_models_explicit_limits(redis_server: RedisServer) -> None:
     pytest.importorskip("redis")
     governor = Governor(redis_url=redis_server.url, key="org", requests_per_minute=1, pool_timeout=1.0)
+    first = time.monotonic()
     assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("r:1", 0.0)
     with pytest.raises(GovernorTimeoutError) as caught:
         governor.admit_sync(MODEL, 10, 100, retry=False)
-    assert caught.value.wait == pytest.approx(60.0, abs=0.1)
+    apart = time.monotonic() - first  # at most this long between the two admissions
+    assert 60.0 - apart - 0.05 <= caught.value.wait <= 60.0  # one a minute, less the refill since the first
     assert [governor.admit_sync("batches", 0, 0, retry=False) for _ in range(3)] == [
         ("r:1", 0.0),
         ("r:2", 0.0),
