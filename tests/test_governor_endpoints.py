@@ -256,6 +256,29 @@ async def test_a_resume_records_how_long_the_governor_held_its_continuation() ->
 
 
 @pytest.mark.anyio
+async def test_a_resume_whose_prefill_was_refused_records_the_waits_of_both_its_opens() -> None:
+    # One at once, then one every 0.1 s (0.11 s once cut).
+    governor = Governor(initial_window=1, ramp_seconds=0.1, backoff=0.9)
+    text = "Hello, world"
+    broken = Reply.text(text, chunk_size=4, fault=Fault("error", after=4), reject_prefill=True)
+    refusal = Reply.text(text, reject_prefill=True)  # answers the prefill with its 400
+    async with MockServer(broken, refusal, Reply.text(text, reject_prefill=True)) as server:
+        started = time.monotonic()
+        got, resumes, retries = await consume(server, governor)
+        elapsed = time.monotonic() - started
+    assert (got, retries) == (text, [])
+    [resume] = resumes
+    assert resume.strategy == "continue"
+    snapshot = governor.snapshot()
+    assert snapshot.admitted == 3
+    # Both opens' waits, the governor's only ones (the prefill waited its turn, the continuation
+    # went at once): the last open's alone would be 0.0.
+    assert resume.governor_wait == snapshot.waited
+    interval = 0.1 / 0.9  # less the time from the first admission to the prefill; slack above
+    assert max(0.0, interval - (elapsed - resume.governor_wait) - 0.05) <= resume.governor_wait <= interval + 0.25
+
+
+@pytest.mark.anyio
 async def test_a_resume_that_went_at_once_records_no_wait() -> None:
     governor = Governor()
     async with MockServer(BROKEN, Reply.text("Hello, world")) as server:
