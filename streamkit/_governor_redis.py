@@ -365,13 +365,14 @@ class RedisBackend:
 
     def _run(self, lane: str, *args: str) -> Any:
         """One script call; None when Redis is down (then the fallback answers)."""
-        with self._lock:
-            if self._down and time.monotonic() < self._next_try:
-                return None
+        if self._backing_off():
+            return None
         keys = self.keys(lane)
         argv = [args[0], self._endpoint_settings if requests_only(lane) else self._settings, *args[1:]]
         try:
             client = self._client_or_connect()
+            if client is None:
+                return None
             try:
                 result = client.evalsha(_SHA, len(keys), *keys, *argv)
             except self._no_script:  # this server has not cached it (restarted, another node): once
@@ -385,9 +386,20 @@ class RedisBackend:
             logger.info("streamkit's rate governor: Redis answers again, rejoined the shared governor")
         return result
 
+    def _backing_off(self) -> bool:
+        with self._lock:
+            return self._down and time.monotonic() < self._next_try
+
     def _client_or_connect(self) -> Any:
+        """The client, made on first use; None: a try that failed while this thread waited for the lock.
+
+        Threads queued behind a connection attempt that fails fall back at once rather than each
+        try again, each for up to the timeout.
+        """
         with self._connect_lock:
             if self._client is None:
+                if self._backing_off():
+                    return None
                 self._client = self._connect()
             return self._client
 
