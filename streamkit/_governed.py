@@ -34,6 +34,7 @@ import anyio.to_thread
 from ._errors import APIStatusError, StreamkitError
 from ._governor import (
     DEFAULTS,
+    ENDPOINTS,
     Admission,
     GovernorSnapshot,
     GovernorTimeoutError,
@@ -75,7 +76,8 @@ class Governor:
 
     Each model has a lane; so have token counting (``"count_tokens"``), the Message Batches
     API (``"batches"``) and the Files API (``"files"``), which the API limits apart: their
-    lanes count requests only and are not under the explicit limits below (the models').
+    lanes count requests only, are not under the explicit limits below (the models'), and are
+    never a model's, whatever its name (``snapshot(endpoint="batches")`` reads one).
     The pacing defaults below are the policy's (``_governor.Settings``, which every backend
     runs and which checks every value).
 
@@ -180,16 +182,25 @@ class Governor:
     def __repr__(self) -> str:
         return f"Governor(backend={self._backend.name!r})"
 
-    def snapshot(self, model: str | None = None) -> GovernorSnapshot:
-        """The state for ``model`` (default: the model of the last request admitted), or an endpoint's lane.
+    def snapshot(self, model: str | None = None, *, endpoint: str | None = None) -> GovernorSnapshot:
+        """The state for ``model`` (default: the model of the last request admitted), or ``endpoint``'s lane.
 
-        With the Redis backend this blocks for one round trip (up to ``redis_timeout``): in
-        async code, ``await asnapshot()``.
+        ``endpoint`` is ``"count_tokens"``, ``"batches"`` or ``"files"``: their lanes are kept
+        apart from every model's, even a model of the same name.  With the Redis backend this
+        blocks for one round trip (up to ``redis_timeout``): in async code, ``await asnapshot()``.
         """
-        lane = model if model is not None else self._last_lane
+        if endpoint is not None:
+            if model is not None or endpoint not in ENDPOINTS:
+                raise StreamkitError(
+                    f"Governor.snapshot: endpoint= is one of {', '.join(ENDPOINTS)} (and no model with it), "
+                    f"got endpoint={endpoint!r}, model={model!r}"
+                )
+            lane: str | None = ENDPOINTS[endpoint]
+        else:
+            lane = model if model is not None else self._last_lane
         backend = self._backend
         fields = backend.snapshot_fields(lane if lane is not None else "")
-        fields["model"] = lane
+        fields["model"] = endpoint if endpoint is not None else lane
         return GovernorSnapshot(
             backend=backend.name,
             redis_connected=backend.connected,
@@ -198,9 +209,9 @@ class Governor:
             **fields,  # type: ignore[arg-type]
         )
 
-    async def asnapshot(self, model: str | None = None) -> GovernorSnapshot:
+    async def asnapshot(self, model: str | None = None, *, endpoint: str | None = None) -> GovernorSnapshot:
         """``snapshot`` without blocking the event loop: the Redis round trip runs in a worker thread."""
-        return await self._call(lambda: self.snapshot(model))
+        return await self._call(lambda: self.snapshot(model, endpoint=endpoint))
 
     # -- the line: first come, first served -----------------------------------------------
 

@@ -69,10 +69,14 @@ class GovernorTimeoutError(StreamkitError):
         self.wait = wait
 
 
-COUNT_TOKENS_LANE = "count_tokens"
-BATCHES_LANE = "batches"
-FILES_LANE = "files"
-ENDPOINT_LANES = frozenset({COUNT_TOKENS_LANE, BATCHES_LANE, FILES_LANE})
+# A lane is named by its model; an endpoint's by a name no model has (a leading slash), so
+# that a model named "batches" is not taken for the Batches API.
+ENDPOINTS = {"count_tokens": "/count_tokens", "batches": "/batches", "files": "/files"}
+"""The public names of the endpoints' lanes (``Governor.snapshot(endpoint=...)``) and their lanes."""
+COUNT_TOKENS_LANE = ENDPOINTS["count_tokens"]
+BATCHES_LANE = ENDPOINTS["batches"]
+FILES_LANE = ENDPOINTS["files"]
+ENDPOINT_LANES = frozenset(ENDPOINTS.values())
 """The lanes of the endpoints kept apart from the models' Messages calls: token counting and the
 Message Batches API have requests-per-minute limits of their own, and the Files API's traffic
 is no model's.  Requests only, no token buckets, and not under the explicit limits (the models')."""
@@ -508,7 +512,8 @@ class GovernorSnapshot:
     ``retry_budget``: retries of a 429/529 left; ``retries_refused``: such retries not made for
     want of budget.  ``admitted``: attempts admitted.  ``waited``: seconds this process's callers
     spent waiting in all.  ``backend``: ``"memory"`` or ``"redis"`` (``"redis"`` also while
-    falling back); ``redis_connected``: whether Redis answers now (None in memory).
+    falling back); ``redis_connected``: whether Redis answers now (None in memory).  ``model``:
+    the model, or the endpoint of ``snapshot(endpoint=...)``.
     """
 
     model: str | None

@@ -17,7 +17,17 @@ from conftest import client_for, in_thread, sync_client_for
 
 import streamkit
 from streamkit import Governor, GovernorSnapshot, GovernorTimeoutError
-from streamkit._governor import ENDPOINT_LANES, Admission, GovernorPolicy, Outcome, Settings, Verdict, lane_outcome
+from streamkit._governor import (
+    BATCHES_LANE,
+    COUNT_TOKENS_LANE,
+    ENDPOINT_LANES,
+    Admission,
+    GovernorPolicy,
+    Outcome,
+    Settings,
+    Verdict,
+    lane_outcome,
+)
 from streamkit._ratelimits import RateLimits
 from streamkit.testing import Fault, Limits, MockServer, RateLimiter, RedisServer, Reply
 
@@ -268,7 +278,7 @@ def test_an_endpoints_lane_counts_requests_only_and_is_not_under_the_models_expl
     assert p.admit(MODEL, 10, 60, 0.0, retry=False, max_wait=600) == Admission(Verdict.LATER, 60.0)
     admitted = [p.admit(lane, 0, 0, 0.0, retry=False, max_wait=600) for lane in sorted(ENDPOINT_LANES)]
     assert admitted == [Admission(Verdict.ADMITTED, 0.0, str(n)) for n in (2, 3, 4)]
-    fields = p.snapshot_fields("batches", 0.0)
+    fields = p.snapshot_fields(BATCHES_LANE, 0.0)
     assert (fields["requests_per_minute"], fields["output_tokens_per_minute"], fields["in_flight"]) == (None, None, 1)
 
 
@@ -280,12 +290,14 @@ def test_what_an_endpoints_answer_teaches_is_its_requests_limit_only() -> None:
         limits=headers(requests_limit=50, requests_remaining=49, output_tokens_limit=8000, output_tokens_remaining=10),
     )
     assert lane_outcome(MODEL, outcome) is outcome
-    assert lane_outcome("count_tokens", outcome) == Outcome("ok", limits=RateLimits(requests=outcome.limits.requests))  # type: ignore[union-attr]
+    assert lane_outcome(COUNT_TOKENS_LANE, outcome) == Outcome(
+        "ok", limits=RateLimits(requests=outcome.limits.requests)
+    )  # type: ignore[union-attr]
     governor = Governor()
-    lease, held = governor.admit_sync("count_tokens", 0, 0, retry=False)
+    lease, held = governor.admit_sync(COUNT_TOKENS_LANE, 0, 0, retry=False)
     assert (lease, held) == ("1", 0.0)
-    assert governor.settle_sync("count_tokens", lease, outcome) is True
-    counting = governor.snapshot("count_tokens")
+    assert governor.settle_sync(COUNT_TOKENS_LANE, lease, outcome) is True
+    counting = governor.snapshot(endpoint="count_tokens")
     assert (counting.requests_per_minute, counting.output_tokens_per_minute, counting.in_flight) == (50.0, None, 0)
     assert 49.0 <= counting.requests_remaining < 49.5  # 49 as answered, plus what refilled since
 
@@ -294,17 +306,17 @@ def test_a_script_polling_a_batch_every_few_seconds_is_admitted_at_once() -> Non
     p = GovernorPolicy(Settings())  # the defaults
     answered = Outcome("ok", limits=headers(requests_limit=50, requests_remaining=49))
     for n in range(100):
-        admission = p.admit("batches", 0, 0, 2.0 * n, retry=False, max_wait=300.0)
+        admission = p.admit(BATCHES_LANE, 0, 0, 2.0 * n, retry=False, max_wait=300.0)
         assert admission == Admission(Verdict.ADMITTED, 0.0, str(n + 1))
-        assert p.settle("batches", admission.lease, answered, 2.0 * n + 0.1) is True
-    assert p.snapshot_fields("batches", 200.0)["requests_per_minute"] == 50.0
+        assert p.settle(BATCHES_LANE, admission.lease, answered, 2.0 * n + 0.1) is True
+    assert p.snapshot_fields(BATCHES_LANE, 200.0)["requests_per_minute"] == 50.0
 
 
 def test_a_429_in_one_lane_leaves_the_others_alone() -> None:
     governor = Governor()
-    lease, _ = governor.admit_sync("count_tokens", 0, 0, retry=False)
-    assert governor.settle_sync("count_tokens", lease, Outcome("rate_limited", retry_after=30.0)) is True
-    counting, model = governor.snapshot("count_tokens"), governor.snapshot(MODEL)
+    lease, _ = governor.admit_sync(COUNT_TOKENS_LANE, 0, 0, retry=False)
+    assert governor.settle_sync(COUNT_TOKENS_LANE, lease, Outcome("rate_limited", retry_after=30.0)) is True
+    counting, model = governor.snapshot(endpoint="count_tokens"), governor.snapshot(MODEL)
     assert (counting.rate, counting.seconds_since_429 is not None) == (0.5, True)
     assert 29.9 < counting.blocked_for <= 30.0
     assert (model.rate, model.blocked_for, model.seconds_since_429) == (1.0, 0.0, None)
@@ -419,15 +431,15 @@ def test_an_endpoints_lane_in_redis_is_not_under_the_models_explicit_limits(redi
         governor.admit_sync(MODEL, 10, 100, retry=False)
     apart = time.monotonic() - first  # at most this long between the two admissions
     assert 60.0 - apart - 0.05 <= caught.value.wait <= 60.0  # one a minute, less the refill since the first
-    assert [governor.admit_sync("batches", 0, 0, retry=False) for _ in range(3)] == [
+    assert [governor.admit_sync(BATCHES_LANE, 0, 0, retry=False) for _ in range(3)] == [
         ("r:1", 0.0),
         ("r:2", 0.0),
         ("r:3", 0.0),
     ]
     assert governor.settle_sync(
-        "batches", "r:1", Outcome("ok", output_tokens=5, limits=headers(requests_limit=50, requests_remaining=40))
+        BATCHES_LANE, "r:1", Outcome("ok", output_tokens=5, limits=headers(requests_limit=50, requests_remaining=40))
     )
-    batches = governor.snapshot("batches")
+    batches = governor.snapshot(endpoint="batches")
     assert (batches.backend, batches.requests_per_minute, batches.output_tokens_per_minute) == ("redis", 50.0, None)
     assert (batches.in_flight, batches.admitted) == (2, 3)
 

@@ -16,10 +16,7 @@ from conftest import WORLD, client_for, in_thread, sync_client_for
 
 import streamkit
 from streamkit import Governor, GovernorTimeoutError, RateLimitStatusError, ResumeInfo, RetryInfo
-from streamkit._governor import (
-    ENDPOINT_LANES,
-    Outcome,
-)
+from streamkit._governor import BATCHES_LANE, COUNT_TOKENS_LANE, Outcome
 from streamkit.testing import Fault, Limits, MockServer, RateLimiter, Reply
 
 BOTH_WORLDS = ("call", "consume")
@@ -35,18 +32,18 @@ def request(custom_id: str) -> streamkit.BatchRequest:
 @pytest.mark.anyio
 async def test_a_caller_held_in_one_lane_never_holds_up_another_lane() -> None:
     governor = Governor()
-    lease, _ = await governor.admit("batches", 0, 0, retry=False)
-    await governor.settle("batches", lease, Outcome("rate_limited", retry_after=30.0))
+    lease, _ = await governor.admit(BATCHES_LANE, 0, 0, retry=False)
+    await governor.settle(BATCHES_LANE, lease, Outcome("rate_limited", retry_after=30.0))
     async with anyio.create_task_group() as group:
-        group.start_soon(partial(governor.admit, "batches", 0, 0, retry=False))
-        while governor.snapshot("batches").queued == 0:  # noqa: ASYNC110 - no event tells it joined its line
+        group.start_soon(partial(governor.admit, BATCHES_LANE, 0, 0, retry=False))
+        while governor.snapshot(endpoint="batches").queued == 0:  # noqa: ASYNC110 - no event tells it joined its line
             await anyio.sleep(0.001)
         with anyio.fail_after(1.0):
             assert await governor.admit(MODEL, 10, 100, retry=False) == ("2", 0.0)
-            assert await governor.admit("count_tokens", 0, 0, retry=False) == ("3", 0.0)
-        assert (governor.snapshot("batches").queued, governor.snapshot(MODEL).queued) == (1, 0)
+            assert await governor.admit(COUNT_TOKENS_LANE, 0, 0, retry=False) == ("3", 0.0)
+        assert (governor.snapshot(endpoint="batches").queued, governor.snapshot(MODEL).queued) == (1, 0)
         group.cancel_scope.cancel()
-    assert governor.snapshot("batches").queued == 0
+    assert governor.snapshot(endpoint="batches").queued == 0
 
 
 # -- over real sockets ------------------------------------------------------------------------
@@ -75,10 +72,10 @@ async def test_every_endpoint_is_admitted_in_its_own_lane_and_light_traffic_neve
         for r in server.requests
     )
     assert paths["count_tokens"] == 1 and paths["files"] == 4 and paths["batches"] >= 5  # wait() polled until ended
-    for lane in ENDPOINT_LANES:
-        snapshot = governor.snapshot(lane)
+    for endpoint in ("count_tokens", "batches", "files"):
+        snapshot = governor.snapshot(endpoint=endpoint)
         assert (snapshot.admitted, snapshot.in_flight, snapshot.queued, snapshot.blocked_for) == (
-            paths[lane],
+            paths[endpoint],
             0,
             0,
             0.0,
@@ -106,7 +103,7 @@ async def test_a_429_on_count_tokens_is_retried_after_its_retry_after_and_the_mo
     assert [(r.attempt, type(r.error), r.delay, r.governor_wait) for r in retries] == [
         (1, RateLimitStatusError, 0.05, 0.0)
     ]
-    counting, model = governor.snapshot("count_tokens"), governor.snapshot(MODEL)
+    counting, model = governor.snapshot(endpoint="count_tokens"), governor.snapshot(MODEL)
     assert (counting.admitted, counting.in_flight, counting.rate, counting.retries_refused) == (2, 0, 0.5, 0)
     assert counting.retry_budget == pytest.approx(9.0, abs=0.05)  # full, less the retry
     assert counting.seconds_since_429 is not None and counting.blocked_for == 0.0
@@ -136,10 +133,36 @@ async def test_the_count_tokens_limit_is_learned_from_its_answers_apart_from_the
     assert 60.0 - apart - 0.05 <= caught.value.wait <= 60.0  # one a minute, less the refill since the first
     assert [r.path for r in server.requests] == ["/v1/messages/count_tokens", "/v1/messages"]
     assert limits.counts == Counter(admitted=2)
-    counting, model = governor.snapshot("count_tokens"), governor.snapshot(MODEL)
+    counting, model = governor.snapshot(endpoint="count_tokens"), governor.snapshot(MODEL)
     assert (counting.requests_per_minute, counting.input_tokens_per_minute, counting.admitted) == (1.0, None, 1)
     assert counting.requests_remaining == pytest.approx(0.0, abs=0.01)
     assert (model.requests_per_minute, model.admitted, model.in_flight) == (1000.0, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_model_named_like_an_endpoint_keeps_a_lane_of_its_own() -> None:
+    governor = Governor(output_tokens_per_minute=600)
+    async with MockServer(Reply.text("Hi", output_tokens=100)) as server:
+        first = time.monotonic()
+        message = await call(
+            server, lambda c: c.messages.create(model="batches", max_tokens=300, messages=USER), governor=governor
+        )
+        await call(server, lambda c: c.messages.batches.create([request("a")]), governor=governor)
+    model, batches = governor.snapshot("batches"), governor.snapshot(endpoint="batches")
+    apart = time.monotonic() - first  # at least the time since the admission
+    assert message.text == "Hi"
+    assert (model.model, model.output_tokens_per_minute, model.admitted, model.in_flight) == ("batches", 600.0, 1, 0)
+    # 300 reserved at admission, settled to the 100 used, plus what refilled since (10 a second).
+    assert model.output_tokens_remaining is not None
+    assert 500.0 <= model.output_tokens_remaining <= 500.0 + 10 * apart
+    assert (batches.model, batches.output_tokens_per_minute, batches.output_tokens_remaining) == ("batches", None, None)
+    assert (batches.admitted, batches.in_flight) == (1, 0)
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        governor.snapshot(endpoint="messages")
+    assert str(caught.value) == (
+        "Governor.snapshot: endpoint= is one of count_tokens, batches, files (and no model with it), "
+        "got endpoint='messages', model=None"
+    )
 
 
 @pytest.mark.anyio
@@ -178,7 +201,7 @@ async def test_a_cut_read_is_resumed_as_a_new_attempt_and_every_attempt_is_settl
         server.files.cut_downloads(50_000, times=2)
         await call(server, lambda c: c.files.download(file_id, tmp_path / "out.txt"), governor=governor)
     assert (len(read.results), read.resumes) == (40, 3)
-    batches, files = governor.snapshot("batches"), governor.snapshot("files")
+    batches, files = governor.snapshot(endpoint="batches"), governor.snapshot(endpoint="files")
     assert (batches.admitted, batches.in_flight) == (5, 0)  # the batch retrieved, then four reads
     assert (files.admitted, files.in_flight) == (3, 0)
     assert [r.headers.get("range") for r in server.requests if r.path.endswith("/content")] == [
@@ -206,8 +229,11 @@ async def test_an_endpoints_settlement_finishes_under_a_cancel() -> None:
             await client.messages.count_tokens(model=MODEL, messages=USER)
             await anyio.lowlevel.checkpoint()  # where the cancel lands, the call done
     assert scope.cancelled_caught
-    assert settled == [("count_tokens", "ok")]
-    assert (governor.snapshot("count_tokens").admitted, governor.snapshot("count_tokens").in_flight) == (1, 0)
+    assert settled == [(COUNT_TOKENS_LANE, "ok")]
+    assert (
+        governor.snapshot(endpoint="count_tokens").admitted,
+        governor.snapshot(endpoint="count_tokens").in_flight,
+    ) == (1, 0)
 
 
 # -- a resume's record --------------------------------------------------------------------------
