@@ -86,7 +86,12 @@ class StreamBase:
 
     @property
     def current_message(self) -> Message | None:
-        """The reply reassembled so far; None before ``message_start``."""
+        """The reply reassembled so far; None before ``message_start``.
+
+        A read-only snapshot: a new one shares with the last what did not change since (a
+        block, its tool input, the usage), which is what keeps each read cheap.  Copy what
+        you mean to modify (``message.model_copy(deep=True)``).
+        """
         return self._machine.message
 
     def _received(self, message: Message) -> Message:
