@@ -93,7 +93,8 @@ class Governor:
       are discovered).  A governor's keys share one hash slot, so each round trip goes to
       the node that owns it; a node or the cluster down is a fallback as above.
     - ``pool_timeout``: seconds a request may wait for its turn; past it (or when the limits
-      say at once that it would), ``GovernorTimeoutError`` and the request is not sent.
+      say at once that it would), ``GovernorTimeoutError`` and the request is not sent;
+      ``math.inf``: wait for as long as it takes.
     - Ramp: requests are paced at a rate that starts at ``initial_window`` per
       ``ramp_seconds`` (a burst of ``initial_window`` goes at once), also after ``idle_after``
       seconds idle, and, while demand holds it back, doubles every ``ramp_doubling`` seconds
