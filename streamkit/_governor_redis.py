@@ -420,8 +420,8 @@ class RedisBackend:
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool, max_wait: float) -> Admission:
+        # The script's tonumber may not read "inf" (pool_timeout=inf): a bound no wait reaches.
         result = self._run(
-            # The script's tonumber may not read "inf" (pool_timeout=inf): a bound no wait reaches.
             lane,
             "admit",
             _arg(input_tokens),
