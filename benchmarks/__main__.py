@@ -47,6 +47,17 @@ PLAN_OPTIONS = (
 WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
 
+def _at_least_one(text: str) -> int:
+    """A count that must be a whole number >= 1 (argparse shows the message as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.prog, parser.description = "python -m benchmarks", __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -62,7 +73,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-deltas", type=int, help="deltas per concurrent stream (default 20)")
     parser.add_argument("--mixed-size", type=int, help="deltas of the thinking+text+tool stream (default 30000)")
     parser.add_argument("--ttft-runs", type=int, help="values per time-to-first-text figure (default 15)")
-    parser.add_argument("--warmup-max", type=int, help="deltas of a worker's warm-up stream at most (default 10000)")
+    parser.add_argument(
+        "--warmup-max", type=_at_least_one, help="deltas of a worker's warm-up stream at most (default 10000)"
+    )
     out = Path(__file__).parent / "results" / "latest.json"
     parser.add_argument("--out", type=Path, default=out, help="JSON results (default %(default)s)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")

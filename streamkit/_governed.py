@@ -20,6 +20,7 @@ clients on any threads (a turn is handed on through the waiter's own event).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ import anyio.to_thread
 from ._errors import APIStatusError, StreamkitError
 from ._governor import (
     DEFAULTS,
+    ENDPOINTS,
     Admission,
     GovernorSnapshot,
     GovernorTimeoutError,
@@ -74,7 +76,8 @@ class Governor:
 
     Each model has a lane; so have token counting (``"count_tokens"``), the Message Batches
     API (``"batches"``) and the Files API (``"files"``), which the API limits apart: their
-    lanes count requests only and are not under the explicit limits below (the models').
+    lanes count requests only, are not under the explicit limits below (the models'), and are
+    never a model's, whatever its name (``snapshot(endpoint="batches")`` reads one).
     The pacing defaults below are the policy's (``_governor.Settings``, which every backend
     runs and which checks every value).
 
@@ -90,7 +93,8 @@ class Governor:
       are discovered).  A governor's keys share one hash slot, so each round trip goes to
       the node that owns it; a node or the cluster down is a fallback as above.
     - ``pool_timeout``: seconds a request may wait for its turn; past it (or when the limits
-      say at once that it would), ``GovernorTimeoutError`` and the request is not sent.
+      say at once that it would), ``GovernorTimeoutError`` and the request is not sent;
+      ``math.inf``: wait for as long as it takes.
     - Ramp: requests are paced at a rate that starts at ``initial_window`` per
       ``ramp_seconds`` (a burst of ``initial_window`` goes at once), also after ``idle_after``
       seconds idle, and, while demand holds it back, doubles every ``ramp_doubling`` seconds
@@ -132,8 +136,11 @@ class Governor:
         redis_timeout: float = 1.0,
         redis_retry: float = 1.0,
     ) -> None:
-        if pool_timeout < 0:
-            raise StreamkitError(f"Governor: pool_timeout cannot be negative, got {pool_timeout}")
+        if not 0 <= pool_timeout <= math.inf:  # NaN fails it; inf waits for as long as it takes
+            raise StreamkitError(f"Governor: pool_timeout must be a number of seconds >= 0 or inf, got {pool_timeout}")
+        for name, value in (("redis_timeout", redis_timeout), ("redis_retry", redis_retry)):
+            if not 0 < value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
         self.settings = Settings(  # checks the values
             requests_per_minute=requests_per_minute,
             input_tokens_per_minute=input_tokens_per_minute,
@@ -176,16 +183,25 @@ class Governor:
     def __repr__(self) -> str:
         return f"Governor(backend={self._backend.name!r})"
 
-    def snapshot(self, model: str | None = None) -> GovernorSnapshot:
-        """The state for ``model`` (default: the model of the last request admitted), or an endpoint's lane.
+    def snapshot(self, model: str | None = None, *, endpoint: str | None = None) -> GovernorSnapshot:
+        """The state for ``model`` (default: the model of the last request admitted), or ``endpoint``'s lane.
 
-        With the Redis backend this blocks for one round trip (up to ``redis_timeout``): in
-        async code, ``await asnapshot()``.
+        ``endpoint`` is ``"count_tokens"``, ``"batches"`` or ``"files"``: their lanes are kept
+        apart from every model's, even a model of the same name.  With the Redis backend this
+        blocks for one round trip (up to ``redis_timeout``): in async code, ``await asnapshot()``.
         """
-        lane = model if model is not None else self._last_lane
+        if endpoint is not None:
+            if model is not None or endpoint not in ENDPOINTS:
+                raise StreamkitError(
+                    f"Governor.snapshot: endpoint= is one of {', '.join(ENDPOINTS)} (and no model with it), "
+                    f"got endpoint={endpoint!r}, model={model!r}"
+                )
+            lane: str | None = ENDPOINTS[endpoint]
+        else:
+            lane = model if model is not None else self._last_lane
         backend = self._backend
         fields = backend.snapshot_fields(lane if lane is not None else "")
-        fields["model"] = lane
+        fields["model"] = endpoint if endpoint is not None else lane
         return GovernorSnapshot(
             backend=backend.name,
             redis_connected=backend.connected,
@@ -194,9 +210,9 @@ class Governor:
             **fields,  # type: ignore[arg-type]
         )
 
-    async def asnapshot(self, model: str | None = None) -> GovernorSnapshot:
+    async def asnapshot(self, model: str | None = None, *, endpoint: str | None = None) -> GovernorSnapshot:
         """``snapshot`` without blocking the event loop: the Redis round trip runs in a worker thread."""
-        return await self._call(lambda: self.snapshot(model))
+        return await self._call(lambda: self.snapshot(model, endpoint=endpoint))
 
     # -- the line: first come, first served -----------------------------------------------
 
@@ -300,7 +316,9 @@ class Governor:
         waiter, head = self._join(lane, event.set)
         held = not head
         try:
-            if not head and not (event.wait(deadline - started) and self._at_head(waiter)):
+            # Event.wait takes None, not inf, for "no limit".
+            limit = None if deadline == math.inf else deadline - started
+            if not head and not (event.wait(limit) and self._at_head(waiter)):
                 raise self._timeout(started)
             while True:
                 admission = self._backend.admit(

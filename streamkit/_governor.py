@@ -69,10 +69,14 @@ class GovernorTimeoutError(StreamkitError):
         self.wait = wait
 
 
-COUNT_TOKENS_LANE = "count_tokens"
-BATCHES_LANE = "batches"
-FILES_LANE = "files"
-ENDPOINT_LANES = frozenset({COUNT_TOKENS_LANE, BATCHES_LANE, FILES_LANE})
+# A lane is named by its model; an endpoint's by a name no model has (a leading slash), so
+# that a model named "batches" is not taken for the Batches API.
+ENDPOINTS = {"count_tokens": "/count_tokens", "batches": "/batches", "files": "/files"}
+"""The public names of the endpoints' lanes (``Governor.snapshot(endpoint=...)``) and their lanes."""
+COUNT_TOKENS_LANE = ENDPOINTS["count_tokens"]
+BATCHES_LANE = ENDPOINTS["batches"]
+FILES_LANE = ENDPOINTS["files"]
+ENDPOINT_LANES = frozenset(ENDPOINTS.values())
 """The lanes of the endpoints kept apart from the models' Messages calls: token counting and the
 Message Batches API have requests-per-minute limits of their own, and the Files API's traffic
 is no model's.  Requests only, no token buckets, and not under the explicit limits (the models')."""
@@ -107,7 +111,8 @@ class Settings:
     retry_burst: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.initial_window < 1:
+        # Every check is written so that NaN fails it: NaN compares false with everything.
+        if not 1 <= self.initial_window < math.inf:
             raise StreamkitError(f"Governor: initial_window must be at least 1, got {self.initial_window}")
         if not 0 < self.backoff < 1:
             raise StreamkitError(f"Governor: backoff must be between 0 and 1, got {self.backoff}")
@@ -123,8 +128,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:
                 raise StreamkitError(f"Governor: {name} must be positive and finite, got {value}")
-        if min(self.horizon, self.recovery, self.retry_ratio, self.retry_burst) < 0:
-            raise StreamkitError("Governor: horizon, recovery and the retry budget cannot be negative")
+        for name in ("recovery", "idle_after", "horizon", "retry_ratio", "retry_burst"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise StreamkitError(f"Governor: {name} must be finite and not negative, got {value}")
 
     @property
     def initial_rate(self) -> float:
@@ -505,7 +512,8 @@ class GovernorSnapshot:
     ``retry_budget``: retries of a 429/529 left; ``retries_refused``: such retries not made for
     want of budget.  ``admitted``: attempts admitted.  ``waited``: seconds this process's callers
     spent waiting in all.  ``backend``: ``"memory"`` or ``"redis"`` (``"redis"`` also while
-    falling back); ``redis_connected``: whether Redis answers now (None in memory).
+    falling back); ``redis_connected``: whether Redis answers now (None in memory).  ``model``:
+    the model, or the endpoint of ``snapshot(endpoint=...)``.
     """
 
     model: str | None

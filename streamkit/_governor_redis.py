@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import threading
@@ -250,6 +251,23 @@ def _number(value: Any) -> float | None:
     return float(text) if text else None
 
 
+def _check_options(redis: Any, url: str, cluster: bool) -> None:
+    """Refuse a URL option redis-py would refuse only at the first connection, with a plain TypeError.
+
+    A connection object is made, not opened: its class checks the options the URL gives it (a
+    cluster's own options, such as ``read_from_replicas``, are the cluster client's to take).
+    """
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        options = dict(pool.connection_kwargs)
+        if cluster:
+            for name in inspect.signature(redis.cluster.RedisCluster.__init__).parameters:
+                options.pop(name, None)
+        pool.connection_class(**options)
+    except (TypeError, ValueError, redis.exceptions.RedisError) as exc:
+        raise StreamkitError(f"Governor: a Redis URL option is not one redis-py takes: {url!r} ({exc})") from exc
+
+
 class RedisBackend:
     """The policy kept in Redis, with an in-process fallback; see the module docstring."""
 
@@ -287,6 +305,7 @@ class RedisBackend:
             options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise StreamkitError(f"Governor: not a Redis URL: {url!r} ({exc})") from exc
+        _check_options(redis, url, cluster)
         self._client: Any = None
         self._connect: Callable[[], Any]
         if cluster:
@@ -346,13 +365,14 @@ class RedisBackend:
 
     def _run(self, lane: str, *args: str) -> Any:
         """One script call; None when Redis is down (then the fallback answers)."""
-        with self._lock:
-            if self._down and time.monotonic() < self._next_try:
-                return None
+        if self._backing_off():
+            return None
         keys = self.keys(lane)
         argv = [args[0], self._endpoint_settings if requests_only(lane) else self._settings, *args[1:]]
         try:
             client = self._client_or_connect()
+            if client is None:
+                return None
             try:
                 result = client.evalsha(_SHA, len(keys), *keys, *argv)
             except self._no_script:  # this server has not cached it (restarted, another node): once
@@ -366,9 +386,20 @@ class RedisBackend:
             logger.info("streamkit's rate governor: Redis answers again, rejoined the shared governor")
         return result
 
+    def _backing_off(self) -> bool:
+        with self._lock:
+            return self._down and time.monotonic() < self._next_try
+
     def _client_or_connect(self) -> Any:
+        """The client, made on first use; None: a try that failed while this thread waited for the lock.
+
+        Threads queued behind a connection attempt that fails fall back at once rather than each
+        try again, each for up to the timeout.
+        """
         with self._connect_lock:
             if self._client is None:
+                if self._backing_off():
+                    return None
                 self._client = self._connect()
             return self._client
 
@@ -389,8 +420,14 @@ class RedisBackend:
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool, max_wait: float) -> Admission:
+        # The script's tonumber may not read "inf" (pool_timeout=inf): a bound no wait reaches.
         result = self._run(
-            lane, "admit", _arg(input_tokens), _arg(output_tokens), "1" if retry else "0", _arg(max(0.0, max_wait))
+            lane,
+            "admit",
+            _arg(input_tokens),
+            _arg(output_tokens),
+            "1" if retry else "0",
+            _arg(min(max(0.0, max_wait), 1e18)),
         )
         if result is None:
             admission = self.fallback.admit(lane, input_tokens, output_tokens, retry=retry, max_wait=max_wait)

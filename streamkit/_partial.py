@@ -69,7 +69,11 @@ class _Fallback(Exception):
 
 
 class PartialJSON:
-    """The value of a growing JSON text, fed what it grew by on each read."""
+    """The value of a growing JSON text, fed what it grew by on each read.
+
+    A read that finds no new value returns the very object the last one did, and a member
+    completed earlier is shared by every value returned since: callers treat them as read-only.
+    """
 
     __slots__ = ("_buffer", "_done", "_fallback", "_last", "_stack", "_string", "_tail", "_top", "length")
 

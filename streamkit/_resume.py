@@ -34,7 +34,7 @@ class ResumeInfo:
     ``rewind`` is set later, if the regenerated part of the reply departed from what had
     already been handed out (see ``Rewind``).  ``governor_wait``: the seconds the rate governor
     held the continuation request after the resume's delay (0.0 when it went at once), as
-    ``RetryInfo.governor_wait`` says of a retry.
+    ``RetryInfo.governor_wait`` says of a retry; a refused prefill's wait is added in.
     """
 
     attempt: int

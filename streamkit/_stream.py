@@ -86,7 +86,12 @@ class StreamBase:
 
     @property
     def current_message(self) -> Message | None:
-        """The reply reassembled so far; None before ``message_start``."""
+        """The reply reassembled so far; None before ``message_start``.
+
+        A read-only snapshot: a new one shares with the last what did not change since (a
+        block, its tool input, the usage), which is what keeps each read cheap.  Copy what
+        you mean to modify (``message.model_copy(deep=True)``).
+        """
         return self._machine.message
 
     def _received(self, message: Message) -> Message:
@@ -272,15 +277,17 @@ class MessageStream(StreamBase):
         if restart.strategy == "retry":
             await call_hook(self._hooks.on_retry, self._retry_info(restart))
         await anyio.sleep(restart.delay)
+        waited = 0.0  # a prefill refused and replanned as a continuation: one resume, two opens
         while True:
             try:
                 response = await self._open(restart.body, self.retries, self._hooks.on_retry)
                 break
             except StreamkitError as refused:
+                waited += self._open.governor_wait
                 restart = self._machine.refused(refused)
         resume = self._start(response)
         if resume is not None:
-            resume.governor_wait = self._open.governor_wait
+            resume.governor_wait = waited + self._open.governor_wait
             await call_hook(self._hooks.on_resume, resume)
 
     async def _report(self, error: StreamkitError) -> NoReturn:

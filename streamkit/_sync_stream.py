@@ -193,15 +193,17 @@ class SyncMessageStream(StreamBase):
         if restart.strategy == "retry":
             call_hook_sync(self._hooks.on_retry, self._retry_info(restart))
         time.sleep(restart.delay)
+        waited = 0.0  # a prefill refused and replanned as a continuation: one resume, two opens
         while True:
             try:
                 response = self._open(restart.body, self.retries, self._hooks.on_retry)
                 break
             except StreamkitError as refused:
+                waited += self._open.governor_wait
                 restart = self._machine.refused(refused)
         resume = self._start(response)
         if resume is not None:
-            resume.governor_wait = self._open.governor_wait
+            resume.governor_wait = waited + self._open.governor_wait
             call_hook_sync(self._hooks.on_resume, resume)
 
     def _report(self, error: StreamkitError) -> NoReturn:

@@ -144,3 +144,21 @@ def test_ascii_content_is_lorem_in_four_characters(monkeypatch: pytest.MonkeyPat
     pieces, outcome = transcript_deltas("tool", "ascii", monkeypatch)
     assert outcome["tool_input"] == {"path": "notes/draft.md", "content": lorem(4000, seed=1)}
     assert json.loads("".join(pieces)) == outcome["tool_input"] and set(map(len, pieces)) == {4, 5}
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "0"), ("-3", "-3"), ("many", "'many'")])
+def test_warmup_max_takes_a_whole_number_of_at_least_one(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from benchmarks.__main__ import add_options
+
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    assert parser.parse_args(["--warmup-max", "1"]).warmup_max == 1
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--warmup-max", value])
+    assert exited.value.code == 2
+    expected = f"python -m benchmarks: error: argument --warmup-max: expected a whole number >= 1, not {message}"
+    assert capsys.readouterr().err.splitlines()[-1] == expected

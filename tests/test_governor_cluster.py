@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -237,6 +238,51 @@ def test_a_cluster_that_cannot_be_reached_at_start_is_a_fallback_too(caplog: pyt
         assert governor.admit_sync(MODEL, 10, 100, retry=False) == ("m:1", 0.0)
     assert [record.getMessage().split(" (")[1].split(":")[0] for record in caplog.records] == ["RedisClusterException"]
     assert governor.snapshot(MODEL).redis_connected is False
+
+
+class _CountedLock:
+    """A lock that counts the threads that came to take it (taken or still waiting)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrived = 0
+
+    def __enter__(self) -> None:
+        self.arrived += 1
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_threads_queued_behind_a_failed_cluster_connection_fall_back_without_trying_again() -> None:
+    governor = Governor(redis_url=f"redis://127.0.0.1:{closed_port()}", redis_cluster=True, key="org")
+    backend: Any = governor._backend
+    attempts: list[int] = []
+    connect = backend._connect
+
+    def counted() -> Any:
+        attempts.append(1)
+        return connect()
+
+    backend._connect, backend._connect_lock = counted, _CountedLock()
+    admitted: dict[str, tuple[str, float]] = {}
+
+    def admit(model: str) -> None:
+        admitted[model] = governor.admit_sync(model, 10, 100, retry=False)
+
+    threads = [threading.Thread(target=admit, args=(model,)) for model in ("model-a", "model-b")]  # two lanes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with backend._connect_lock.lock:  # both threads queue for the connection
+            for thread in threads:
+                thread.start()
+            while backend._connect_lock.arrived < 2:
+                time.sleep(0.001)
+        for thread in threads:
+            thread.join(10.0)
+    assert len(attempts) == 1  # the one that took the lock first tried; the other fell back at once
+    assert sorted(admitted.values()) == [("m:1", 0.0), ("m:2", 0.0)]  # both from the fallback, at once
 
 
 def test_cluster_options_are_checked_when_the_governor_is_made() -> None:

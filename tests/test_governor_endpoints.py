@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -15,10 +16,7 @@ from conftest import WORLD, client_for, in_thread, sync_client_for
 
 import streamkit
 from streamkit import Governor, GovernorTimeoutError, RateLimitStatusError, ResumeInfo, RetryInfo
-from streamkit._governor import (
-    ENDPOINT_LANES,
-    Outcome,
-)
+from streamkit._governor import BATCHES_LANE, COUNT_TOKENS_LANE, Outcome
 from streamkit.testing import Fault, Limits, MockServer, RateLimiter, Reply
 
 BOTH_WORLDS = ("call", "consume")
@@ -34,18 +32,18 @@ def request(custom_id: str) -> streamkit.BatchRequest:
 @pytest.mark.anyio
 async def test_a_caller_held_in_one_lane_never_holds_up_another_lane() -> None:
     governor = Governor()
-    lease, _ = await governor.admit("batches", 0, 0, retry=False)
-    await governor.settle("batches", lease, Outcome("rate_limited", retry_after=30.0))
+    lease, _ = await governor.admit(BATCHES_LANE, 0, 0, retry=False)
+    await governor.settle(BATCHES_LANE, lease, Outcome("rate_limited", retry_after=30.0))
     async with anyio.create_task_group() as group:
-        group.start_soon(partial(governor.admit, "batches", 0, 0, retry=False))
-        while governor.snapshot("batches").queued == 0:  # noqa: ASYNC110 - no event tells it joined its line
+        group.start_soon(partial(governor.admit, BATCHES_LANE, 0, 0, retry=False))
+        while governor.snapshot(endpoint="batches").queued == 0:  # noqa: ASYNC110 - no event tells it joined its line
             await anyio.sleep(0.001)
         with anyio.fail_after(1.0):
             assert await governor.admit(MODEL, 10, 100, retry=False) == ("2", 0.0)
-            assert await governor.admit("count_tokens", 0, 0, retry=False) == ("3", 0.0)
-        assert (governor.snapshot("batches").queued, governor.snapshot(MODEL).queued) == (1, 0)
+            assert await governor.admit(COUNT_TOKENS_LANE, 0, 0, retry=False) == ("3", 0.0)
+        assert (governor.snapshot(endpoint="batches").queued, governor.snapshot(MODEL).queued) == (1, 0)
         group.cancel_scope.cancel()
-    assert governor.snapshot("batches").queued == 0
+    assert governor.snapshot(endpoint="batches").queued == 0
 
 
 # -- over real sockets ------------------------------------------------------------------------
@@ -74,10 +72,10 @@ async def test_every_endpoint_is_admitted_in_its_own_lane_and_light_traffic_neve
         for r in server.requests
     )
     assert paths["count_tokens"] == 1 and paths["files"] == 4 and paths["batches"] >= 5  # wait() polled until ended
-    for lane in ENDPOINT_LANES:
-        snapshot = governor.snapshot(lane)
+    for endpoint in ("count_tokens", "batches", "files"):
+        snapshot = governor.snapshot(endpoint=endpoint)
         assert (snapshot.admitted, snapshot.in_flight, snapshot.queued, snapshot.blocked_for) == (
-            paths[lane],
+            paths[endpoint],
             0,
             0,
             0.0,
@@ -105,7 +103,7 @@ async def test_a_429_on_count_tokens_is_retried_after_its_retry_after_and_the_mo
     assert [(r.attempt, type(r.error), r.delay, r.governor_wait) for r in retries] == [
         (1, RateLimitStatusError, 0.05, 0.0)
     ]
-    counting, model = governor.snapshot("count_tokens"), governor.snapshot(MODEL)
+    counting, model = governor.snapshot(endpoint="count_tokens"), governor.snapshot(MODEL)
     assert (counting.admitted, counting.in_flight, counting.rate, counting.retries_refused) == (2, 0, 0.5, 0)
     assert counting.retry_budget == pytest.approx(9.0, abs=0.05)  # full, less the retry
     assert counting.seconds_since_429 is not None and counting.blocked_for == 0.0
@@ -123,20 +121,48 @@ async def test_the_count_tokens_limit_is_learned_from_its_answers_apart_from_the
     governor = Governor(pool_timeout=1.0)
     limits = RateLimiter(Limits(requests_per_minute=1000), endpoints={"count_tokens": 1})
     async with MockServer(Reply.text("Hi"), limits=limits) as server:
+        first = time.monotonic()
         await call(server, lambda c: c.messages.count_tokens(model=MODEL, messages=USER), governor=governor)
         with pytest.raises(GovernorTimeoutError) as caught:  # its one request a minute is spent: not sent
             await call(server, lambda c: c.messages.count_tokens(model=MODEL, messages=USER), governor=governor)
+        apart = time.monotonic() - first  # at most this long between the two admissions
         message = await call(
             server, lambda c: c.messages.create(model=MODEL, max_tokens=9, messages=USER), governor=governor
         )
     assert message.text == "Hi"
-    assert caught.value.wait == pytest.approx(60.0, abs=0.1)
+    assert 60.0 - apart - 0.05 <= caught.value.wait <= 60.0  # one a minute, less the refill since the first
     assert [r.path for r in server.requests] == ["/v1/messages/count_tokens", "/v1/messages"]
     assert limits.counts == Counter(admitted=2)
-    counting, model = governor.snapshot("count_tokens"), governor.snapshot(MODEL)
+    counting, model = governor.snapshot(endpoint="count_tokens"), governor.snapshot(MODEL)
     assert (counting.requests_per_minute, counting.input_tokens_per_minute, counting.admitted) == (1.0, None, 1)
     assert counting.requests_remaining == pytest.approx(0.0, abs=0.01)
     assert (model.requests_per_minute, model.admitted, model.in_flight) == (1000.0, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_model_named_like_an_endpoint_keeps_a_lane_of_its_own() -> None:
+    governor = Governor(output_tokens_per_minute=600)
+    async with MockServer(Reply.text("Hi", output_tokens=100)) as server:
+        first = time.monotonic()
+        message = await call(
+            server, lambda c: c.messages.create(model="batches", max_tokens=300, messages=USER), governor=governor
+        )
+        await call(server, lambda c: c.messages.batches.create([request("a")]), governor=governor)
+    model, batches = governor.snapshot("batches"), governor.snapshot(endpoint="batches")
+    apart = time.monotonic() - first  # at least the time since the admission
+    assert message.text == "Hi"
+    assert (model.model, model.output_tokens_per_minute, model.admitted, model.in_flight) == ("batches", 600.0, 1, 0)
+    # 300 reserved at admission, settled to the 100 used, plus what refilled since (10 a second).
+    assert model.output_tokens_remaining is not None
+    assert 500.0 <= model.output_tokens_remaining <= 500.0 + 10 * apart
+    assert (batches.model, batches.output_tokens_per_minute, batches.output_tokens_remaining) == ("batches", None, None)
+    assert (batches.admitted, batches.in_flight) == (1, 0)
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        governor.snapshot(endpoint="messages")
+    assert str(caught.value) == (
+        "Governor.snapshot: endpoint= is one of count_tokens, batches, files (and no model with it), "
+        "got endpoint='messages', model=None"
+    )
 
 
 @pytest.mark.anyio
@@ -175,7 +201,7 @@ async def test_a_cut_read_is_resumed_as_a_new_attempt_and_every_attempt_is_settl
         server.files.cut_downloads(50_000, times=2)
         await call(server, lambda c: c.files.download(file_id, tmp_path / "out.txt"), governor=governor)
     assert (len(read.results), read.resumes) == (40, 3)
-    batches, files = governor.snapshot("batches"), governor.snapshot("files")
+    batches, files = governor.snapshot(endpoint="batches"), governor.snapshot(endpoint="files")
     assert (batches.admitted, batches.in_flight) == (5, 0)  # the batch retrieved, then four reads
     assert (files.admitted, files.in_flight) == (3, 0)
     assert [r.headers.get("range") for r in server.requests if r.path.endswith("/content")] == [
@@ -203,8 +229,11 @@ async def test_an_endpoints_settlement_finishes_under_a_cancel() -> None:
             await client.messages.count_tokens(model=MODEL, messages=USER)
             await anyio.lowlevel.checkpoint()  # where the cancel lands, the call done
     assert scope.cancelled_caught
-    assert settled == [("count_tokens", "ok")]
-    assert (governor.snapshot("count_tokens").admitted, governor.snapshot("count_tokens").in_flight) == (1, 0)
+    assert settled == [(COUNT_TOKENS_LANE, "ok")]
+    assert (
+        governor.snapshot(endpoint="count_tokens").admitted,
+        governor.snapshot(endpoint="count_tokens").in_flight,
+    ) == (1, 0)
 
 
 # -- a resume's record --------------------------------------------------------------------------
@@ -239,12 +268,40 @@ async def test_a_resume_records_how_long_the_governor_held_its_continuation() ->
     # One at once, then one every 0.6 s (every 0.67 s once cut): slack for a slow machine's first stream.
     governor = Governor(initial_window=1, ramp_seconds=0.6, backoff=0.9)
     async with MockServer(BROKEN, Reply.text("Hello, world")) as server:
+        started = time.monotonic()
         text, resumes, retries = await consume(server, governor)
+        elapsed = time.monotonic() - started
     assert (text, retries) == ("Hello, world", [])
     [resume] = resumes
     assert resume.strategy == "prefill"
     assert resume.governor_wait == governor.snapshot().waited  # the governor's only wait
-    assert 0.0 < resume.governor_wait <= 0.6 / 0.9 + 0.05  # the pacer, cut by the overload
+    # The pacer's interval, cut by the overload, less the time from the first admission to the
+    # resume (at most the time all of it took but the wait): slack above for a slow wake-up.
+    interval = 0.6 / 0.9
+    assert max(0.0, interval - (elapsed - resume.governor_wait) - 0.05) <= resume.governor_wait <= interval + 0.25
+
+
+@pytest.mark.anyio
+async def test_a_resume_whose_prefill_was_refused_records_the_waits_of_both_its_opens() -> None:
+    # One at once, then one every 0.1 s (0.11 s once cut).
+    governor = Governor(initial_window=1, ramp_seconds=0.1, backoff=0.9)
+    text = "Hello, world"
+    broken = Reply.text(text, chunk_size=4, fault=Fault("error", after=4), reject_prefill=True)
+    refusal = Reply.text(text, reject_prefill=True)  # answers the prefill with its 400
+    async with MockServer(broken, refusal, Reply.text(text, reject_prefill=True)) as server:
+        started = time.monotonic()
+        got, resumes, retries = await consume(server, governor)
+        elapsed = time.monotonic() - started
+    assert (got, retries) == (text, [])
+    [resume] = resumes
+    assert resume.strategy == "continue"
+    snapshot = governor.snapshot()
+    assert snapshot.admitted == 3
+    # Both opens' waits, the governor's only ones (the prefill waited its turn, the continuation
+    # went at once): the last open's alone would be 0.0.
+    assert resume.governor_wait == snapshot.waited
+    interval = 0.1 / 0.9  # less the time from the first admission to the prefill; slack above
+    assert max(0.0, interval - (elapsed - resume.governor_wait) - 0.05) <= resume.governor_wait <= interval + 0.25
 
 
 @pytest.mark.anyio

@@ -247,3 +247,24 @@ async def test_asnapshot_leaves_the_event_loop_free_while_redis_holds_the_round_
         group.start_soon(take)
         assert await in_thread(lambda: command(redis_server.port, "CLIENT", "UNPAUSE")) == "OK"
     assert snapshots == [expected]  # within redis_timeout: Redis answered, no fallback
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_a_redis_url_option_redis_py_does_not_take_is_refused_when_the_governor_is_made(cluster: bool) -> None:
+    url = "redis://127.0.0.1:1/0?health_check=5"
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(redis_url=url, redis_cluster=cluster)
+    assert type(caught.value) is streamkit.StreamkitError
+    assert str(caught.value) == (
+        "Governor: a Redis URL option is not one redis-py takes: 'redis://127.0.0.1:1/0?health_check=5' "
+        "(AbstractConnection.__init__() got an unexpected keyword argument 'health_check')"
+    )
+    with pytest.raises(streamkit.StreamkitError) as caught:
+        Governor(redis_url="redis://127.0.0.1:1/0?protocol=9", redis_cluster=cluster)
+    assert str(caught.value) == (
+        "Governor: a Redis URL option is not one redis-py takes: 'redis://127.0.0.1:1/0?protocol=9' "
+        "(protocol must be either 2 or 3)"
+    )
+    # The options it knows are taken (nothing is connected yet: no server listens there).
+    governor = Governor(redis_url="redis://127.0.0.1:1/0?health_check_interval=5", redis_cluster=cluster)
+    assert repr(governor) == "Governor(backend='redis')"

@@ -196,6 +196,8 @@ BAD = [
     (["--acceleration-floor", "0"], "argument --acceleration-floor: floor must be a whole number >= 1, not 0"),
     (["--overload", "5"], "argument --overload: '5': expected START:DURATION[:PHASE[:FRACTION]]"),
     (["--overload", "5:x"], "argument --overload: '5:x': could not convert string to float: 'x'"),
+    (["--overload", "inf:1"], "argument --overload: 'inf:1': START must be a finite number of seconds, not inf"),
+    (["--overload", "nan:1"], "argument --overload: 'nan:1': START must be a finite number of seconds, not nan"),
     (
         ["--overload", "5:1:during"],
         "argument --overload: '5:1:during': the phase is before, after or after=EVENTS, not 'during'",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 import pytest
 import redis
@@ -43,6 +46,26 @@ def test_stop_removes_the_directory_and_may_be_called_twice() -> None:
     server.stop()
     assert os.path.exists(directory) is False
     assert server.running is False
+
+
+def test_a_start_that_fails_leaves_no_process_and_no_directory() -> None:
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def recorded(*args: Any, **kwargs: Any) -> tempfile.TemporaryDirectory[str]:
+        directory = real(*args, **kwargs)
+        made.append(directory.name)
+        return directory
+
+    server = RedisServer(binary=shutil.which("false"))  # exits at once, with 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "TemporaryDirectory", recorded)
+        with pytest.raises(RuntimeError) as caught:
+            server.start()
+    assert str(caught.value) == "redis-server exited with 1: "
+    assert (server.running, server._process, server._dir) == (False, None, None)
+    [directory] = made
+    assert os.path.exists(directory) is False
 
 
 def test_command_speaks_resp_to_the_server(redis_server: RedisServer) -> None:

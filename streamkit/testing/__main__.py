@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ def _overload(spec: str) -> Overload:
         if not 2 <= len(parts) <= 4:
             raise ValueError("expected START:DURATION[:PHASE[:FRACTION]]")
         start, duration = float(parts[0]), float(parts[1])
+        if not math.isfinite(start):  # an episode that would never begin
+            raise ValueError(f"START must be a finite number of seconds, not {parts[0]}")
         options: dict[str, Any] = {}
         phase, _, events = (parts[2] if len(parts) > 2 else "before").partition("=")
         if phase not in ("before", "after") or (events and phase == "before"):

@@ -157,16 +157,22 @@ class RedisServer:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             args += ["--cluster-node-timeout", "5000"]
         log = Path(self._dir.name) / "redis.log"
-        with log.open("ab") as out:
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not ping(self.port, timeout=0.5):
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"redis-server did not answer PING on port {self.port} within {_START_TIMEOUT} s")
-            time.sleep(_POLL)
+        try:
+            with log.open("ab") as out:
+                self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + _START_TIMEOUT
+            while not ping(self.port, timeout=0.5):
+                if self._process.poll() is not None:
+                    code = self._process.returncode
+                    raise RuntimeError(f"redis-server exited with {code}: {log.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"redis-server did not answer PING on port {self.port} within {_START_TIMEOUT} s"
+                    )
+                time.sleep(_POLL)
+        except BaseException:  # a start that failed leaves no process and no directory behind
+            self.stop()
+            raise
         return self
 
     def kill(self) -> None:
