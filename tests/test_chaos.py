@@ -66,7 +66,7 @@ from streamkit.testing._render import PrefillError, message_start, plan_for, ren
 
 pytestmark = pytest.mark.anyio
 
-GENERATIONS = 12
+GENERATIONS = 8
 SEED = int(os.environ.get("STREAMKIT_SEED", "9090"))
 STALL_TIMEOUT = 0.15
 CLIENT = {
