@@ -29,7 +29,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from ._wire import Admission, read_failure, stalled
+from ._wire import Admission, read_failure, stalled, tls_context
 
 READ_SIZE = 16 * 1024  # at most per read: a backlog is handed out (and a gzip chunk inflated) in pieces
 
@@ -131,7 +131,7 @@ class AiohttpTransport(Admission, httpx.AsyncBaseTransport):
         trust_env: bool = True,
     ) -> None:
         super().__init__(limits)
-        self._tls = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        self._tls = tls_context(verify, cert, trust_env)
         self._keepalive = limits.keepalive_expiry
         self._socket_options = socket_options
         self._proxy = proxy

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ._wire import Admission, read_failure, stalled
+from ._wire import Admission, read_failure, stalled, tls_context
 
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpBodyReader
@@ -83,10 +83,7 @@ class ShardedTransport(Admission, httpx.AsyncBaseTransport):
             max_keepalive_connections=None if keepalive is None else -(-keepalive // count),
             keepalive_expiry=limits.keepalive_expiry,
         )
-        # One TLS context for all pools: building one loads the CA bundle (about 25 ms each).
-        tls = httpx.create_ssl_context(
-            verify=options.pop("verify", True), cert=options.pop("cert", None), trust_env=options.pop("trust_env", True)
-        )
+        tls = tls_context(options.pop("verify", True), options.pop("cert", None), options.pop("trust_env", True))
         self._shards = [httpx.AsyncHTTPTransport(verify=tls, limits=shard_limits, **options) for _ in range(count)]
         self._busy = [0] * count
 
@@ -222,6 +219,7 @@ def default_sync_http_client(timeout: httpx.Timeout | float | None = None) -> ht
     One pool: the sharding above is for many concurrent streams on one event loop.
     """
     options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
+    options["verify"] = tls_context()
     mounts: dict[str, httpx.BaseTransport | None] = {}
     for pattern, mount in _proxy_mounts(options, sync=True).items():
         assert mount is None or isinstance(mount, httpx.BaseTransport)

@@ -1,6 +1,10 @@
-"""What both transports share: admission to the pool, and how a failed read of a started stream is raised."""
+"""What both transports share: admission, the TLS context, how a failed read of a started stream is raised."""
 
 from __future__ import annotations
+
+import functools
+import ssl
+from typing import Any
 
 import anyio
 import httpx
@@ -60,3 +64,19 @@ def read_failure(exc: httpx.HTTPError, stall_timeout: float | None, by_read_time
     if by_read_timeout and isinstance(exc, httpx.ReadTimeout):
         return stalled(stall_timeout)
     return transport_error(exc)(f"the connection failed after the stream started: {exc!r}")
+
+
+@functools.cache
+def _default_tls(trust_env: bool) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=trust_env)
+
+
+def tls_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> ssl.SSLContext:
+    """A transport's TLS context; the default one is built once per process and shared by every client.
+
+    Building one loads the whole CA bundle, which would otherwise be most of the cost of making
+    a client.  The environment's ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are read when it is built.
+    """
+    if verify is True and cert is None:
+        return _default_tls(trust_env)
+    return httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)

@@ -66,7 +66,7 @@ from streamkit.testing._render import PrefillError, message_start, plan_for, ren
 
 pytestmark = pytest.mark.anyio
 
-GENERATIONS = 8
+GENERATIONS = 12
 SEED = int(os.environ.get("STREAMKIT_SEED", "9090"))
 STALL_TIMEOUT = 0.15
 CLIENT = {

@@ -47,7 +47,7 @@ pytestmark = pytest.mark.anyio
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
 TRANSCRIPTS = {path.name: path.read_bytes() for path in sorted(FIXTURES.glob("*.sse"))}
-CASES = 1000
+CASES = 2000
 STREAM_CASES = 50
 SEED = int(os.environ.get("STREAMKIT_SEED", "4242"))
 N_CASES = int(os.environ.get("STREAMKIT_FUZZ", str(CASES)))

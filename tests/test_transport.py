@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -416,3 +417,14 @@ async def test_an_ipv6_no_proxy_entry_does_not_break_the_client(
         http = sk._http
         assert http._transport_for_url(httpx.URL(f"http://[{ipv6}]:8080/v1/messages")) is http._transport
         assert http._transport_for_url(httpx.URL("http://api.example.com/v1/messages")) is mounts_of(http)["http://"]
+
+
+def test_the_default_tls_context_is_built_once_and_shared_while_a_custom_one_is_its_own() -> None:
+    from streamkit._wire import tls_context
+
+    shared = tls_context()
+    assert tls_context() is shared and tls_context(True, None, True) is shared
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname is True
+    unverified = tls_context(verify=False)
+    assert unverified is not shared and unverified.verify_mode == ssl.CERT_NONE
+    assert tls_context(trust_env=False) is not shared
