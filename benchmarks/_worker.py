@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -107,16 +108,20 @@ class Transport:
         await client.aclose()
 
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
-        nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
         async with client.stream("POST", self.url, json=BODY, headers={HEADER: header}) as response:
-            async for chunk in response.aiter_bytes():
-                if first is not None and not first:
-                    if b'"text_delta"' in tail + chunk:
-                        first.append(time.perf_counter())
-                    tail = chunk[-16:]
-                nbytes += len(chunk)
-                if keep:
-                    body.append(chunk)
+            return await self.tally(response.aiter_bytes(), first)
+
+    async def tally(self, chunks: AsyncIterator[bytes], first: list[float] | None) -> Outcome:
+        """Read the body's bytes and nothing more; the first body read is parsed once, as the reference."""
+        nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
+        async for chunk in chunks:
+            if first is not None and not first:
+                if b'"text_delta"' in tail + chunk:
+                    first.append(time.perf_counter())
+                tail = chunk[-16:]
+            nbytes += len(chunk)
+            if keep:
+                body.append(chunk)
         if keep:
             self.reference = (nbytes, parse_body(b"".join(body)))
         return self.reference[1] if nbytes == self.reference[0] else Outcome()
@@ -135,19 +140,8 @@ class TransportAiohttp(Transport):
         await client.close()
 
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
-        nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
         async with client.post(self.url, json=BODY, headers={HEADER: header}) as response:
-            async for chunk in response.content.iter_any():
-                if first is not None and not first:
-                    if b'"text_delta"' in tail + chunk:
-                        first.append(time.perf_counter())
-                    tail = chunk[-16:]
-                nbytes += len(chunk)
-                if keep:
-                    body.append(chunk)
-        if keep:
-            self.reference = (nbytes, parse_body(b"".join(body)))
-        return self.reference[1] if nbytes == self.reference[0] else Outcome()
+            return await self.tally(response.content.iter_any(), first)
 
 
 class Parser(Transport):
