@@ -49,7 +49,10 @@ _BLOCK_MODELS: dict[str, type[BaseModel]] = {
 }
 _TOOL_TYPES = frozenset({"tool_use", "server_tool_use"})
 APPEND_FIELD = {  # delta type -> the field whose string it appends to the block
-   "text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
+    "text_delta": "text",
+    "input_json_delta": "partial_json",
+    "thinking_delta": "thinking",
+}
 
 
 class _Block:

@@ -345,4 +345,3 @@ def aiohttp_body_reader(
     if body is None or response.headers.get("content-encoding", "identity") != "identity":
         return None
     return AiohttpBodyReader(response, body, stall_timeout, drain_timeout)
-

@@ -18,6 +18,7 @@ from ._events import StreamEvent
 from ._governed import Gate, Governor, governor_of
 from ._governor import COUNT_TOKENS_LANE
 from ._hooks import Hook, Hooks
+from ._http_client import DefaultAsyncHTTPClient
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
 from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
@@ -27,7 +28,7 @@ from ._resources import Batches, Beta, Files
 from ._resume import ResumeInfo, ResumePlanner, ResumeStrategy
 from ._retry import RetryInfo, RetryPolicy
 from ._stream import MessageStream
-from ._transport import DEFAULT_DRAIN_TIMEOUT, default_http_client
+from ._transport import DEFAULT_DRAIN_TIMEOUT
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -252,7 +253,7 @@ class AsyncClient(ClientConfig):
         )
         self._owns_http = http_client is None
         if http_client is None:
-            http_client = default_http_client(None if isinstance(timeout, NotGiven) else timeout)
+            http_client = DefaultAsyncHTTPClient(None if isinstance(timeout, NotGiven) else timeout)
         self._http = http_client
         self._requester = Requester(
             self._http,

@@ -362,6 +362,13 @@ class RequestBodyError(StreamkitError, ValueError):
     """
 
 
+class ClientClosedError(StreamkitError, RuntimeError):
+    """The client's connection pool was closed (``aclose()``/``close()``, or leaving its ``with``); nothing was sent.
+
+    Not retried: make a new client.  A client made with ``with_options`` shares its parent's pool.
+    """
+
+
 class LocalFileError(StreamkitError):
     """A local file streamkit writes could not be written, renamed or removed (``download()``'s target).
 

@@ -25,6 +25,7 @@ from ._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    ClientClosedError,
     ProtocolError,
     RequestBodyError,
     RequestTooLargeError,
@@ -89,6 +90,10 @@ def send_error(exc: httpx.HTTPError, request: httpx.Request) -> StreamkitError:
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"the request timed out before the API answered: {exc!r}")
     return APIConnectionError(f"could not reach the API at {request.url}: {exc!r}")
+
+
+def client_closed() -> ClientClosedError:
+    return ClientClosedError("the client is closed: its connection pool was closed, so the request was not sent")
 
 
 def body_source_error(exc: OSError) -> RequestBodyError:
@@ -290,9 +295,8 @@ def call_request_options(
 
 
 def _with_betas(headers: dict[str, str], betas: Sequence[str]) -> None:
-    """Join ``betas`` into the ``anthropic-beta`` header of ``headers`` (any case), without repeats."""
-    names = [name for name in headers if name.lower() == "anthropic-beta"]
-    named = [beta.strip() for name in names for beta in headers.pop(name).split(",")]
+    """Join ``betas`` into the ``anthropic-beta`` header of ``headers`` (names in lower case), without repeats."""
+    named = [beta.strip() for beta in headers.pop("anthropic-beta", "").split(",")]
     joined = list(dict.fromkeys(beta for beta in (*named, *betas) if beta))
     if joined:
         headers["anthropic-beta"] = ",".join(joined)
@@ -361,9 +365,8 @@ class RequestBuilder:
             all_headers["content-type"] = "application/json"
         if self._api_key is not None:
             all_headers["x-api-key"] = self._api_key
-        all_headers.update(headers or {})
-        all_headers.update(self.default_headers)
-        all_headers.update(options.headers)
+        for later in (headers or {}, self.default_headers, options.headers):  # a later name replaces, in any case
+            all_headers.update((name.lower(), value) for name, value in later.items())
         _with_betas(all_headers, options.betas)
         query = {**self.default_query, **options.query}
         timeout = options.timeout if not isinstance(options.timeout, NotGiven) else self.timeout
@@ -395,6 +398,8 @@ class Requester(RequestBuilder):
         Redirects are never followed, whatever the client was configured with: httpx would send
         the ``x-api-key`` header on to another host (it strips only ``Authorization``).
         """
+        if self.http.is_closed:
+            raise client_closed()
         try:
             return await self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:

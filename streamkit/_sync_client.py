@@ -27,6 +27,7 @@ from ._events import StreamEvent
 from ._governed import Governor, SyncGate
 from ._governor import COUNT_TOKENS_LANE
 from ._hooks import Hook, Hooks, check_sync_hooks
+from ._http_client import DefaultHTTPClient
 from ._limits import MAX_BLOCKS, MAX_REPLY_BYTES
 from ._message import Message
 from ._params import COUNT_TOKENS_PARAMS, NOT_GIVEN, CountTokensParams, MessageParams, NotGiven, Query, message_body
@@ -37,7 +38,7 @@ from ._retry import RetryInfo
 from ._sync_request import SyncRequester, sync_stream_opener, with_retries_sync
 from ._sync_resources import SyncBatches, SyncBeta, SyncFiles
 from ._sync_stream import SyncMessageStream
-from ._transport import DEFAULT_DRAIN_TIMEOUT, default_sync_http_client
+from ._transport import DEFAULT_DRAIN_TIMEOUT
 
 
 class Client(ClientConfig):
@@ -94,7 +95,7 @@ class Client(ClientConfig):
         )
         self._owns_http = http_client is None
         if http_client is None:
-            http_client = default_sync_http_client(None if isinstance(timeout, NotGiven) else timeout)
+            http_client = DefaultHTTPClient(None if isinstance(timeout, NotGiven) else timeout)
         self._http = http_client
         self._requester = SyncRequester(
             self._http,

@@ -25,6 +25,7 @@ from ._request import (
     RequestOptions,
     body_read_error,
     body_source_error,
+    client_closed,
     content_type_error,
     next_retry,
     not_an_event_stream,
@@ -77,6 +78,8 @@ class SyncRequester(RequestBuilder):
 
     def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Send once, redirects never followed (see ``Requester.send``)."""
+        if self.http.is_closed:
+            raise client_closed()
         try:
             return self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:

@@ -213,38 +213,6 @@ def _no_proxy_pattern(host: str) -> str:
     return f"all://[{address}]" if address.version == 6 else f"all://{address}"
 
 
-def default_sync_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.Client:
-    """An ``httpx.Client`` with keep-alive sockets, the environment's proxies and timeouts for long streams.
-
-    One pool: the sharding above is for many concurrent streams on one event loop.
-    """
-    options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
-    options["verify"] = tls_context()
-    mounts: dict[str, httpx.BaseTransport | None] = {}
-    for pattern, mount in _proxy_mounts(options, sync=True).items():
-        assert mount is None or isinstance(mount, httpx.BaseTransport)
-        mounts[pattern] = mount
-    return httpx.Client(
-        transport=httpx.HTTPTransport(**options),
-        mounts=mounts,
-        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-    )
-
-
-def default_http_client(timeout: httpx.Timeout | float | None = None) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` with keep-alive sockets and timeouts for long streams."""
-    options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    for pattern, mount in _proxy_mounts(options).items():
-        assert mount is None or isinstance(mount, httpx.AsyncBaseTransport)
-        mounts[pattern] = mount
-    return httpx.AsyncClient(
-        transport=DefaultTransport(**options),
-        mounts=mounts,
-        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-    )
-
-
 DEFAULT_DRAIN_TIMEOUT = 1.0  # after message_stop, how long to wait for the end of the body (to reuse the connection)
 
 
@@ -299,7 +267,6 @@ class BodyReader:
         self._by_read_timeout = _lower_read_timeout(response, stall_timeout)
         # Silence is caught by the read timeout (lowered, or already shorter) or not watched at all.
         self._silence_watched = stall_timeout is None or "network_stream" in response.extensions
-
 
     async def read(self) -> bytes | None:
         """The next chunk, or None at the end of the body (or of the drain).
@@ -385,7 +352,6 @@ class SyncBodyReader:
         self._draining = False
         self._asked = 0.0
         self._by_read_timeout = _lower_read_timeout(response, stall_timeout)
-
 
     def read(self) -> bytes | None:
         """The next chunk, or None at the end of the body (or of the drain); raises as ``BodyReader.read``."""

@@ -256,6 +256,7 @@ CLASS_TABLE: list[tuple[type[Exception], set[type[Exception]]]] = [
     (streamkit.StreamingRequiredError, {S}),
     (streamkit.RequestBodyError, {S}),
     (streamkit.LocalFileError, {S}),  # a download's target could not be written
+    (streamkit.ClientClosedError, {S}),  # a request on a closed pool: nothing sent
     (streamkit.StreamkitError, {S}),
 ]
 
@@ -290,7 +291,7 @@ def raisable() -> set[type[BaseException]]:
 
 def test_every_error_class_is_named_exported_documented_and_in_the_table() -> None:
     classes = raisable()
-    assert len(classes) == 42
+    assert len(classes) == 43
     assert {cls for cls, _ in CLASS_TABLE} | set(KINDS) | {streamkit.APIError} == classes
     for cls in classes:
         assert getattr(streamkit, cls.__name__) is cls, cls

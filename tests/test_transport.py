@@ -16,6 +16,7 @@ from conftest import client_for, closed_port
 import streamkit
 from streamkit import ResumeInfo
 from streamkit._aiohttp import AiohttpBodyReader, AiohttpTransport
+from streamkit._http_client import DefaultAsyncHTTPClient
 from streamkit._transport import (
     DEFAULT_LIMITS,
     KEEPALIVE_COUNT,
@@ -26,7 +27,6 @@ from streamkit._transport import (
     USER_TIMEOUT_MS,
     DefaultTransport,
     ShardedTransport,
-    default_http_client,
     keepalive_socket_options,
 )
 from streamkit.testing import Fault, MockServer, Reply, lorem
@@ -340,7 +340,7 @@ async def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.Mon
     no_proxy_env.setenv("HTTP_PROXY", "http://proxy.internal:3128")
     no_proxy_env.setenv("HTTPS_PROXY", "secure-proxy.internal:8443")  # no scheme: http:// is meant
     no_proxy_env.setenv("NO_PROXY", "127.0.0.1,.corp.example")
-    http = default_http_client()
+    http = DefaultAsyncHTTPClient()
     mounts = mounts_of(http)
     proxied = {pattern for pattern, transport in mounts.items() if transport is not None}
     assert proxied == {"http://", "https://"}
@@ -365,7 +365,7 @@ async def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.Mon
 
 async def test_all_proxy_and_lowercase_variables(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
     no_proxy_env.setenv("all_proxy", "http://everything.internal:9000")
-    mounts = mounts_of(default_http_client())
+    mounts = mounts_of(DefaultAsyncHTTPClient())
     assert set(mounts) == {"all://"}
     assert proxy_of(mounts["all://"]) == (b"http", b"everything.internal", 9000)
 
@@ -373,7 +373,7 @@ async def test_all_proxy_and_lowercase_variables(no_proxy_env: pytest.MonkeyPatc
 def test_no_proxy_star_turns_proxies_off(no_proxy_env: pytest.MonkeyPatch) -> None:
     no_proxy_env.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     no_proxy_env.setenv("NO_PROXY", "*")
-    assert mounts_of(default_http_client()) == {}
+    assert mounts_of(DefaultAsyncHTTPClient()) == {}
 
 
 async def test_no_proxy_keeps_loopback_direct(no_proxy_env: pytest.MonkeyPatch, transport: str) -> None:
