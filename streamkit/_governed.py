@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -429,16 +429,14 @@ class GateBase:
     def _ending(self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool) -> Outcome:
         """The outcome of the current attempt, ending: its usage, and the headers its response had."""
         outcome = self._failure(error, retry) if error is not None else Outcome("ok" if finished else "cancelled")
+        changes: dict[str, Any] = {}  # one replace for both: it runs once per attempt
         if message is not None:
             usage = message.usage
-            outcome = replace(
-                outcome,
-                input_tokens=usage.input_tokens + (usage.cache_creation_input_tokens or 0),
-                output_tokens=usage.output_tokens,
-            )
+            changes["input_tokens"] = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
+            changes["output_tokens"] = usage.output_tokens
         if outcome.limits is None and self._headers is not None:
-            outcome = replace(outcome, limits=self._headers, header_age=time.monotonic() - self._headers_at)
-        return outcome
+            changes["limits"], changes["header_age"] = self._headers, time.monotonic() - self._headers_at
+        return replace(outcome, **changes) if changes else outcome
 
     def _refusing(self, error: StreamkitError, allowed: bool) -> None:
         if not allowed:

@@ -49,7 +49,7 @@ class RateLimits(BaseModel):
                 dimension, index = known
                 parts.setdefault(dimension, [None, None, None])[index] = value  # the last of a name wins
         if not parts:
-            return _NONE if cls is RateLimits else cls()
+            return NO_LIMITS if cls is RateLimits else cls()
         return cls(
             **{
                 dimension: RateLimit(limit=_count(limit), remaining=_count(remaining), reset=_instant(reset))
@@ -58,7 +58,8 @@ class RateLimits(BaseModel):
         )
 
 
-_NONE = RateLimits()  # frozen: one instance serves every answer without these headers
+NO_LIMITS = RateLimits()
+"""An answer without these headers; frozen, so one instance serves every such answer."""
 _HEADERS = {
     f"{PREFIX}{dimension}-{part}": (dimension.replace("-", "_"), index)
     for dimension in DIMENSIONS
