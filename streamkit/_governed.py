@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -58,12 +58,18 @@ _T = TypeVar("_T")
 BYTES_PER_TOKEN = 4  # the input estimate before the usage is known: the body's size over this
 
 
+_E = TypeVar("_E", anyio.Event, threading.Event)
+
+
 class _Waiter:
+    """One caller in a lane's line; ``wake`` is set for a caller that joined behind others (the
+    head of an empty line never waits, so it needs no event)."""
+
     __slots__ = ("line", "wake")
 
-    def __init__(self, line: deque[_Waiter], wake: Callable[[], object]) -> None:
+    def __init__(self, line: deque[_Waiter]) -> None:
         self.line = line
-        self.wake = wake
+        self.wake: anyio.Event | threading.Event | None = None
 
 
 class Governor:
@@ -212,16 +218,24 @@ class Governor:
 
     async def asnapshot(self, model: str | None = None, *, endpoint: str | None = None) -> GovernorSnapshot:
         """``snapshot`` without blocking the event loop: the Redis round trip runs in a worker thread."""
-        return await self._call(lambda: self.snapshot(model, endpoint=endpoint))
+        if self._backend.blocking:
+            return await anyio.to_thread.run_sync(lambda: self.snapshot(model, endpoint=endpoint))
+        return self.snapshot(model, endpoint=endpoint)
 
     # -- the line: first come, first served -----------------------------------------------
 
-    def _join(self, lane: str, wake: Callable[[], object]) -> tuple[_Waiter, bool]:
+    def _join(self, lane: str, new_event: Callable[[], _E]) -> tuple[_Waiter, _E | None]:
+        """Join ``lane``'s line: the waiter, and the event that wakes it at its turn (None: its turn is now)."""
         with self._line_lock:
-            line = self._lines.setdefault(lane, deque())
-            waiter = _Waiter(line, wake)
+            line = self._lines.get(lane)
+            if line is None:
+                line = self._lines[lane] = deque()
+            waiter = _Waiter(line)
             line.append(waiter)
-            return waiter, line[0] is waiter
+            if line[0] is waiter:
+                return waiter, None
+            waiter.wake = event = new_event()  # under the lock: a leaving head sees it
+            return waiter, event
 
     def _at_head(self, waiter: _Waiter) -> bool:
         with self._line_lock:
@@ -233,8 +247,8 @@ class Governor:
             was_head = line[0] is waiter
             line.remove(waiter)
             following = line[0] if was_head and line else None
-        if following is not None:
-            following.wake()
+        if following is not None and following.wake is not None:  # it joined behind: it has one
+            following.wake.set()
 
     def _decide(self, admission: Admission, started: float, deadline: float) -> float | None:
         """After an answer of the backend: None when admitted, else how long to sleep before asking again."""
@@ -261,30 +275,31 @@ class Governor:
 
     # -- async shell ------------------------------------------------------------------------
 
-    async def _call(self, function: Callable[[], _T]) -> _T:
-        if self._backend.blocking:
-            return await anyio.to_thread.run_sync(function)
-        return function()
+    def _ask(self, lane: str, input_tokens: float, output_tokens: float, retry: bool, deadline: float) -> Admission:
+        """One admission asked of the backend, with what is left of the caller's time."""
+        max_wait = max(0.0, deadline - time.monotonic())
+        return self._backend.admit(lane, input_tokens, output_tokens, retry=retry, max_wait=max_wait)
 
     async def admit(self, lane: str, input_tokens: float, output_tokens: float, *, retry: bool) -> tuple[str, float]:
         """Wait for this attempt's turn; returns its lease and the seconds it was held."""
         started = time.monotonic()
         deadline = started + self.pool_timeout
-        event = anyio.Event()
-        waiter, head = self._join(lane, event.set)
-        held = not head
+        waiter, event = self._join(lane, anyio.Event)
+        held = event is not None
+        blocking = self._backend.blocking
         try:
-            if not head:
+            if event is not None:
                 with anyio.move_on_after(deadline - started):
                     await event.wait()
                 if not self._at_head(waiter):
                     raise self._timeout(started)
             while True:
-                admission = await self._call(
-                    lambda: self._backend.admit(
-                        lane, input_tokens, output_tokens, retry=retry, max_wait=max(0.0, deadline - time.monotonic())
+                if blocking:
+                    admission = await anyio.to_thread.run_sync(
+                        self._ask, lane, input_tokens, output_tokens, retry, deadline
                     )
-                )
+                else:  # in memory: an answer at once, no checkpoint
+                    admission = self._ask(lane, input_tokens, output_tokens, retry, deadline)
                 pause = self._decide(admission, started, deadline)
                 if pause is None:
                     break
@@ -295,16 +310,25 @@ class Governor:
                 if admission.wait > 0:
                     await anyio.sleep(admission.wait)  # at the head: one admission ahead per process
             except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self.settle(lane, admission.lease, Outcome("failed"))  # never sent
+                await self.settle(lane, admission.lease, Outcome("failed"))  # never sent
                 raise
         finally:
             self._leave(waiter)
         return admission.lease, self._held(lane, started, held or admission.wait > 0)
 
     async def settle(self, lane: str, lease: str | None, outcome: Outcome) -> bool:
+        """Settle an attempt; a cancel meanwhile never leaves its lease unsettled.
+
+        The in-memory backend answers without suspending, so no cancel can land in between
+        and there is nothing to shield; a Redis round trip runs in a worker thread, shielded.
+        """
         outcome = lane_outcome(lane, outcome)
-        return await self._call(lambda: self._backend.settle(lane, lease, outcome))
+        backend = self._backend
+        if not backend.blocking:
+            return backend.settle(lane, lease, outcome)
+        with anyio.CancelScope(shield=True):
+            allowed = await anyio.to_thread.run_sync(backend.settle, lane, lease, outcome)
+        return allowed
 
     # -- sync shell ---------------------------------------------------------------------
 
@@ -312,18 +336,15 @@ class Governor:
         """``admit`` for the sync client: the same line, blocking waits."""
         started = time.monotonic()
         deadline = started + self.pool_timeout
-        event = threading.Event()
-        waiter, head = self._join(lane, event.set)
-        held = not head
+        waiter, event = self._join(lane, threading.Event)
+        held = event is not None
         try:
             # Event.wait takes None, not inf, for "no limit".
             limit = None if deadline == math.inf else deadline - started
-            if not head and not (event.wait(limit) and self._at_head(waiter)):
+            if event is not None and not (event.wait(limit) and self._at_head(waiter)):
                 raise self._timeout(started)
             while True:
-                admission = self._backend.admit(
-                    lane, input_tokens, output_tokens, retry=retry, max_wait=max(0.0, deadline - time.monotonic())
-                )
+                admission = self._ask(lane, input_tokens, output_tokens, retry, deadline)
                 pause = self._decide(admission, started, deadline)
                 if pause is None:
                     break
@@ -408,16 +429,14 @@ class GateBase:
     def _ending(self, error: StreamkitError | None, message: Message | None, *, finished: bool, retry: bool) -> Outcome:
         """The outcome of the current attempt, ending: its usage, and the headers its response had."""
         outcome = self._failure(error, retry) if error is not None else Outcome("ok" if finished else "cancelled")
+        changes: dict[str, Any] = {}  # one replace for both: it runs once per attempt
         if message is not None:
             usage = message.usage
-            outcome = replace(
-                outcome,
-                input_tokens=usage.input_tokens + (usage.cache_creation_input_tokens or 0),
-                output_tokens=usage.output_tokens,
-            )
+            changes["input_tokens"] = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
+            changes["output_tokens"] = usage.output_tokens
         if outcome.limits is None and self._headers is not None:
-            outcome = replace(outcome, limits=self._headers, header_age=time.monotonic() - self._headers_at)
-        return outcome
+            changes["limits"], changes["header_age"] = self._headers, time.monotonic() - self._headers_at
+        return replace(outcome, **changes) if changes else outcome
 
     def _refusing(self, error: StreamkitError, allowed: bool) -> None:
         if not allowed:
@@ -458,9 +477,7 @@ class Gate(GateBase):
         except StreamkitError as error:
             lease, self._lease = self._lease, None
             outcome = self._failure(error, policy.should_retry(error, done))
-            with anyio.CancelScope(shield=True):  # a cancel now must not leave the lease unsettled
-                allowed = await governor.settle(self.lane, lease, outcome)
-            self._refusing(error, allowed)
+            self._refusing(error, await governor.settle(self.lane, lease, outcome))
             raise
         except BaseException:
             await self.ended(None, None, finished=False)
@@ -478,9 +495,7 @@ class Gate(GateBase):
         if governor is None or lease is None:
             return True
         self._lease = None
-        with anyio.CancelScope(shield=True):
-            outcome = self._ending(error, message, finished=finished, retry=retry)
-            allowed = await governor.settle(self.lane, lease, outcome)
+        allowed = await governor.settle(self.lane, lease, self._ending(error, message, finished=finished, retry=retry))
         if error is not None:
             self._refusing(error, allowed)
         return allowed

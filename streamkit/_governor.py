@@ -46,13 +46,13 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ._errors import APIError, OverloadedError, RateLimitError, StreamkitError
+from ._ratelimits import NO_LIMITS as NO_LIMITS  # re-exported: the Redis backend reads it here
 from ._ratelimits import RateLimits
 from ._retry import capped_retry_after
 
 DIMENSIONS = ("req", "in", "out")
 """The three buckets: requests, input tokens, output tokens (per minute)."""
 SECONDS_PER_MINUTE = 60.0
-NO_LIMITS = RateLimits()  # an answer without anthropic-ratelimit-* headers
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without retry-after still blocks the lane this long
 
 
@@ -281,7 +281,9 @@ class GovernorPolicy:
 
     def _prepare(self, lane_name: str, now: float) -> Lane:
         lane = self.lane(lane_name)
-        expiry = self._expiry.setdefault(lane_name, [])
+        expiry = self._expiry.get(lane_name)
+        if expiry is None:
+            expiry = self._expiry[lane_name] = []
         while expiry and expiry[0][0] <= now:
             lease_id = heapq.heappop(expiry)[1]
             lease = self.leases.get(lease_id)
@@ -292,9 +294,8 @@ class GovernorPolicy:
                 self._refund(lane, "in", lease.reserved_in)
         if lane.t is not None:
             elapsed = max(0.0, now - lane.t)
-            for dimension in DIMENSIONS:
-                limit, level = self.limit(lane, dimension), lane.lvl[dimension]
-                if limit is not None and level is not None:
+            for dimension, level in lane.lvl.items():  # no level yet, no bucket: its limit is not asked
+                if level is not None and (limit := self.limit(lane, dimension)) is not None:
                     lane.lvl[dimension] = min(limit, level + limit / SECONDS_PER_MINUTE * elapsed)
             lane.pace = min(float(self.settings.initial_window), lane.pace + lane.rate * elapsed)
         lane.t = now
@@ -305,8 +306,8 @@ class GovernorPolicy:
         return lane
 
     def _refund(self, lane: Lane, dimension: str, amount: float) -> None:
-        limit, level = self.limit(lane, dimension), lane.lvl[dimension]
-        if limit is not None and level is not None:
+        level = lane.lvl[dimension]
+        if level is not None and (limit := self.limit(lane, dimension)) is not None:
             lane.lvl[dimension] = min(limit, level + amount)
 
     # -- admission --------------------------------------------------------------------
@@ -413,7 +414,8 @@ class GovernorPolicy:
     def _learn(self, lane: Lane, outcome: Outcome) -> None:
         """What the headers say: the limits, and the buckets never above the remaining they report."""
         limits = outcome.limits
-        if retryable_overload(outcome) or (limits is not None and limits != NO_LIMITS):
+        # ``is`` first: every answer without the headers parses to the one NO_LIMITS.
+        if retryable_overload(outcome) or (limits is not None and limits is not NO_LIMITS and limits != NO_LIMITS):
             lane.unlimited = False
         elif limits is not None and not any(lane.lim.values()):
             lane.unlimited = True

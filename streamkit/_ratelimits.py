@@ -40,21 +40,32 @@ class RateLimits(BaseModel):
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | None) -> RateLimits:
         """Parse the ``anthropic-ratelimit-*`` headers (names in any case); never raises."""
-        if not headers:
-            return cls()
-        lowered = {str(name).lower(): value for name, value in headers.items() if str(name).lower().startswith(PREFIX)}
-        found: dict[str, RateLimit] = {}
-        for dimension in DIMENSIONS:
-            limit, remaining, reset = (lowered.get(f"{PREFIX}{dimension}-{part}") for part in _PARTS)
-            if limit is None and remaining is None and reset is None:
-                continue
-            found[dimension.replace("-", "_")] = RateLimit(
-                limit=_count(limit), remaining=_count(remaining), reset=_instant(reset)
-            )
-        return cls(**found)
+        # One pass over the headers, each name looked up once: every response is parsed, and
+        # most of its headers are not these.
+        parts: dict[str, list[str | None]] = {}
+        for name, value in headers.items() if headers else ():
+            known = _HEADERS.get(str(name).lower())
+            if known is not None:
+                dimension, index = known
+                parts.setdefault(dimension, [None, None, None])[index] = value  # the last of a name wins
+        if not parts:
+            return NO_LIMITS if cls is RateLimits else cls()
+        return cls(
+            **{
+                dimension: RateLimit(limit=_count(limit), remaining=_count(remaining), reset=_instant(reset))
+                for dimension, (limit, remaining, reset) in parts.items()
+            }
+        )
 
 
-_PARTS = ("limit", "remaining", "reset")
+NO_LIMITS = RateLimits()
+"""An answer without these headers; frozen, so one instance serves every such answer."""
+_HEADERS = {
+    f"{PREFIX}{dimension}-{part}": (dimension.replace("-", "_"), index)
+    for dimension in DIMENSIONS
+    for index, part in enumerate(("limit", "remaining", "reset"))
+}
+"""Each header's name, lowercase: its ``RateLimits`` field and its place in (limit, remaining, reset)."""
 
 
 def _count(value: str | None) -> int | None:

@@ -247,26 +247,45 @@ async def test_a_failed_attempts_settlement_finishes_under_a_cancel() -> None:
     from streamkit._retry import RetryPolicy
 
     governor = Governor()
-    settled: list[str] = []
-    real_settle = governor.settle
-
-    async def slow_settle(lane: str, lease: str | None, outcome: Outcome) -> bool:
-        await anyio.sleep(0.05)  # a Redis round trip: a checkpoint a cancel could land on
-        settled.append(outcome.status)
-        return await real_settle(lane, lease, outcome)
-
-    governor.settle = slow_settle  # type: ignore[method-assign]
 
     async def send() -> None:
+        scope.cancel()  # cancelled once admitted: the failure is settled under the cancel
         raise streamkit.OverloadedStatusError("overloaded", status_code=529)
 
     gate = Gate(governor, MODEL, 100)
     with anyio.CancelScope() as scope:
-        scope.cancel()  # already cancelled when the failure is settled
         with pytest.raises(streamkit.OverloadedStatusError):
             await gate.run(send, RetryPolicy(max_retries=0), 0, [])
-    assert settled == ["overloaded"]
-    assert governor.snapshot(MODEL).in_flight == 0
+    snapshot = governor.snapshot(MODEL)
+    assert (snapshot.admitted, snapshot.in_flight, snapshot.rate) == (1, 0, 0.5)  # settled: the 529 cut the rate
+
+
+@pytest.mark.anyio
+async def test_a_cancel_while_scheduled_at_the_head_gives_the_lease_back_and_passes_the_turn() -> None:
+    governor = Governor(initial_window=1, ramp_seconds=0.9)  # one at once, then one every 0.9 s: within the horizon
+    first, held = await governor.admit(MODEL, 10, 100, retry=False)
+    assert (first, held) == ("1", 0.0)
+    admitted: list[str] = []
+
+    async def take(scope: anyio.CancelScope) -> None:
+        with scope:
+            admitted.append((await governor.admit(MODEL, 10, 100, retry=False))[0])
+
+    scheduled, behind = anyio.CancelScope(), anyio.CancelScope()
+    async with anyio.create_task_group() as group:
+        group.start_soon(take, scheduled)
+        await anyio.wait_all_tasks_blocked()  # admitted, sleeping until its send time at the head
+        group.start_soon(take, behind)
+        await anyio.wait_all_tasks_blocked()  # in line behind it
+        assert (governor.snapshot(MODEL).in_flight, governor.snapshot(MODEL).queued) == (2, 2)
+        scheduled.cancel()
+        await anyio.wait_all_tasks_blocked()  # its lease given back, the next one admitted in its turn
+        assert (governor.snapshot(MODEL).in_flight, governor.snapshot(MODEL).queued) == (2, 1)
+        behind.cancel()
+    assert admitted == []
+    assert (governor.snapshot(MODEL).in_flight, governor.snapshot(MODEL).queued) == (1, 0)
+    assert await governor.settle(MODEL, first, Outcome("ok", output_tokens=1)) is True
+    assert (governor.snapshot(MODEL).admitted, governor.snapshot(MODEL).in_flight) == (3, 0)
 
 
 # -- endpoint lanes and the settings ---------------------------------------------------------

@@ -12,12 +12,16 @@ import warnings
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 from conftest import client_for, in_thread, sync_client_for
 
 import streamkit
 from streamkit import Governor, GovernorSnapshot, GovernorTimeoutError
+from streamkit._governed import Gate
 from streamkit._governor import Outcome
+from streamkit._retry import RetryPolicy
 from streamkit.testing import MockServer, RedisServer, Reply
 from streamkit.testing._redis import command
 
@@ -205,6 +209,54 @@ async def test_the_sync_client_governed_through_redis(redis_server: RedisServer)
 
         assert await in_thread(consume) == "Hi"
     assert (governor.snapshot().admitted, governor.snapshot().in_flight) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_settlement_through_redis_finishes_under_a_cancel(redis_server: RedisServer) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org")
+
+    async def send() -> None:
+        scope.cancel()  # cancelled once admitted: the round trip that settles the failure must still go
+        raise streamkit.OverloadedStatusError("overloaded", status_code=529)
+
+    gate = Gate(governor, MODEL, 100)
+    with anyio.CancelScope() as scope:
+        with pytest.raises(streamkit.OverloadedStatusError):
+            await gate.run(send, RetryPolicy(max_retries=0), 0, [])
+    snapshot = governor.snapshot(MODEL)
+    assert (snapshot.backend, snapshot.admitted, snapshot.in_flight, snapshot.rate) == ("redis", 1, 0, 0.5)
+
+    async def opened() -> None:
+        return None
+
+    await gate.run(opened, RetryPolicy(max_retries=0), 0, [])  # a stream's attempt: settled when it ends
+    assert governor.snapshot(MODEL).in_flight == 1
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        assert await gate.ended(None, None, finished=False) is True
+    assert (governor.snapshot(MODEL).admitted, governor.snapshot(MODEL).in_flight) == (2, 0)
+
+
+@pytest.mark.anyio
+async def test_an_answer_is_settled_through_redis_when_a_cancel_lands_during_the_round_trip(
+    redis_server: RedisServer,
+) -> None:
+    governor = Governor(redis_url=redis_server.url, key="org")
+    backend: Any = governor._backend
+    real_settle = backend.settle
+
+    def settle(lane: str, lease: str | None, outcome: Outcome) -> bool:
+        anyio.from_thread.run_sync(scope.cancel)  # from the worker thread, while Redis settles the answer
+        return bool(real_settle(lane, lease, outcome))
+
+    backend.settle = settle
+    async with MockServer() as server, client_for(server, governor=governor) as client:
+        with anyio.CancelScope() as scope:
+            await client.messages.count_tokens(model=MODEL, messages=USER)
+            await anyio.lowlevel.checkpoint()  # where the cancel lands, the call done
+    assert scope.cancelled_caught
+    snapshot = governor.snapshot(endpoint="count_tokens")
+    assert (snapshot.backend, snapshot.admitted, snapshot.in_flight) == ("redis", 1, 0)
 
 
 @pytest.mark.anyio

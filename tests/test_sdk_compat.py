@@ -500,6 +500,18 @@ def test_rate_limits_missing_dimensions_and_parts() -> None:
     assert only == streamkit.RateLimits(tokens=streamkit.RateLimit(limit=None, remaining=7, reset=None))
 
 
+def test_rate_limits_of_a_repeated_header() -> None:
+    # A mapping with a name twice (in two cases): the last wins.
+    twice = {"anthropic-ratelimit-requests-limit": "1", "Anthropic-RateLimit-Requests-Limit": "2"}
+    assert streamkit.RateLimits.from_headers(twice) == streamkit.RateLimits(requests=streamkit.RateLimit(limit=2))
+    # httpx joins a repeated header's values ("1, 2"): not a count.
+    joined = httpx.Headers([("anthropic-ratelimit-requests-limit", "1"), ("anthropic-ratelimit-requests-limit", "2")])
+    assert streamkit.RateLimits.from_headers(joined) == streamkit.RateLimits(requests=streamkit.RateLimit())
+    # Near misses are not these headers.
+    near = {"anthropic-ratelimit-requests": "1", "anthropic-ratelimit-requests-limits": "1", "x-ratelimit-limit": "1"}
+    assert streamkit.RateLimits.from_headers(near) == streamkit.RateLimits()
+
+
 @pytest.mark.parametrize(
     "value",
     ["", " ", "-1", "1.5", "1e3", "0x10", "ten", "٣", "²", "1" * 31, "+5", "5 5", "null"],
