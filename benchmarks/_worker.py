@@ -229,7 +229,7 @@ class TransportLoop(Transport):
 
     async def setup(self, base_url: str, concurrent: bool) -> Any:
         url = urlsplit(base_url)
-        self.address, body = (url.hostname, url.port), json.dumps(BODY).encode()
+        self.address, body = (url.hostname or "", url.port or 80), json.dumps(BODY).encode()
         start = f"POST /v1/messages HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: keep-alive\r\n"
         start += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.request = (start.encode(), body)
