@@ -323,7 +323,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     versions = meta["versions"]
     figure.suptitle(
-        f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback; {meta['cpu']}, {meta['python']}"
+        f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback\n{meta['cpu']}, {meta['python']}"
         f" on {meta.get('loop', 'asyncio')};"
         f" anthropic {versions.get('anthropic') or '-'},"
         f" streamkit {versions['streamkit']} ({meta.get('streamkit_tree') or '-'})",
