@@ -3,7 +3,8 @@
 ``TimeFunc``'s first call sets up the client and consumes a warm-up stream (at most 10k deltas) off the clock;
 each call then consumes ``loops`` streams and returns the client's CPU seconds (``time.process_time()``), or the
 seconds to the first text.  Every stream's final output is checked off the clock against the expected reply,
-and the verdict appended to the ledger (``checks.jsonl`` in the work directory) that the manager reads.
+and the verdict appended to the ledger (``checks.jsonl`` in the work directory) that the manager reads.  The
+worker's event loop is asyncio's own or uvloop's (``--loop``); either way the contenders run on asyncio.
 """
 
 from __future__ import annotations
