@@ -4,6 +4,7 @@
     python -m benchmarks --quick         # small sizes, one process each: a smoke run
     python -m benchmarks --content both  # the ASCII content too, one event per chunk: the second column
     python -m benchmarks --full          # the SDK at every size too, and the slow readers (see SLOW_S)
+    python -m benchmarks --loop uvloop   # every worker on uvloop's event loop instead of asyncio's
     python -m benchmarks accumulator     # MessageAccumulator alone (pyperf's loop; its options apply)
     python -m benchmarks chart           # the chart from benchmarks/results/latest.json
     python -m benchmarks profile         # pyinstrument over streamkit's hot path, one event per chunk
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._content import CONTENTS
-from ._scenarios import CONTENDERS, QUICK, SLOW_RUNS, SLOW_S, Plan, in_rounds, warmup_reply
+from ._scenarios import CONTENDERS, LOOPS, QUICK, SLOW_RUNS, SLOW_S, Plan, in_rounds, warmup_reply
 
 LEFT_OUT = "left-out.txt"  # in the work directory: the pyperf benchmarks the manager did not run, a name a line
 # Our options, passed on to pyperf's workers so that they plan the same benchmarks, and where they find things.
@@ -43,6 +45,7 @@ PLAN_OPTIONS = (
     "mixed_size",
     "ttft_runs",
     "warmup_max",
+    "loop",
 )
 WORKER_OPTIONS = ("base_url", "workdir", "server_pid")
 
@@ -56,6 +59,15 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
     return value
+
+
+def _event_loop(text: str) -> str:
+    """One of LOOPS, and uvloop only where it is installed (a bench extra; not on Windows)."""
+    if text not in LOOPS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOOPS)}, not {text!r}")
+    if text == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise argparse.ArgumentTypeError("uvloop is not installed (pip install -e '.[bench]'; not on Windows)")
+    return text
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +88,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warmup-max", type=_at_least_one, help="deltas of a worker's warm-up stream at most (default 10000)"
     )
+    loops = "{" + ",".join(LOOPS) + "}"
+    parser.add_argument("--loop", type=_event_loop, metavar=loops, help="every worker's event loop (default asyncio)")
     out = Path(__file__).parent / "results" / "latest.json"
     parser.add_argument("--out", type=Path, default=out, help="JSON results (default %(default)s)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")

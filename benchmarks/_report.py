@@ -17,7 +17,8 @@ from typing import Any
 from ._content import ASCII_CHARS_PER_DELTA, REALISTIC_CHARS_PER_DELTA, TOKENS_PER_DELTA
 from ._scenarios import FRAMINGS, PACE_HZ, PEER_STREAMS, UI_READERS, Job, Plan, human, tag
 
-PACKAGES = ("httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "pyperf", "streamkit")  # versions reported
+# The versions reported.
+PACKAGES = ("httpx", "httpx-sse", "pydantic", "anyio", "aiohttp", "uvloop", "anthropic", "pyperf", "streamkit")
 # Targets (issues 8 and 14): printed as PASS/MISS, never fail the process.  One event per chunk, the first content:
 # get_final_message(), async for event, and a UI reading current_message per event, over the parser floor.
 CHUNK_FINAL_MAX, CHUNK_EVENTS_MAX, CHUNK_UI_MAX = 0.5, 0.6, 0.7
@@ -70,6 +71,7 @@ def build(plan: Plan, benches: list[tuple[Job, Any]], checks: list[dict[str, Any
         "versions": {name: installed.get(name) for name in PACKAGES},
         "streamkit_tree": (tree.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) or None,
         "mode": "quick" if plan.quick else "full" if plan.full else "default",
+        "loop": plan.loop,  # every worker's event loop (--loop)
         "cpu_time": "time.process_time() of the client process per stream; pyperf worker processes, one per"
         " contender per round, the contenders of a scenario taking turns; medians of every value",
         "memory": "peak RSS of the client process over its whole life, warm-up included (VmHWM)",
@@ -122,7 +124,10 @@ def targets(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
             if (mine or parser) and not (name == "streamkit-ui" and "mixed" in scenario):
                 value = mine["over_parser_floor"] if mine else None
                 label = f"CPU streamkit {how} / parser floor <= {limit} ({scenario})"
-                out.append(_target(label, value, limit, "x", f"{_per_delta(mine)} vs {_per_delta(parser)}"))
+                detail = f"{_per_delta(mine)} vs {_per_delta(parser)}"
+                if loop := find(results, scenario, "transport-loop"):  # what the event loop alone costs a stream
+                    detail += f"; loop floor {_per_delta(loop)} ({_fmt(loop.get('over_parser_floor'), '.2f')}x)"
+                out.append(_target(label, value, limit, "x", detail))
     small, large = min(plan.sizes), max(plan.sizes)
     for kind in ("text", "tool") if small != large else ():
         scenarios = [f"chunk-{kind}-{human(size)}{tag(main)}" for size in (small, large)]
@@ -253,6 +258,7 @@ def table(report: dict[str, Any]) -> str:
     meta, results = report["meta"], report["results"]
     versions = ", ".join(f"{name} {version or '-'}" for name, version in meta["versions"].items())
     lines = [f"streamkit benchmarks ({meta['mode']}); {meta['cpu']}, {meta['cores']} cores; {meta['python']}"]
+    lines[0] += f"; event loop: {meta.get('loop', 'asyncio')}"  # older reports: asyncio's
     lines += [f"versions: {versions}; streamkit/ at {meta['streamkit_tree']}", f"CPU: {meta['cpu_time']}"]
     lines += [f"memory: {meta['memory']}", ""]
     rows = [["scenario", "contender", "runs", "median", "spread", "/parser", "peak MB", "check"]]
@@ -285,6 +291,7 @@ STYLE = {
     "anthropic-ui": {"color": "#f4a582", "marker": "d", "label": "anthropic SDK current_message_snapshot per event"},
     "parser": {"color": "#2166ac", "marker": "s", "label": "parser floor: httpx-sse + json.loads"},
     "transport": {"color": "#878787", "marker": "^", "label": "transport floor: httpx aiter_bytes"},
+    "transport-loop": {"color": "#bababa", "marker": "<", "label": "event loop floor: asyncio.Protocol counting bytes"},
     "anthropic": {"color": "#b2182b", "marker": "D", "label": "anthropic SDK get_final_message()"},
 }
 
@@ -316,7 +323,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     versions = meta["versions"]
     figure.suptitle(
-        f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback; {meta['cpu']}, {meta['python']};"
+        f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback\n{meta['cpu']}, {meta['python']}"
+        f" on {meta.get('loop', 'asyncio')};"
         f" anthropic {versions.get('anthropic') or '-'},"
         f" streamkit {versions['streamkit']} ({meta.get('streamkit_tree') or '-'})",
         fontsize=9,

@@ -30,6 +30,7 @@ CONTENDERS = (
     "anthropic-ui",
     "streamkit",
     "transport-aiohttp",
+    "transport-loop",
     "streamkit-httpx",
     "streamkit-text",
     "streamkit-events",
@@ -39,7 +40,8 @@ CONTENDERS = (
 SYNC_KINDS = ("text",)  # streamkit-sync (streamkit.Client) runs on the one-event-per-chunk text streams only
 BULK = ("transport", "parser", "anthropic", "streamkit", "streamkit-events")  # bulk framing and the mixed stream
 BASE = ("transport", "parser", "anthropic", "streamkit")  # time to first text
-TRANSPORTS = ("transport-aiohttp", "streamkit-httpx")  # streamkit's other transport, the floor of its default one
+# streamkit's other transport, the floor of its default one, and the event loop's floor under both
+TRANSPORTS = ("transport-aiohttp", "transport-loop", "streamkit-httpx")
 SIZES, LARGE = (1_000, 20_000, 100_000), 100_000
 QUICK: dict[str, Any] = {"repeat": 1, "repeat_large": 1, "sizes": (1_000,), "streams": 100, "mixed_size": 300}
 QUADRATIC_MAX = RESUME_MAX_SIZE = 20_000  # the SDK is quadratic: no more unless --full
@@ -48,10 +50,11 @@ QUADRATIC = ("anthropic", "anthropic-ui")
 # stream of that kind, framing and content unless --full: a reader that copies what it has so far per event.
 SLOW_S, SLOW_RUNS = 2.0, 3  # 2 s at 20k deltas: 100 us a delta, four times the parser floor
 UI_READERS = ("streamkit-ui", "anthropic-ui")
+LOOPS = ("asyncio", "uvloop")  # the workers' event loop (--loop)
 WARMUP_MAX = 10_000  # deltas of a worker's warm-up stream at most
 # The transport floors check a body by its length against the reference parsed whole from their warm-up stream:
 # theirs is the measured reply itself, whatever its size.
-WARM_ON_MEASURED = ("transport", "transport-aiohttp")
+WARM_ON_MEASURED = ("transport", "transport-aiohttp", "transport-loop")
 PEER_STREAMS = 1_000  # concurrent streams of the like-for-like row (the SDK on its default pool)
 
 
@@ -78,6 +81,7 @@ class Job:
     values: int = 1
     streams: int = 0
     warmup: int = WARMUP_MAX  # deltas of the worker's warm-up stream at most
+    loop: str = LOOPS[0]  # the worker's event loop: asyncio's own, or uvloop's
 
     @property
     def name(self) -> str:
@@ -145,6 +149,7 @@ class Plan:
     mixed_size: int = 30_000
     ttft_runs: int = 15
     warmup_max: int = WARMUP_MAX
+    loop: str = LOOPS[0]
 
     def jobs(self) -> list[Job]:
         """Every benchmark, scenario by scenario (the server's reply cache stays warm)."""
@@ -193,7 +198,7 @@ class Plan:
                 for name in ("streamkit", "streamkit-resume-off"):
                     scenario = f"resume-chunk-{kind}-{human(size)}{tag(main)}"
                     jobs.append(Job(scenario, "resume", name, (kind, size, "chunk", main), runs))
-        return [replace(job, warmup=self.warmup_max) for job in jobs]
+        return [replace(job, warmup=self.warmup_max, loop=self.loop) for job in jobs]
 
 
 def in_rounds(jobs: list[Job]) -> list[tuple[int, Job]]:

@@ -3,7 +3,8 @@
 ``TimeFunc``'s first call sets up the client and consumes a warm-up stream (at most 10k deltas) off the clock;
 each call then consumes ``loops`` streams and returns the client's CPU seconds (``time.process_time()``), or the
 seconds to the first text.  Every stream's final output is checked off the clock against the expected reply,
-and the verdict appended to the ledger (``checks.jsonl`` in the work directory) that the manager reads.
+and the verdict appended to the ledger (``checks.jsonl`` in the work directory) that the manager reads.  The
+worker's event loop is asyncio's own or uvloop's (``--loop``); either way the contenders run on asyncio.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import gc
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._content import MODEL
 from ._scenarios import BODY, HEADER, MAX_TOKENS, MESSAGES, Job, Outcome, load_reply, warmup_reply
@@ -89,6 +91,24 @@ def parse_body(body: bytes) -> Outcome:
 # close(client) at the end of the worker.
 
 
+class Tally:
+    """A body's bytes counted as they come, and nothing more: ``first`` (time to first text only) gets
+    time.perf_counter() when ``"text_delta"`` first shows; ``keep`` holds them for the one body parsed whole."""
+
+    def __init__(self, first: list[float] | None, keep: bool) -> None:
+        self.nbytes, self.first, self.tail = 0, first, b""
+        self.body: list[bytes] | None = [] if keep else None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.first is not None and not self.first:
+            if b'"text_delta"' in self.tail + chunk:
+                self.first.append(time.perf_counter())
+            self.tail = chunk[-16:]
+        self.nbytes += len(chunk)
+        if self.body is not None:
+            self.body.append(chunk)
+
+
 class Transport:
     """httpx ``aiter_bytes``, on streamkit's pools so that concurrency compares the work per stream: the transport
     floor.  The body is byte-identical every time (fixed ids), so its length proves it whole once the first body
@@ -111,20 +131,22 @@ class Transport:
         async with client.stream("POST", self.url, json=BODY, headers={HEADER: header}) as response:
             return await self.tally(response.aiter_bytes(), first)
 
+    def counter(self, first: list[float] | None) -> Tally:
+        """A stream's tally: it keeps the body only until the reference has been parsed."""
+        return Tally(first, self.reference[0] < 0)
+
+    def verdict(self, tally: Tally, parse: Callable[[bytes], Outcome] = parse_body) -> Outcome:
+        """The reference outcome if the body is as long as the reference's, else an empty one (a mismatch)."""
+        if tally.body is not None:
+            self.reference = (tally.nbytes, parse(b"".join(tally.body)))
+        return self.reference[1] if tally.nbytes == self.reference[0] else Outcome()
+
     async def tally(self, chunks: AsyncIterator[bytes], first: list[float] | None) -> Outcome:
         """Read the body's bytes and nothing more; the first body read is parsed once, as the reference."""
-        nbytes, body, keep, tail = 0, [], self.reference[0] < 0, b""
+        tally = self.counter(first)
         async for chunk in chunks:
-            if first is not None and not first:
-                if b'"text_delta"' in tail + chunk:
-                    first.append(time.perf_counter())
-                tail = chunk[-16:]
-            nbytes += len(chunk)
-            if keep:
-                body.append(chunk)
-        if keep:
-            self.reference = (nbytes, parse_body(b"".join(body)))
-        return self.reference[1] if nbytes == self.reference[0] else Outcome()
+            tally.feed(chunk)
+        return self.verdict(tally)
 
 
 class TransportAiohttp(Transport):
@@ -142,6 +164,103 @@ class TransportAiohttp(Transport):
     async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
         async with client.post(self.url, json=BODY, headers={HEADER: header}) as response:
             return await self.tally(response.content.iter_any(), first)
+
+
+END = b"\r\n0\r\n\r\n"  # a chunked body's last chunk's CRLF, then the terminating chunk (the mock sends no trailers)
+
+
+def dechunk(raw: bytes) -> bytes:
+    """A chunked body's data (off the clock: the loop floor's reference body only)."""
+    out, at = [], 0
+    while size := int(raw[at : (eol := raw.index(b"\r\n", at))].split(b";")[0], 16):
+        out.append(raw[eol + 2 : eol + 2 + size])
+        at = eol + 4 + size
+    return b"".join(out)
+
+
+class Exchange(asyncio.Protocol):
+    """One keep-alive connection of the loop floor: a response's head found and checked, its chunked body handed
+    to a ``Tally`` as it comes, undecoded, until the terminating chunk ends it."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[bool] | None = None
+        self.head: bytes | None = None  # the head so far; None in the body
+        self.last, self.reuse = b"", False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("the server closed the connection before the end of the response"))
+        self.closed.set_result(None)
+
+    def exchange(self, request: bytes, tally: Tally) -> asyncio.Future[bool]:
+        """Send the request; the future is True when the response ended whole and the connection may serve again."""
+        self.tally, self.head, self.last = tally, b"", b""
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.done
+
+    def data_received(self, data: bytes) -> None:
+        if self.head is not None:
+            head, blank, data = (self.head + data).partition(b"\r\n\r\n")
+            if not blank:
+                self.head = head
+                return
+            if not head.startswith(b"HTTP/1.1 200 "):
+                assert self.done is not None
+                self.done.set_exception(ConnectionError(f"answered {head.splitlines()[0]!r}"))
+                self.transport.close()
+                return
+            self.head, self.reuse = None, b"\r\nconnection: close\r\n" not in head.lower() + b"\r\n"
+        self.tally.feed(data)
+        self.last = data if len(data) >= len(END) else self.last[-len(END) :] + data
+        if self.last.endswith(END):
+            assert self.done is not None
+            self.done.set_result(self.reuse)
+
+
+class TransportLoop(Transport):
+    """The event loop's floor: a bare ``asyncio.Protocol`` that writes the request and counts the response's bytes,
+    no HTTP parser but for finding the end of the head and of the chunked body; what any client on this loop pays
+    to be handed each chunk.  Keep-alive connections, one per stream at a time, reused like the pools of the others.
+    """
+
+    async def setup(self, base_url: str, concurrent: bool) -> Any:
+        url = urlsplit(base_url)
+        self.address, body = (url.hostname or "", url.port or 80), json.dumps(BODY).encode()
+        start = f"POST /v1/messages HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: keep-alive\r\n"
+        start += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.request = (start.encode(), body)
+        return []  # the idle connections
+
+    async def close(self, client: Any) -> None:
+        for exchange in client:
+            exchange.transport.close()
+        await asyncio.gather(*(exchange.closed for exchange in client))
+
+    async def consume(self, client: Any, header: str, first: list[float] | None = None) -> Outcome:
+        idle: list[Exchange] = client
+        while idle and idle[-1].closed.done():
+            idle.pop()
+        if idle:
+            exchange = idle.pop()
+        else:
+            _, exchange = await asyncio.get_running_loop().create_connection(Exchange, *self.address)
+        start, body = self.request
+        tally = self.counter(first)
+        try:
+            reuse = await exchange.exchange(start + f"{HEADER}: {header}\r\n\r\n".encode() + body, tally)
+        except BaseException:
+            exchange.transport.close()
+            raise
+        if reuse:
+            idle.append(exchange)
+        else:
+            exchange.transport.close()
+        return self.verdict(tally, lambda raw: parse_body(dechunk(raw)))
 
 
 class Parser(Transport):
@@ -259,7 +378,8 @@ class StreamkitSync:
 
 CONTENDERS: dict[str, Any] = {"transport": Transport, "parser": Parser, "anthropic": Anthropic, "streamkit": Streamkit}
 CONTENDERS["anthropic-ui"] = partial(Anthropic, ui=True)
-CONTENDERS |= {"transport-aiohttp": TransportAiohttp, "streamkit-httpx": partial(Streamkit, transport="httpx")}
+CONTENDERS |= {"transport-aiohttp": TransportAiohttp, "transport-loop": TransportLoop}
+CONTENDERS |= {"streamkit-httpx": partial(Streamkit, transport="httpx")}
 CONTENDERS |= {f"streamkit-{way}": partial(Streamkit, way) for way in ("text", "events", "ui")}
 CONTENDERS["streamkit-resume-off"] = partial(Streamkit, resume=False)
 CONTENDERS["streamkit-sync"] = StreamkitSync
@@ -275,6 +395,12 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc): was the server the bottleneck?"""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def uvloop_new() -> asyncio.AbstractEventLoop:
+    import uvloop  # a bench extra; --loop uvloop checks that it is installed
+
+    return uvloop.new_event_loop()
 
 
 class TimeFunc:
@@ -323,7 +449,7 @@ class TimeFunc:
 
     def __call__(self, loops: int) -> float:
         if self.loop is None:  # (the manager raised the open-file limit for one socket per concurrent stream)
-            self.loop = asyncio.new_event_loop()
+            self.loop = uvloop_new() if self.job.loop == "uvloop" else asyncio.new_event_loop()
             self.loop.run_until_complete(self.setup())
         return sum(self.loop.run_until_complete(self.one()) for _ in range(loops))
 

@@ -22,7 +22,7 @@ SIZE = 120  # deltas per text / tool stream
 MIXED = 60  # a third each: thinking, text, tool (+1 signature delta)
 STREAMS, STREAM_DELTAS, TTFT_RUNS = 20, 30, 2
 WARMUP = 50  # deltas of a worker's warm-up stream at most: fewer than the measured ones, as at the default sizes
-FLOORS = {"transport", "transport-aiohttp", "parser"}
+FLOORS = {"transport", "transport-aiohttp", "transport-loop", "parser"}
 CONTENDERS = FLOORS | {"streamkit", "streamkit-text", "streamkit-events", "streamkit-ui"}
 
 
@@ -73,7 +73,7 @@ def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "python", "os", "versions", "memory", "mode", "framings", "streamkit_tree"):
         assert meta[key], key
     assert set(meta["versions"]) >= {"httpx", "httpx-sse", "pydantic", "anyio", "anthropic", "pyperf", "streamkit"}
-    assert meta["mode"] == "quick"
+    assert meta["mode"] == "quick" and meta["loop"] == "asyncio"
     check_rows(report, CONTENDERS)
     rows = report["results"]
     assert {row["kind"] for row in rows} == {"stream", "ttft", "concurrent", "resume"}
@@ -86,6 +86,11 @@ def test_quick_benchmark_floors_and_streamkit(tmp_path: Path) -> None:
     for row in rows:
         if row["kind"] == "stream":
             assert row["over_parser_floor"] > 0, row["scenario"] + row["contender"]
+    # The event loop's floor runs wherever the other transport floors do, and the chunk targets show it.
+    for kind in ("ttft", "concurrent"):
+        assert {"transport-aiohttp", "transport-loop"} <= {row["contender"] for row in rows if row["kind"] == kind}
+    chunk = [target for target in report["targets"] if "/ parser floor <= 0.5 (chunk-text" in target["target"]]
+    assert chunk and all("; loop floor " in target["detail"] for target in chunk)
     names = [target["target"] for target in report["targets"]]
     assert any("async for event / parser floor <= 0.6 (chunk-text" in name for name in names)
     assert any("get_final_message() / parser floor <= 0.5 (chunk-tool" in name for name in names)
@@ -162,3 +167,27 @@ def test_warmup_max_takes_a_whole_number_of_at_least_one(
     assert exited.value.code == 2
     expected = f"python -m benchmarks: error: argument --warmup-max: expected a whole number >= 1, not {message}"
     assert capsys.readouterr().err.splitlines()[-1] == expected
+
+
+def test_loop_is_asyncio_or_uvloop_where_installed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from benchmarks.__main__ import add_options
+
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    assert parser.parse_args([]).loop is None  # the plan's default: asyncio
+    assert parser.parse_args(["--loop", "asyncio"]).loop == "asyncio"
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--loop", "trio"])
+    assert exited.value.code == 2
+    expected = "python -m benchmarks: error: argument --loop: expected one of asyncio, uvloop, not 'trio'"
+    assert capsys.readouterr().err.splitlines()[-1] == expected
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed: neither found nor importable
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--loop", "uvloop"])
+    assert exited.value.code == 2
+    expected = "argument --loop: uvloop is not installed (pip install -e '.[bench]'; not on Windows)"
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m benchmarks: error: {expected}"
