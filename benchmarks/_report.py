@@ -305,7 +305,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
     meta, main = report["meta"], report["meta"].get("content_order", ["ascii"])[0]  # older reports: ASCII only
     rows = [r for r in _chunk(report["results"]) if r.get("content", main) == main]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 5.0), sharey=True)
     titles = ("text: N text_delta events", "tool_use: input in N input_json_delta pieces")
     for axis, kind, title in zip(axes, ("text", "tool"), titles, strict=True):
         for contender, style in STYLE.items():
@@ -320,7 +320,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("client CPU per delta (µs), whole stream")
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     versions = meta["versions"]
     figure.suptitle(
         f"CPU per event ({main} content), one SSE event per HTTP chunk, over loopback\n{meta['cpu']}, {meta['python']}"
@@ -329,7 +329,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
         f" streamkit {versions['streamkit']} ({meta.get('streamkit_tree') or '-'})",
         fontsize=9,
     )
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
