@@ -209,12 +209,14 @@ class Exchange(asyncio.Protocol):
             if not blank:
                 self.head = head
                 return
-            if not head.startswith(b"HTTP/1.1 200 "):
+            fields = head.lower() + b"\r\n"
+            if not head.startswith(b"HTTP/1.1 200 ") or b"\r\ntransfer-encoding: chunked\r\n" not in fields:
                 assert self.done is not None
-                self.done.set_exception(ConnectionError(f"answered {head.splitlines()[0]!r}"))
+                self.done.set_exception(ConnectionError(f"answered {head.splitlines()[0]!r}, or not chunked"))
                 self.transport.close()
                 return
-            self.head, self.reuse = None, b"\r\nconnection: close\r\n" not in head.lower() + b"\r\n"
+            self.head, self.reuse = None, b"\r\nconnection: close\r\n" not in fields
+            self.last = b"\r\n"  # the head's last CRLF: an empty body is the terminating chunk alone
         self.tally.feed(data)
         self.last = data if len(data) >= len(END) else self.last[-len(END) :] + data
         if self.last.endswith(END):

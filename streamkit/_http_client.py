@@ -8,8 +8,9 @@ a large share of the client's CPU.  On these clients only (never on a caller's
 
 - the URL of each endpoint is parsed once and reused;
 - the client's default headers and the call's are merged in one dict, case-insensitively;
-- with no proxy mounted, ``send`` hands the request to the transport and attaches it to the
-  response (no redirect is ever followed); with proxies, httpx routes it as usual.
+- with no proxy mounted (``NO_PROXY`` entries alone mount none), ``send`` hands the request
+  to the transport and attaches it to the response (no redirect is ever followed); with
+  proxies, httpx routes it as usual.
 
 These clients keep no cookies (the API needs none, and a request should not depend on what
 an earlier one was answered): every cookie is refused, so both ways send the same headers.
@@ -71,6 +72,11 @@ def _direct(request: httpx.Request, auth: Any, follow_redirects: Any) -> bool:
     )
 
 
+def _direct_mounts(mounts: Mapping[str, object]) -> bool:
+    """Whether every request goes to the client's own transport (``NO_PROXY`` entries mount None)."""
+    return all(mount is None for mount in mounts.values())
+
+
 class _ShortBuild:
     """``build_request`` of both clients: the request built directly when it can be."""
 
@@ -129,7 +135,7 @@ class DefaultAsyncHTTPClient(_ShortBuild, httpx.AsyncClient):
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             cookies=_no_cookies(),
         )
-        self._direct_transport = None if mounts else transport
+        self._direct_transport = transport if _direct_mounts(mounts) else None
 
     async def send(
         self,
@@ -142,7 +148,11 @@ class DefaultAsyncHTTPClient(_ShortBuild, httpx.AsyncClient):
         transport = self._direct_transport
         if transport is None or self.is_closed or not _direct(request, auth, follow_redirects):
             return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
-        response = await transport.handle_async_request(request)
+        try:
+            response = await transport.handle_async_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx's client layer does
+            raise
         response.request = request
         if not stream:
             try:
@@ -173,7 +183,7 @@ class DefaultHTTPClient(_ShortBuild, httpx.Client):
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             cookies=_no_cookies(),
         )
-        self._direct_transport = None if mounts else transport
+        self._direct_transport = transport if _direct_mounts(mounts) else None
 
     def send(
         self,
@@ -186,7 +196,11 @@ class DefaultHTTPClient(_ShortBuild, httpx.Client):
         transport = self._direct_transport
         if transport is None or self.is_closed or not _direct(request, auth, follow_redirects):
             return super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
-        response = transport.handle_request(request)
+        try:
+            response = transport.handle_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx's client layer does
+            raise
         response.request = request
         if not stream:
             try:

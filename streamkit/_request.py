@@ -349,6 +349,8 @@ class RequestBuilder:
         ``upload`` streamed as multipart, or none for a GET or DELETE) and the timeout (in the
         request's extensions, where the transport and the stall watchdog read it).
         """
+        if self.http.is_closed:  # before the governor: a closed client takes no turn
+            raise client_closed()
         content: bytes | None = None
         if body is not None:
             content = encode_request({**body, **options.extra_body} if options.extra_body else body)
@@ -404,6 +406,10 @@ class Requester(RequestBuilder):
             return await self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise send_error(exc, request) from exc
+        except RuntimeError:  # httpx's word for a pool closed meanwhile (by another task or thread)
+            if self.http.is_closed:
+                raise client_closed() from None
+            raise
         except OSError as exc:  # httpx maps the network's; this one is the upload's file
             raise body_source_error(exc) from exc
 

@@ -156,7 +156,7 @@ class MessageStream(StreamBase):
             return
         self._closed = True
         try:
-            await self._settle()  # shielded by the gate
+            await self._settle()  # the governor shields its own settlement where it can suspend
         finally:  # a settlement that fails (a hook, a warning as error) must not leak the connection
             self._machine.close()
             with anyio.CancelScope(shield=True):

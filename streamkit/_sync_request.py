@@ -84,6 +84,10 @@ class SyncRequester(RequestBuilder):
             return self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise send_error(exc, request) from exc
+        except RuntimeError:  # httpx's word for a pool closed meanwhile (by another thread)
+            if self.http.is_closed:
+                raise client_closed() from None
+            raise
         except OSError as exc:  # httpx maps the network's; this one is the upload's file
             raise body_source_error(exc) from exc
 

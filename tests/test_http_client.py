@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import closed_port
 
 import streamkit
 from streamkit._http_client import DefaultAsyncHTTPClient, DefaultHTTPClient
@@ -91,6 +92,8 @@ async def test_a_closed_client_raises_a_streamkit_error_and_sends_nothing(own_po
         with pytest.raises(streamkit.ClientClosedError):
             await client.messages.count_tokens(model=BODY["model"], messages=BODY["messages"])  # type: ignore[arg-type]
         assert server.requests == []
+        assert client.governor is not None
+        assert client.governor.snapshot(BODY["model"]).admitted == 0  # refused before the governor: no turn taken
 
 
 @pytest.mark.anyio
@@ -122,3 +125,49 @@ async def test_a_calls_header_replaces_streamkits_own_whatever_its_case(own_pool
         "mine/1.0",
         "b-2,c-3",
     )
+
+
+class ClosingClient(httpx.AsyncClient):
+    """A caller's client that another task closes between streamkit's check and the send."""
+
+    async def send(self, request: httpx.Request, **options: Any) -> httpx.Response:
+        await self.aclose()
+        return await super().send(request, **options)
+
+
+@pytest.mark.anyio
+async def test_a_pool_closed_during_the_send_is_a_client_closed_error() -> None:
+    async with MockServer(Reply.text("never")) as server:
+        http = ClosingClient()
+        client = streamkit.AsyncClient(api_key="sk-test", base_url=server.base_url, http_client=http, max_retries=0)
+        with pytest.raises(streamkit.ClientClosedError) as raised:
+            await client.messages.create(**BODY)  # type: ignore[arg-type]
+        assert raised.value.__cause__ is None
+        assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("variables", "direct"),
+    [({}, True), ({"NO_PROXY": "localhost,127.0.0.1"}, True), ({"HTTPS_PROXY": "http://proxy.internal:3128"}, False)],
+    ids=["none", "no-proxy-only", "proxy"],
+)
+@pytest.mark.parametrize("make", [DefaultAsyncHTTPClient, DefaultHTTPClient])
+def test_the_short_send_is_kept_unless_a_proxy_is_mounted(
+    make: Any, variables: dict[str, str], direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    http = make()
+    assert (http._direct_transport is not None, http._direct_transport is http._transport) == (direct, direct)
+
+
+@pytest.mark.anyio
+async def test_a_failed_short_send_carries_its_request() -> None:
+    async with DefaultAsyncHTTPClient() as http:
+        request = http.build_request("GET", f"http://127.0.0.1:{closed_port()}/v1/models")
+        with pytest.raises(httpx.ConnectError) as raised:
+            await http.send(request)
+    assert raised.value.request is request
