@@ -400,8 +400,6 @@ class Requester(RequestBuilder):
         Redirects are never followed, whatever the client was configured with: httpx would send
         the ``x-api-key`` header on to another host (it strips only ``Authorization``).
         """
-        if self.http.is_closed:
-            raise client_closed()
         try:
             return await self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:

@@ -78,8 +78,6 @@ class SyncRequester(RequestBuilder):
 
     def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Send once, redirects never followed (see ``Requester.send``)."""
-        if self.http.is_closed:
-            raise client_closed()
         try:
             return self.http.send(request, stream=stream, follow_redirects=False)
         except httpx.HTTPError as exc:

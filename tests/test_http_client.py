@@ -171,3 +171,19 @@ async def test_a_failed_short_send_carries_its_request() -> None:
         with pytest.raises(httpx.ConnectError) as raised:
             await http.send(request)
     assert raised.value.request is request
+
+
+@pytest.mark.anyio
+async def test_a_client_closed_between_retries_raises_a_client_closed_error() -> None:
+    overloaded = Reply.error(529, "overloaded_error", "busy", headers={"retry-after": "0"})
+    async with MockServer(overloaded, Reply.text("never")) as server:
+        client = streamkit.AsyncClient(api_key="sk-test", base_url=server.base_url, governor=False)
+
+        async def close(info: streamkit.RetryInfo) -> None:
+            await client.aclose()
+
+        with pytest.raises(streamkit.ClientClosedError) as raised:
+            async with client.messages.stream(**BODY, on_retry=close) as stream:  # type: ignore[arg-type]
+                await stream.get_final_text()
+        assert raised.value.__cause__ is None
+        assert [request.path for request in server.requests] == ["/v1/messages"]
