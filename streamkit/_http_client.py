@@ -21,16 +21,17 @@ URL) takes httpx's own way.  httpx's per-request INFO log line is not written on
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from ._transport import DEFAULT_LIMITS, DEFAULT_TIMEOUT, DefaultTransport, _proxy_mounts, keepalive_socket_options
+from ._transport import DEFAULT_LIMITS, DEFAULT_TIMEOUT, DefaultTransport, keepalive_socket_options, proxy_routes
 from ._wire import tls_context
 
 USE_CLIENT_DEFAULT: Any = httpx.USE_CLIENT_DEFAULT
+_T = TypeVar("_T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -70,6 +71,12 @@ def _direct(request: httpx.Request, auth: Any, follow_redirects: Any) -> bool:
         and "timeout" in request.extensions
         and not request.url.userinfo
     )
+
+
+def _transports(make: Callable[..., _T], **options: Any) -> tuple[_T, dict[str, _T | None]]:
+    """A pool's own transport, and its mounts: one transport per proxy the environment names, None where direct."""
+    mounts = {pattern: None if url is None else make(proxy=url, **options) for pattern, url in proxy_routes().items()}
+    return make(**options), mounts
 
 
 def _direct_mounts(mounts: Mapping[str, object]) -> bool:
@@ -123,12 +130,9 @@ class DefaultAsyncHTTPClient(_ShortBuild, httpx.AsyncClient):
     """The async client's own pool: keep-alive sockets, the environment's proxies, the short way."""
 
     def __init__(self, timeout: httpx.Timeout | float | None = None) -> None:
-        options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
-        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-        for pattern, mount in _proxy_mounts(options).items():
-            assert mount is None or isinstance(mount, httpx.AsyncBaseTransport)
-            mounts[pattern] = mount
-        transport = DefaultTransport(**options)
+        transport, mounts = _transports(
+            DefaultTransport, socket_options=keepalive_socket_options(), limits=DEFAULT_LIMITS
+        )
         super().__init__(
             transport=transport,
             mounts=mounts,
@@ -170,13 +174,9 @@ class DefaultHTTPClient(_ShortBuild, httpx.Client):
     """
 
     def __init__(self, timeout: httpx.Timeout | float | None = None) -> None:
-        options: dict[str, Any] = {"socket_options": keepalive_socket_options(), "limits": DEFAULT_LIMITS}
-        options["verify"] = tls_context()
-        mounts: dict[str, httpx.BaseTransport | None] = {}
-        for pattern, mount in _proxy_mounts(options, sync=True).items():
-            assert mount is None or isinstance(mount, httpx.BaseTransport)
-            mounts[pattern] = mount
-        transport = httpx.HTTPTransport(**options)
+        transport, mounts = _transports(
+            httpx.HTTPTransport, socket_options=keepalive_socket_options(), limits=DEFAULT_LIMITS, verify=tls_context()
+        )
         super().__init__(
             transport=transport,
             mounts=mounts,

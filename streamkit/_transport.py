@@ -10,7 +10,8 @@ Both keep sockets alive through long generations.  A generation can run for many
 with little traffic; NAT boxes and load balancers drop connections that look idle.  TCP
 keep-alive probes keep them known, and ``TCP_USER_TIMEOUT`` makes a dead peer surface as
 an error instead of a silent hang.  Passing a transport to httpx turns off its proxy lookup
-from the environment, so the proxy mounts are rebuilt here with the same socket options.
+from the environment, so the environment's proxies are read here (``proxy_routes``) and mounted
+with the same socket options (``_http_client.py``).
 
 The ten pools: at every request and every close, httpcore's pool walks all its connections
 and requests, so a burst of streams costs CPU in proportion to what one pool holds, idle
@@ -178,28 +179,20 @@ def _on_asyncio() -> bool:
     return True
 
 
-def _proxy_mounts(
-    transport_options: dict[str, Any], *, sync: bool = False
-) -> dict[str, httpx.AsyncBaseTransport | httpx.BaseTransport | None]:
-    """Mounts for the proxies named by the environment (``HTTPS_PROXY``, ``NO_PROXY`` ...)."""
+def proxy_routes() -> dict[str, str | None]:
+    """Mount patterns for the environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``...): a proxy URL, None for direct."""
     proxies = urllib.request.getproxies()
-    mounts: dict[str, httpx.AsyncBaseTransport | httpx.BaseTransport | None] = {}
+    routes: dict[str, str | None] = {}
     for scheme in ("http", "https", "all"):
         url = proxies.get(scheme)
         if url:
-            if "://" not in url:
-                url = f"http://{url}"
-            mounts[f"{scheme}://"] = (
-                httpx.HTTPTransport(proxy=url, **transport_options)
-                if sync
-                else DefaultTransport(proxy=url, **transport_options)
-            )
+            routes[f"{scheme}://"] = url if "://" in url else f"http://{url}"
     for host in (h.strip() for h in proxies.get("no", "").split(",")):
         if host == "*":
             return {}
         if host:
-            mounts[_no_proxy_pattern(host)] = None
-    return mounts
+            routes[_no_proxy_pattern(host)] = None
+    return routes
 
 
 def _no_proxy_pattern(host: str) -> str:
